@@ -1,0 +1,55 @@
+# Two commands a user needs: `make test` and `make demo`. Each creates .venv when missing and
+# installs the project first. torch is pinned to the CPU build (an unpinned torch pulls a
+# multi-GB CUDA wheel); constraints.txt pins every other package for a reproducible install.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard proto/activedpo/*/*.proto)
+
+.PHONY: test demo install lint proto proto-check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(MAKE) -s proto-check
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/activedpo-client toyworld build
+	$(BIN)/activedpo-client eval
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# gRPC stubs, generated next to the .proto files and committed
+proto: $(STAMP)
+ifeq ($(PROTOS),)
+	@echo "no .proto files under proto/ yet"
+else
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto --pyi_out=proto $(PROTOS)
+endif
+
+proto-check: $(STAMP)
+ifeq ($(PROTOS),)
+	@echo "proto-check: no .proto files under proto/ yet"
+else
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTOS) && \
+	cd $$tmp && for f in $$(find . -name '*_pb2*'); do \
+	  cmp -s "$$f" "$(CURDIR)/proto/$$f" || { echo "stale generated stub: proto/$$f (run 'make proto')"; exit 1; }; \
+	done && echo "proto-check: stubs match proto/"
+endif
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,328 @@
+"""``activedpo-client``: the toy world, generation, DPO training and evaluation from the shell.
+
+Heavy imports (torch, transformers, trl) happen inside commands so that ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from activedpo_client import __version__
+
+app = typer.Typer(
+    name="activedpo-client",
+    help="Drive ActiveDPO: build the toy world, generate, train DPO rounds, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+toyworld_app = typer.Typer(help="The embedded toy world: a task with a hidden oracle and a tiny SFT model.")
+train_app = typer.Typer(help="Train checkpoints: DPO on labeled pairs (TRL + PEFT LoRA).")
+app.add_typer(toyworld_app, name="toyworld")
+app.add_typer(train_app, name="train")
+
+console = Console()
+err = Console(stderr=True)
+
+
+class Preset(str, Enum):
+    default = "default"
+    tiny = "tiny"
+
+
+class DPOMode(str, Enum):
+    continue_ = "continue"
+    retrain = "retrain"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a user can fix (bad paths, bad input) into one red line and exit code 2."""
+    from activedpo_trainer.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"activedpo-client {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(help="Cache directory for toy worlds [default: $ACTIVEDPO_CACHE or ~/.cache/activedpo]."),
+]
+WorldDir = Annotated[Path | None, typer.Option("--world", help="A built toy world's directory (overrides --preset).")]
+PresetOpt = Annotated[Preset, typer.Option(help="Toy world size: 'default', or 'tiny' for tests.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
+
+
+def _world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None):
+    """Open ``--world``, or the cached world for ``--preset``/``--seed``, building it when missing."""
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, load_toyworld, world_dir
+
+    if world is not None:
+        return load_toyworld(world)
+    config = ToyWorldConfig.preset(preset.value, seed=seed)
+    if not (world_dir(config, cache_dir) / "world.json").is_file():
+        err.print(f"building the {preset.value} toy world (seed {seed}) first …")
+    quiet_libraries()
+    with progress_bars(transient=True) as bar:
+        return build_toyworld(config, cache_dir=cache_dir, progress=bar)
+
+
+@toyworld_app.command("build")
+def toyworld_build(
+    preset: PresetOpt = Preset.default,
+    seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even when a cached world exists.")] = False,
+) -> None:
+    """Build the toy world (or reuse the cached one) and print pi_ref's held-out reward."""
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, world_dir
+
+    quiet_libraries()
+    config = ToyWorldConfig.preset(preset.value, seed=seed)
+    cached = (world_dir(config, cache_dir) / "world.json").is_file() and not force
+    with user_errors(), progress_bars() as bar:
+        world = build_toyworld(config, cache_dir=cache_dir, force=force, progress=bar)
+    _print_world(world, cached)
+
+
+@toyworld_app.command("info")
+def toyworld_info(
+    world: WorldDir = None, preset: PresetOpt = Preset.default, seed: SeedOpt = 0, cache_dir: CacheDir = None
+) -> None:
+    """Describe a toy world: where it lives, its model, its prompts and pi_ref's reward."""
+    with user_errors():
+        w = _world(world, preset, seed, cache_dir)
+    _print_world(w, cached=True)
+
+
+def _print_world(world, cached: bool) -> None:
+    info, cfg = world.info, world.config
+    sft = info["sft_eval"]
+    task = world.task
+    console.print(
+        f"toy world [bold]{cfg.name}[/] (seed {cfg.seed}) {'reused from cache' if cached else 'built'}: {world.root}"
+    )
+    console.print(
+        f"  model: Llama, {cfg.num_layers} layers, hidden {cfg.hidden_size}; SFT {cfg.sft_steps} steps "
+        f"on {cfg.sft_examples} demonstrations; build time {info['build_seconds']:.1f} s"
+    )
+    console.print(f"  prompts: {len(task.train_prompts())} train, {len(task.heldout_prompts())} held out")
+    console.print(
+        f"  SFT policy (pi_ref) mean held-out oracle reward: {sft['mean']:.3f} ± {sft['se']:.3f} (n={sft['n']})"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint directory or manifest [default: the toy world's SFT model].")
+    ] = None,
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+    prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
+    sample_seed: Annotated[int, typer.Option(help="Seed of the sampled responses.")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).", min=0.0)] = 1.0,
+    vs_ref: Annotated[
+        bool, typer.Option(help="Also sample pi_ref (adapter disabled) and report the win-rate against it.")
+    ] = True,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Mean oracle reward (± standard error) of a checkpoint on the toy world's held-out prompts."""
+    from activedpo_trainer.checkpoint import load_model
+    from activedpo_trainer.evaluate import evaluate_policy
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        w = _world(world, preset, seed, cache_dir)
+        loaded = load_model(checkpoint if checkpoint is not None else w.sft_dir, device=device)
+        held = w.task.heldout_prompts()
+        if prompts > len(held):
+            raise ValueError(f"--prompts {prompts} exceeds the {len(held)} held-out prompts of this world")
+        with_ref = vs_ref and loaded.manifest.adapter is not None
+        with progress_bars(transient=True) as bar:
+            report = evaluate_policy(
+                loaded.model,
+                loaded.tokenizer,
+                w.task,
+                held[:prompts],
+                seed=sample_seed,
+                max_new_tokens=w.config.max_new_tokens,
+                temperature=temperature,
+                with_reference=with_ref,
+                progress=lambda d, t: bar("evaluate", d, t),
+            )
+    name = loaded.manifest.id
+    if as_json:
+        console.print_json(json.dumps({"checkpoint": name, **report.to_dict()}))
+    else:
+        console.print(f"{name}: {report}")
+
+
+@app.command("generate")
+def generate_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory or manifest.")],
+    prompts_file: Annotated[Path, typer.Option("--prompts", help="Prompts, one per line (or JSONL with 'prompt').")],
+    out: Annotated[Path, typer.Option(help="Output JSONL: one {'prompt', 'responses'} row per prompt.")],
+    k: Annotated[int, typer.Option("--responses", "-k", help="Responses per prompt.", min=1)] = 3,
+    temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
+) -> None:
+    """Sample K responses per prompt from a checkpoint."""
+    from activedpo_trainer.checkpoint import load_model
+    from activedpo_trainer.generation import GenerationSettings, generate
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        prompts = _read_prompts(prompts_file)
+        settings = GenerationSettings(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+        loaded = load_model(checkpoint, device=device)
+        with progress_bars() as bar:
+            responses = generate(
+                loaded.model,
+                loaded.tokenizer,
+                prompts,
+                k,
+                settings,
+                seed=seed,
+                progress=lambda d, t: bar("generate", d, t),
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for p, rs in zip(prompts, responses, strict=True):
+            f.write(json.dumps({"prompt": p, "responses": rs}) + "\n")
+    console.print(f"wrote {len(prompts)} prompts × {k} responses to {out}")
+
+
+def _read_prompts(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts file not found: {path}")
+    prompts = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                prompt = json.loads(line)["prompt"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with a 'prompt' string ({e})") from e
+            if not isinstance(prompt, str):
+                raise ValueError(f"{path}:{n}: 'prompt' must be a string")
+            prompts.append(prompt)
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise ValueError(f"no prompts in {path}")
+    return prompts
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise FileNotFoundError(f"labels file not found: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e})") from e
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+            raise ValueError(f"{path}:{n}: expected an object with string 'prompt', 'chosen' and 'rejected'")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"no labeled pairs in {path}")
+    return rows
+
+
+@train_app.command("dpo")
+def train_dpo_cmd(
+    labels: Annotated[Path, typer.Option(help="JSONL of {'prompt', 'chosen', 'rejected'} rows.")],
+    base: Annotated[str, typer.Option(help="Reference model: a base/SFT checkpoint, directory or Hugging Face id.")],
+    out: Annotated[Path, typer.Option(help="Directory for the new checkpoint (adapter + manifest.json).")],
+    parent: Annotated[
+        Path | None, typer.Option(help="Checkpoint to continue from [default: a fresh adapter on the base].")
+    ] = None,
+    mode: Annotated[
+        DPOMode, typer.Option(help="continue: start from --parent's adapter; retrain: fresh adapter.")
+    ] = DPOMode.continue_,
+    beta: Annotated[float, typer.Option(min=0.0)] = 0.1,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    epochs: Annotated[float, typer.Option(min=0.0)] = 4.0,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    lora_r: Annotated[int, typer.Option(min=1)] = 128,
+    lora_alpha: Annotated[int, typer.Option(min=1)] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
+) -> None:
+    """One DPO round on labeled pairs, LoRA on the base, reference = the base model."""
+    from activedpo_trainer.checkpoint import resolve_checkpoint
+    from activedpo_trainer.dpo import DPOSettings, train_dpo
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        rows = _read_rows(labels)
+        base_m = resolve_checkpoint(str(base))
+        parent_m = resolve_checkpoint(str(parent)) if parent is not None else None
+        settings = DPOSettings(
+            beta=beta,
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch_size,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            seed=seed,
+            device=device,
+        )
+        with progress_bars() as bar:
+            manifest = train_dpo(
+                base_m, rows, out, settings, parent=parent_m, mode=mode.value, progress=lambda d, t: bar("dpo", d, t)
+            )
+    console.print(f"checkpoint {manifest.id} (parent {manifest.parent_id}) written to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,203 @@
+"""Checkpoints: a base model (any Hugging Face path or directory) plus an optional LoRA adapter.
+
+A checkpoint is described by a small manifest, ``manifest.json`` in the checkpoint directory:
+
+    {"id": "...", "base": "<HF id or dir>", "adapter": "<adapter dir or null>",
+     "parent_id": "...", "created": "2026-01-01T00:00:00Z"}
+
+Every model activedpo touches, the toy world's tiny Llama included, is loaded by
+:func:`load_model`, so the code that serves a real 7B model is the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: a missing path, a corrupt manifest, an incompatible adapter."""
+
+
+@dataclass(frozen=True)
+class CheckpointManifest:
+    """What a checkpoint is: ``base`` plus an optional LoRA ``adapter`` directory."""
+
+    id: str
+    base: str  # Hugging Face model id or local directory
+    adapter: str | None  # PEFT adapter directory; None = the base model itself
+    parent_id: str | None  # checkpoint this one was trained from
+    created: str  # UTC, ISO 8601
+
+    @classmethod
+    def new(cls, base: str, adapter: str | None, parent_id: str | None, id: str | None = None) -> CheckpointManifest:
+        return cls(
+            id=id or f"ckpt-{uuid.uuid4().hex[:12]}",
+            base=str(base),
+            adapter=str(adapter) if adapter is not None else None,
+            parent_id=parent_id,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/manifest.json`` atomically (temp file + rename)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CheckpointManifest:
+        """Read a manifest from its file or from the directory holding ``manifest.json``."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint manifest not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"corrupt checkpoint manifest {path}: {e}") from e
+        if not isinstance(data, dict):
+            raise CheckpointError(f"corrupt checkpoint manifest {path}: expected a JSON object")
+        missing = [k for k in ("id", "base") if not data.get(k)]
+        if missing:
+            raise CheckpointError(f"checkpoint manifest {path} lacks {', '.join(missing)}")
+        known = {"id", "base", "adapter", "parent_id", "created"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"checkpoint manifest {path} has unknown keys {unknown}")
+        manifest = cls(
+            id=str(data["id"]),
+            base=str(data["base"]),
+            adapter=data.get("adapter"),
+            parent_id=data.get("parent_id"),
+            created=str(data.get("created", "")),
+        )
+        return manifest._resolved(path.parent)
+
+    def _resolved(self, directory: Path) -> CheckpointManifest:
+        """Relative local paths in a manifest are relative to the manifest's directory."""
+
+        def fix(p: str | None) -> str | None:
+            if p is None:
+                return None
+            candidate = directory / p
+            return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
+
+        return CheckpointManifest(self.id, fix(self.base) or self.base, fix(self.adapter), self.parent_id, self.created)
+
+
+def resolve_checkpoint(ref: str | Path | CheckpointManifest) -> CheckpointManifest:
+    """A manifest for ``ref``: a manifest file, a directory holding ``manifest.json``, or a bare
+    base model (Hugging Face id or directory), which gets a manifest without an adapter."""
+    if isinstance(ref, CheckpointManifest):
+        return ref
+    path = Path(ref)
+    if (path / MANIFEST).is_file() or path.suffix == ".json":
+        return CheckpointManifest.load(path)
+    _check_base(str(ref))
+    return CheckpointManifest(id=f"base:{ref}", base=str(ref), adapter=None, parent_id=None, created="")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with its tokenizer and the manifest it came from."""
+
+    model: Any  # transformers PreTrainedModel, or peft PeftModel when an adapter is loaded
+    tokenizer: Any
+    manifest: CheckpointManifest
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``cuda`` when present, else ``cpu``, unless ``device`` says otherwise."""
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_base(base: str) -> None:
+    p = Path(base).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise CheckpointError(f"base model directory {p} has no config.json; is it a Hugging Face model directory?")
+        return
+    # "org/name" (one slash, no leading dot or slash) may be a Hugging Face id; anything else is a missing path
+    parts = base.split("/")
+    if base.startswith((".", "/", "~")) or len(parts) > 2 or not all(parts):
+        raise CheckpointError(f"base model path does not exist: {base}")
+
+
+def _check_adapter(adapter: str) -> Path:
+    p = Path(adapter).expanduser()
+    if not p.is_dir():
+        raise CheckpointError(f"adapter directory does not exist: {adapter}")
+    if not (p / "adapter_config.json").is_file():
+        raise CheckpointError(f"adapter directory {adapter} has no adapter_config.json; is it a PEFT adapter?")
+    return p
+
+
+def load_model(
+    checkpoint: str | Path | CheckpointManifest,
+    adapter: str | Path | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+    trainable: bool = False,
+) -> LoadedModel:
+    """Load a checkpoint (see :func:`resolve_checkpoint`), optionally with an ``adapter`` on a bare base.
+
+    ``dtype`` is explicit (``float32``, ``bfloat16``, ``float16``): transformers 5 otherwise loads
+    the saved dtype. With ``trainable`` the adapter's parameters require gradients.
+    Errors name the offending path.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = resolve_checkpoint(checkpoint)
+    if adapter is not None:
+        if manifest.adapter is not None:
+            raise CheckpointError(f"checkpoint {manifest.id} already has an adapter; pass a base model with `adapter`")
+        manifest = CheckpointManifest(
+            f"{manifest.id}+{Path(adapter).name}", manifest.base, str(adapter), manifest.id, ""
+        )
+    base, adapter = manifest.base, manifest.adapter
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise CheckpointError(f"unsupported dtype {dtype!r}; use float32, bfloat16 or float16")
+    _check_base(base)
+    adapter_dir = _check_adapter(str(adapter)) if adapter is not None else None
+    device = resolve_device(device)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    except OSError as e:
+        raise CheckpointError(f"cannot load base model {base}: {e}") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"adapter {adapter_dir} does not fit base model {base}: {e}") from e
+    model.to(device)
+    if not trainable:
+        model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, manifest=manifest)

@@ -1,0 +1,399 @@
+"""The embedded toy world: a synthetic instruction task, its hidden oracle and a tiny SFT model.
+
+No network exists at run time, yet the main job has to run out of the box. So activedpo
+builds its own small world, locally and deterministically from a seed:
+
+* a prompt pool, ``write a <form> about <topic> for <audience> in <n> words :``, split into
+  train and held-out prompts;
+* a hidden oracle reward r*(x, y) over several independent attributes of the response: words
+  on the prompt's topic, sentiment, length against the asked length, repetition (see
+  :meth:`ToyTask.reward`). Two depend on the prompt, two do not;
+* a word-level tokenizer trained with ``tokenizers`` and a tiny Llama-architecture causal LM
+  SFT-trained from scratch on noisy demonstrations, saved in Hugging Face format. That model
+  is pi_ref, and it is loaded through exactly the checkpoint code that loads a real 7B model.
+
+The demonstrations are deliberately mediocre (some off-topic words, negative words, wrong
+lengths, repeats), so the SFT policy has a mediocre mean reward and a wide spread between its
+own samples: pairs of its responses carry signal, and different pairs teach different things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from activedpo_trainer.checkpoint import CheckpointManifest
+
+WORLD_FORMAT = 1  # bump when a change to this module changes what a given config builds
+
+TOPICS: dict[str, tuple[str, ...]] = {
+    "ocean": ("wave", "tide", "reef", "coral", "shell", "salt"),
+    "forest": ("tree", "moss", "fern", "oak", "pine", "leaf"),
+    "city": ("street", "tower", "bridge", "traffic", "subway", "market"),
+    "desert": ("sand", "dune", "cactus", "camel", "mirage", "oasis"),
+    "space": ("star", "planet", "comet", "orbit", "rocket", "galaxy"),
+    "music": ("melody", "rhythm", "drum", "guitar", "chord", "song"),
+    "kitchen": ("bread", "spice", "oven", "soup", "knife", "pepper"),
+    "garden": ("rose", "tulip", "soil", "seed", "bloom", "hedge"),
+    "winter": ("snow", "frost", "ice", "sled", "scarf", "blizzard"),
+    "school": ("teacher", "lesson", "chalk", "pencil", "exam", "library"),
+    "river": ("stream", "bank", "canoe", "current", "delta", "rapids"),
+    "mountain": ("peak", "summit", "cliff", "ridge", "glacier", "boulder"),
+}
+POSITIVE = ("bright", "warm", "kind", "gentle", "lovely", "joyful", "calm", "sunny")
+NEGATIVE = ("dull", "cold", "harsh", "grim", "bleak", "sour", "dreary", "gray")
+FILLER = ("the", "a", "and", "with", "very", "some", "many", "near", "under", "over", "its", "our")
+FORMS = ("note", "poem", "story", "line", "verse")
+AUDIENCES = ("kids", "friends", "sailors", "travelers")
+LENGTHS = tuple(range(4, 11))
+MAX_RESPONSE_WORDS = 14
+PROMPT_WORDS = ("write", "a", "about", "for", "in", "words", ":")
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+_TOPIC_OF_WORD = {w: t for t, words in TOPICS.items() for w in words}
+_POSITIVE, _NEGATIVE = frozenset(POSITIVE), frozenset(NEGATIVE)
+
+
+def format_prompt(form: str, topic: str, audience: str, n: int) -> str:
+    return f"write a {form} about {topic} for {audience} in {n} words :"
+
+
+def parse_prompt(prompt: str) -> tuple[str, int]:
+    """(topic, n) of a toy-world prompt; ``ValueError`` naming the prompt otherwise."""
+    w = prompt.split()
+    if len(w) != 11 or w[:2] != ["write", "a"] or w[3] != "about" or w[7] != "in" or w[9:] != ["words", ":"]:
+        raise ValueError(f"not a toy-world prompt: {prompt!r}")
+    topic, n = w[4], w[8]
+    if topic not in TOPICS or not n.isdigit():
+        raise ValueError(f"not a toy-world prompt: {prompt!r}")
+    return topic, int(n)
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Weights of the oracle's attributes; each one is a separate thing a pair can teach."""
+
+    on_topic: float = 0.5  # per distinct word of the prompt's topic
+    off_topic: float = 0.5  # per word of another topic (penalty)
+    sentiment: float = 0.5  # per positive word, minus per negative word
+    length: float = 0.3  # per word away from the asked length (penalty)
+    repeat: float = 0.5  # per repeated word (penalty)
+
+
+@dataclass(frozen=True)
+class ToyTask:
+    """The toy world's task (implements :class:`activedpo_trainer.tasks.Task`).
+
+    The prompt pool is every combination of form, topic, audience and length (1,680
+    prompts; form and audience do not matter to the oracle); ``n_heldout`` of them, chosen
+    by ``seed``, are held out for evaluation.
+    """
+
+    seed: int = 0
+    n_heldout: int = 200
+    weights: RewardWeights = field(default_factory=RewardWeights)
+    name: str = "toy"
+
+    def _split(self) -> tuple[list[str], list[str]]:
+        prompts = [
+            format_prompt(form, topic, aud, n)
+            for form in FORMS
+            for topic in TOPICS
+            for aud in AUDIENCES
+            for n in LENGTHS
+        ]
+        order = np.random.default_rng([self.seed, 1]).permutation(len(prompts))
+        heldout = [prompts[i] for i in order[: self.n_heldout]]
+        train = [prompts[i] for i in order[self.n_heldout :]]
+        return train, heldout
+
+    def train_prompts(self) -> list[str]:
+        return self._split()[0]
+
+    def heldout_prompts(self) -> list[str]:
+        return self._split()[1]
+
+    def reward(self, prompt: str, response: str) -> float:
+        """r*(x, y) = w_on·|distinct on-topic| − w_off·#other-topic + w_sent·(#positive − #negative)
+        − w_len·|#words − n| − w_rep·#repeats, rounded to 6 decimals."""
+        topic, n = parse_prompt(prompt)
+        words = response.split()
+        on = len({w for w in words if _TOPIC_OF_WORD.get(w) == topic})
+        off = sum(1 for w in words if w in _TOPIC_OF_WORD and _TOPIC_OF_WORD[w] != topic)
+        pos = sum(1 for w in words if w in _POSITIVE)
+        neg = sum(1 for w in words if w in _NEGATIVE)
+        repeats = len(words) - len(set(words))
+        w = self.weights
+        r = (
+            w.on_topic * on
+            - w.off_topic * off
+            + w.sentiment * (pos - neg)
+            - w.length * abs(len(words) - n)
+            - w.repeat * repeats
+        )
+        return round(r, 6)
+
+    def sft_corpus(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """Demonstrations by a crowd of mediocre writers (responses continue their prompts).
+
+        Each demonstration comes from a writer with four independent binary traits, each a
+        coin flip: *focused* (50% of words on the topic and 5% on other topics, against 20%
+        and 30%), *upbeat* (its sentiment words, 20% of all, are all positive, else all
+        negative), *careful* (never repeats a word; careless writers draw with replacement)
+        and *precise* (length n ± 1, against n ± 4). The SFT policy learns this mixture, so
+        its own samples differ along each trait (a wide reward spread), and each trait is a
+        separate thing a preference can teach.
+        """
+        rng = np.random.default_rng([seed, 2])
+        train = self.train_prompts()
+        other_topics = {t: [w for u, ws in TOPICS.items() if u != t for w in ws] for t in TOPICS}
+        out = []
+        for i in rng.integers(0, len(train), size=n):
+            prompt = train[i]
+            topic, length = parse_prompt(prompt)
+            focused, upbeat, careful, precise = rng.random(4) < 0.5
+            p_on, p_off = (0.5, 0.05) if focused else (0.2, 0.3)
+            p_pos, p_neg = (0.2, 0.0) if upbeat else (0.0, 0.2)
+            kinds = np.array([p_on, p_off, p_pos, p_neg, 1.0 - p_on - p_off - p_pos - p_neg])
+            pools = (TOPICS[topic], other_topics[topic], POSITIVE, NEGATIVE, FILLER)
+            spread = 1 if precise else 4
+            k = int(np.clip(length + rng.integers(-spread, spread + 1), 1, MAX_RESPONSE_WORDS))
+            words: list[str] = []
+            while len(words) < k:
+                pool = pools[rng.choice(len(pools), p=kinds)]
+                word = pool[rng.integers(0, len(pool))]
+                if careful and word in words:
+                    continue
+                words.append(word)
+            out.append((prompt, " " + " ".join(words)))  # a response continues its prompt
+        return out
+
+    def vocabulary(self) -> list[str]:
+        words = list(PROMPT_WORDS) + list(FORMS) + list(TOPICS) + list(AUDIENCES)
+        words += [str(n) for n in LENGTHS]
+        words += [w for ws in TOPICS.values() for w in ws] + list(POSITIVE) + list(NEGATIVE)
+        words += list(FILLER)
+        return list(dict.fromkeys(words))  # dedupe, keep order
+
+
+@dataclass(frozen=True)
+class ToyWorldConfig:
+    """Everything that determines a toy world; its hash names the cache directory."""
+
+    name: str = "default"
+    seed: int = 0
+    n_heldout: int = 200
+    # model: a 2-layer Llama, ~0.35 M parameters; big enough to learn the task, small enough for CPUs
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    # SFT from scratch on the noisy demonstrations
+    sft_examples: int = 20_000
+    sft_steps: int = 1_200
+    sft_batch_size: int = 64
+    sft_lr: float = 3e-3
+    # evaluation of pi_ref recorded at build time
+    eval_prompts: int = 100
+    max_new_tokens: int = MAX_RESPONSE_WORDS + 2
+
+    @classmethod
+    def preset(cls, name: str, seed: int = 0) -> ToyWorldConfig:
+        """``default``: the world the quickstart uses. ``tiny``: builds in seconds, for tests."""
+        if name == "default":
+            return cls(name="default", seed=seed)
+        if name == "tiny":
+            return cls(
+                name="tiny",
+                seed=seed,
+                hidden_size=32,
+                intermediate_size=64,
+                num_layers=1,
+                num_heads=2,
+                sft_examples=2_000,
+                sft_steps=150,
+                sft_batch_size=32,
+                eval_prompts=20,
+            )
+        raise ValueError(f"unknown toy world preset {name!r}; choose 'default' or 'tiny'")
+
+    def task(self) -> ToyTask:
+        return ToyTask(seed=self.seed, n_heldout=self.n_heldout)
+
+    def key(self) -> str:
+        payload = json.dumps({"format": WORLD_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class ToyWorld:
+    """A built world on disk: ``root/world.json`` and the SFT checkpoint in ``root/sft``."""
+
+    root: Path
+    config: ToyWorldConfig
+    info: dict
+
+    @property
+    def task(self) -> ToyTask:
+        return self.config.task()
+
+    @property
+    def sft_dir(self) -> Path:
+        return self.root / "sft"
+
+    @property
+    def sft_checkpoint(self) -> CheckpointManifest:
+        return CheckpointManifest.load(self.sft_dir)
+
+
+def default_cache_dir() -> Path:
+    """``$ACTIVEDPO_CACHE``, else ``$XDG_CACHE_HOME/activedpo``, else ``~/.cache/activedpo``."""
+    if os.environ.get("ACTIVEDPO_CACHE"):
+        return Path(os.environ["ACTIVEDPO_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "activedpo"
+
+
+def world_dir(config: ToyWorldConfig, cache_dir: Path | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / "toyworld" / f"{config.name}-{config.key()}"
+
+
+def load_toyworld(path: str | Path) -> ToyWorld:
+    """Open a built world from its directory; a clear error when it is missing or incomplete."""
+    root = Path(path)
+    info_path = root / "world.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(
+            f"no toy world at {root}: {info_path} is missing; build one with `activedpo-client toyworld build`"
+        )
+    try:
+        info = json.loads(info_path.read_text())
+        config = ToyWorldConfig(**info["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"corrupt toy world description {info_path}: {e}") from e
+    return ToyWorld(root=root, config=config, info=info)
+
+
+def build_toyworld(
+    config: ToyWorldConfig | None = None,
+    cache_dir: Path | None = None,
+    force: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ToyWorld:
+    """Build the world for ``config`` (or reuse the cached one) and return it.
+
+    The build is written to a temporary directory next to the cache entry and renamed into
+    place at the end, so an interrupted build never leaves a half-world that looks complete.
+    ``progress(stage, done, total)`` is called during SFT and evaluation.
+    """
+    import torch
+
+    from activedpo_trainer.checkpoint import load_model
+    from activedpo_trainer.evaluate import evaluate_policy
+    from activedpo_trainer.sft import SFTSettings, train_sft
+
+    config = config or ToyWorldConfig()
+    root = world_dir(config, cache_dir)
+    if (root / "world.json").is_file() and not force:
+        return load_toyworld(root)
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        t0 = time.perf_counter()
+        task = config.task()
+        torch.manual_seed(config.seed)
+        tokenizer = build_tokenizer(task.vocabulary())
+        model = _new_model(config, tokenizer)
+        corpus = task.sft_corpus(config.sft_examples, seed=config.seed)
+        settings = SFTSettings(
+            steps=config.sft_steps, batch_size=config.sft_batch_size, lr=config.sft_lr, seed=config.seed
+        )
+        losses = train_sft(model, tokenizer, corpus, settings, progress=progress)
+        sft_dir = tmp / "sft"
+        model.generation_config.max_new_tokens = config.max_new_tokens
+        model.save_pretrained(sft_dir)
+        tokenizer.save_pretrained(sft_dir)
+        # base "." = this directory: the world stays loadable wherever the cache is moved
+        manifest = CheckpointManifest.new(base=".", adapter=None, parent_id=None, id=f"toyworld-{config.key()}-sft")
+        manifest.save(sft_dir)
+        build_seconds = time.perf_counter() - t0
+
+        # pi_ref's figures, through the same loading path every checkpoint takes
+        loaded = load_model(sft_dir)
+        report = evaluate_policy(
+            loaded.model,
+            loaded.tokenizer,
+            task,
+            task.heldout_prompts()[: config.eval_prompts],
+            seed=config.seed,
+            max_new_tokens=config.max_new_tokens,
+            progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
+        )
+        info = {
+            "format": WORLD_FORMAT,
+            "config": dataclasses.asdict(config),
+            "key": config.key(),
+            "build_seconds": round(build_seconds, 2),
+            "sft_final_loss": round(float(np.mean(losses[-20:])), 4),
+            "sft_eval": report.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "world.json").write_text(json.dumps(info, indent=2) + "\n")
+        if root.exists():  # force: replace the old world only once the new one is complete
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_toyworld(root)
+
+
+def build_tokenizer(vocabulary: list[str]):
+    """A word-level tokenizer over ``vocabulary`` (trained with ``tokenizers``), wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
+    trainer = trainers.WordLevelTrainer(special_tokens=[PAD, EOS, UNK], min_frequency=1)
+    tok.train_from_iterator([" ".join(vocabulary)], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=PAD,
+        eos_token=EOS,
+        unk_token=UNK,
+        model_max_length=64,
+        padding_side="left",  # generation pads on the left; training code sets what it needs
+    )
+
+
+def _new_model(config: ToyWorldConfig, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(cfg)
