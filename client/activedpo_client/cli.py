@@ -31,7 +31,7 @@ app.add_typer(toyworld_app, name="toyworld")
 app.add_typer(train_app, name="train")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths in errors stay on one line
 
 
 class Preset(str, Enum):
@@ -125,6 +125,39 @@ def toyworld_info(
     with user_errors():
         w = _world(world, preset, seed, cache_dir)
     _print_world(w, cached=True)
+
+
+@toyworld_app.command("check")
+def toyworld_check(
+    out: Annotated[Path, typer.Option(help="Directory for the DPO checkpoint this check trains.")],
+    pairs: Annotated[int, typer.Option(help="Oracle-labeled pairs of pi_ref's own samples to train on.", min=1)] = 200,
+    label_seed: Annotated[int, typer.Option(help="Seed of the prompts, samples and Bradley-Terry draws.")] = 0,
+    prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Check the world is a real problem: DPO on pi_ref's own oracle-labeled pairs must beat pi_ref."""
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_trainer.toyworld import dpo_check
+
+    quiet_libraries()
+    with user_errors():
+        w = _world(world, preset, seed, cache_dir)
+        with progress_bars(transient=True) as bar:
+            result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=prompts, progress=bar)
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    r = result.report
+    console.print(f"pi_ref (SFT):           mean held-out reward {r.ref_mean:.3f} ± {r.ref_se:.3f} (n={r.n})")
+    console.print(f"DPO on {result.pairs} pairs:     mean held-out reward {r.mean:.3f} ± {r.se:.3f} (n={r.n})")
+    console.print(
+        f"win-rate vs pi_ref {r.win_rate:.1%}; mean reward gap within a pair {result.pair_reward_gap:.2f}; "
+        f"DPO training {result.train_seconds:.1f} s"
+    )
 
 
 def _print_world(world, cached: bool) -> None:

@@ -24,7 +24,7 @@ checkpoint_app = typer.Typer(help="Inspect the checkpoints the server would load
 app.add_typer(checkpoint_app, name="checkpoint")
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # paths in errors stay on one line
 
 
 def _version(value: bool) -> None:

@@ -105,6 +105,7 @@ def build_dpo_trainer(
     from datasets import Dataset
     from peft import PeftModel
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     settings = settings or DPOSettings()
@@ -161,6 +162,7 @@ def build_dpo_trainer(
         peft_config=peft_config,
         callbacks=[_Progress()],
     )
+    trainer.remove_callback(PrinterCallback)  # our progress callback reports instead of printed log dicts
     if "ref" in trainer.model.peft_config:  # TRL copied the parent adapter as reference: use the base instead
         trainer.model.delete_adapter("ref")
         trainer.model.set_adapter("default")

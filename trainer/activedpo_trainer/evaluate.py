@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ class EvalReport:
     n: int
     win_rate: float | None = None  # vs pi_ref (adapter disabled) on the same prompts; ties count 1/2
     ref_mean: float | None = None
+    ref_se: float | None = None
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -29,7 +29,7 @@ class EvalReport:
     def __str__(self) -> str:
         s = f"mean reward {self.mean:.3f} ± {self.se:.3f} (n={self.n})"
         if self.win_rate is not None:
-            s += f", win-rate vs pi_ref {self.win_rate:.1%} (pi_ref {self.ref_mean:.3f})"
+            s += f", win-rate vs pi_ref {self.win_rate:.1%} (pi_ref {self.ref_mean:.3f} ± {self.ref_se:.3f})"
         return s
 
 
@@ -60,19 +60,17 @@ def evaluate_policy(
     """
     if not prompts:
         raise ValueError("no prompts to evaluate on")
+    if with_reference and not hasattr(model, "disable_adapter"):
+        raise ValueError("a win-rate against pi_ref needs a model with a LoRA adapter")
     settings = GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens)
     responses = [g[0] for g in generate(model, tokenizer, prompts, 1, settings, seed=seed, progress=progress)]
     rewards = [task.reward(p, r) for p, r in zip(prompts, responses, strict=True)]
     mean, se = mean_and_se(rewards)
     if not with_reference:
         return EvalReport(mean=mean, se=se, n=len(rewards))
-    if not hasattr(model, "disable_adapter"):
-        raise ValueError("a win-rate against pi_ref needs a model with a LoRA adapter")
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(model.disable_adapter())
+    with model.disable_adapter():
         ref = [g[0] for g in generate(model, tokenizer, prompts, 1, settings, seed=seed)]
     ref_rewards = [task.reward(p, r) for p, r in zip(prompts, ref, strict=True)]
+    ref_mean, ref_se = mean_and_se(ref_rewards)
     wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, ref_rewards, strict=True)]
-    return EvalReport(
-        mean=mean, se=se, n=len(rewards), win_rate=float(np.mean(wins)), ref_mean=float(np.mean(ref_rewards))
-    )
+    return EvalReport(mean, se, len(rewards), win_rate=float(np.mean(wins)), ref_mean=ref_mean, ref_se=ref_se)

@@ -33,8 +33,12 @@ def progress_bars(transient: bool = False) -> Iterator[StageProgress]:
 def quiet_libraries() -> None:
     """Silence transformers' and datasets' own bars and info logs under our progress bars."""
     import logging
+    import warnings
 
     import transformers
+
+    # deprecations raised inside transformers by TRL's own calls: nothing a user of ours can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

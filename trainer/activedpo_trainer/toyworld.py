@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from activedpo_trainer.checkpoint import CheckpointManifest
+from activedpo_trainer.evaluate import EvalReport
 
 WORLD_FORMAT = 1  # bump when a change to this module changes what a given config builds
 
@@ -397,3 +398,82 @@ def _new_model(config: ToyWorldConfig, tokenizer):
         bos_token_id=None,
     )
     return LlamaForCausalLM(cfg)
+
+
+@dataclass(frozen=True)
+class DPOCheck:
+    """Does DPO on the SFT policy's own oracle-labeled samples improve it? (See :func:`dpo_check`.)"""
+
+    pairs: int
+    pair_reward_gap: float  # mean |r*(y1) − r*(y2)| over the labeled pairs: how much signal a pair carries
+    train_seconds: float
+    report: EvalReport  # the DPO checkpoint, with pi_ref (SFT) on the same prompts as reference
+
+    def to_dict(self) -> dict:
+        return {
+            "pairs": self.pairs,
+            "pair_reward_gap": round(self.pair_reward_gap, 4),
+            "train_seconds": round(self.train_seconds, 2),
+            **self.report.to_dict(),
+        }
+
+
+def dpo_check(
+    world: ToyWorld,
+    out_dir: str | Path,
+    n_pairs: int = 200,
+    seed: int = 0,
+    eval_prompts: int = 100,
+    settings=None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DPOCheck:
+    """Sample two responses from pi_ref for ``n_pairs`` train prompts, label each pair with the
+    oracle (Bradley-Terry draws), train one DPO round (fresh LoRA, ``settings`` or the paper's
+    defaults) into ``out_dir``, and evaluate it against pi_ref on ``eval_prompts`` held-out prompts.
+    """
+    from activedpo_trainer.checkpoint import load_model
+    from activedpo_trainer.dpo import train_dpo
+    from activedpo_trainer.evaluate import evaluate_policy
+    from activedpo_trainer.generation import GenerationSettings, generate
+    from activedpo_trainer.tasks import label_pairs
+
+    task = world.task
+    train = task.train_prompts()
+    if not 0 < n_pairs <= len(train):
+        raise ValueError(f"n_pairs must be in 1..{len(train)}, got {n_pairs}")
+    rng = np.random.default_rng([seed, 3])
+    prompts = [train[i] for i in rng.choice(len(train), size=n_pairs, replace=False)]
+    sft = load_model(world.sft_dir)
+    responses = generate(
+        sft.model,
+        sft.tokenizer,
+        prompts,
+        2,
+        GenerationSettings(max_new_tokens=world.config.max_new_tokens),
+        seed=seed,
+        progress=(lambda d, t: progress("generate", d, t)) if progress else None,
+    )
+    pairs = [(g[0], g[1]) for g in responses]
+    gap = float(np.mean([abs(task.reward(p, a) - task.reward(p, b)) for p, (a, b) in zip(prompts, pairs, strict=True)]))
+    rows = label_pairs(task, prompts, pairs, rng)
+    t0 = time.perf_counter()
+    manifest = train_dpo(
+        world.sft_checkpoint,
+        rows,
+        out_dir,
+        settings,
+        progress=(lambda d, t: progress("dpo", d, t)) if progress else None,
+    )
+    seconds = time.perf_counter() - t0
+    policy = load_model(manifest)
+    report = evaluate_policy(
+        policy.model,
+        policy.tokenizer,
+        task,
+        task.heldout_prompts()[:eval_prompts],
+        seed=seed,
+        max_new_tokens=world.config.max_new_tokens,
+        with_reference=True,
+        progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
+    )
+    return DPOCheck(pairs=n_pairs, pair_reward_gap=gap, train_seconds=seconds, report=report)
