@@ -184,7 +184,7 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing files, offline hub ids, unknown architectures
         raise CheckpointError(f"cannot load base model {base}: {e}") from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -352,9 +352,14 @@ def build_toyworld(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / "world.json").write_text(json.dumps(info, indent=2) + "\n")
-        if root.exists():  # force: replace the old world only once the new one is complete
+        if root.exists() and force:  # replace the old world only once the new one is complete
             shutil.rmtree(root)
-        os.replace(tmp, root)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not (root / "world.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another process finished the same world first: same config, same world
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

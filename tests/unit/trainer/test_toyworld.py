@@ -105,3 +105,20 @@ def test_the_sft_model_learned_the_task_format(tiny_world):
     )
     words = [w for group in out for r in group for w in r.split()]
     assert words and set(words) <= vocab
+
+
+def test_a_world_finished_meanwhile_by_another_process_wins(tiny_world, tmp_path):
+    """Two builds of one config race: the loser discards its copy and opens the winner's."""
+    import shutil
+
+    cfg = ToyWorldConfig.preset("tiny")
+    target = world_dir(cfg, tmp_path)
+
+    def other_process_finishes(stage, done, total):
+        if stage == "sft" and done == 1:
+            shutil.copytree(tiny_world.root, target)
+
+    world = build_toyworld(cfg, cache_dir=tmp_path, progress=other_process_finishes)
+    assert world.root == target
+    assert world.info["created"] == tiny_world.info["created"]  # the other build's world, untouched
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
