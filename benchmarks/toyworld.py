@@ -28,20 +28,23 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--prompts", type=int, default=100)
     ap.add_argument("--world-seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=None, help="DPO learning rate [default: the paper's 1e-4]")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/toyworld.md"))
     args = ap.parse_args()
 
+    from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, dpo_check
 
     quiet_libraries()
     rows = []
+    settings = DPOSettings(lr=args.lr) if args.lr else None
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         world = build_toyworld(ToyWorldConfig.preset("default", seed=args.world_seed), cache_dir=Path(tmp))
         wall = time.perf_counter() - t0
         for s in args.seeds:
-            check = dpo_check(world, Path(tmp) / f"dpo-{s}", n_pairs=args.pairs, seed=s, eval_prompts=args.prompts)
+            check = dpo_check(world, Path(tmp) / f"dpo-{s}", args.pairs, s, args.prompts, settings)
             rows.append(check.to_dict() | {"seed": s})
             print(json.dumps(rows[-1]), flush=True)
 
@@ -57,6 +60,7 @@ def main() -> int:
         f"- Default world build (tokenizer, SFT, pi_ref evaluation): {wall:.1f} s wall, "
         f"{world.info['build_seconds']:.1f} s to a saved SFT model",
         f"- pi_ref (SFT) mean held-out oracle reward: {sft['mean']:.3f} ± {sft['se']:.3f} (n={sft['n']})",
+        f"- DPO: {settings or DPOSettings()}",
         "",
         "| label seed | pairs | mean pair gap | pi_ref reward ± SE | after DPO ± SE | lift | win-rate | train s |",
         "|---|---|---|---|---|---|---|---|",
