@@ -301,7 +301,6 @@ def build_toyworld(
     import torch
 
     from activedpo_trainer.checkpoint import load_model
-    from activedpo_trainer.evaluate import evaluate_policy
     from activedpo_trainer.sft import SFTSettings, train_sft
 
     config = config or ToyWorldConfig()
@@ -332,16 +331,7 @@ def build_toyworld(
         build_seconds = time.perf_counter() - t0
 
         # pi_ref's figures, through the same loading path every checkpoint takes
-        loaded = load_model(sft_dir)
-        report = evaluate_policy(
-            loaded.model,
-            loaded.tokenizer,
-            task,
-            task.heldout_prompts()[: config.eval_prompts],
-            seed=config.seed,
-            max_new_tokens=config.max_new_tokens,
-            progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
-        )
+        report = heldout_eval(load_model(sft_dir), config, config.eval_prompts, config.seed, progress=progress)
         info = {
             "format": WORLD_FORMAT,
             "config": dataclasses.asdict(config),
@@ -364,6 +354,30 @@ def build_toyworld(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_toyworld(root)
+
+
+def heldout_eval(
+    loaded,
+    config: ToyWorldConfig,
+    n_prompts: int,
+    seed: int,
+    with_reference: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> EvalReport:
+    """Evaluate a loaded checkpoint on the world's first ``n_prompts`` held-out prompts."""
+    from activedpo_trainer.evaluate import evaluate_policy
+
+    task = config.task()
+    return evaluate_policy(
+        loaded.model,
+        loaded.tokenizer,
+        task,
+        task.heldout_prompts()[:n_prompts],
+        seed=seed,
+        max_new_tokens=config.max_new_tokens,
+        with_reference=with_reference,
+        progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
+    )
 
 
 def build_tokenizer(vocabulary: list[str]):
@@ -438,7 +452,6 @@ def dpo_check(
     """
     from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.dpo import train_dpo
-    from activedpo_trainer.evaluate import evaluate_policy
     from activedpo_trainer.generation import GenerationSettings, generate
     from activedpo_trainer.tasks import label_pairs
 
@@ -470,15 +483,5 @@ def dpo_check(
         progress=(lambda d, t: progress("dpo", d, t)) if progress else None,
     )
     seconds = time.perf_counter() - t0
-    policy = load_model(manifest)
-    report = evaluate_policy(
-        policy.model,
-        policy.tokenizer,
-        task,
-        task.heldout_prompts()[:eval_prompts],
-        seed=seed,
-        max_new_tokens=world.config.max_new_tokens,
-        with_reference=True,
-        progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
-    )
+    report = heldout_eval(load_model(manifest), world.config, eval_prompts, seed, True, progress)
     return DPOCheck(pairs=n_pairs, pair_reward_gap=gap, train_seconds=seconds, report=report)
