@@ -20,10 +20,13 @@ def test_default_world_makes_dpo_pay(tmp_path_factory):
     sft = world.info["sft_eval"]
     assert -1.5 < sft["mean"] < 0.5, "pi_ref must be mediocre: room to improve, not hopeless"
 
-    check = dpo_check(world, cache / "dpo", n_pairs=200, seed=0, eval_prompts=100)
-    r = check.report
-    assert check.pair_reward_gap > 1.0, "pi_ref's own pairs must differ in reward (signal per label)"
-    assert r.ref_mean == pytest.approx(sft["mean"])  # pi_ref via the adapter-disabled path is the SFT model
-    lift = r.mean - r.ref_mean
-    assert lift > 2 * max(r.se, r.ref_se), f"DPO lift {lift:.3f} is not clear of the noise"
-    assert r.win_rate > 0.55
+    # two label draws: which 200 pairs get labeled matters, and one draw can be unlucky
+    checks = [dpo_check(world, cache / f"dpo-{seed}", n_pairs=200, seed=seed, eval_prompts=100) for seed in (0, 1)]
+    for check in checks:
+        assert check.pair_reward_gap > 1.0, "pi_ref's own pairs must differ in reward (signal per label)"
+        assert check.report.mean > check.report.ref_mean
+    assert checks[0].report.ref_mean == pytest.approx(sft["mean"])  # pi_ref with the adapter disabled is the SFT model
+    lift = sum(c.report.mean - c.report.ref_mean for c in checks) / len(checks)
+    noise = max(max(c.report.se, c.report.ref_se) for c in checks)
+    assert lift > 2 * noise, f"mean DPO lift {lift:.3f} is not clear of the noise ({noise:.3f})"
+    assert sum(c.report.win_rate for c in checks) / len(checks) > 0.55
