@@ -197,29 +197,16 @@ def eval_cmd(
 ) -> None:
     """Mean oracle reward (± standard error) of a checkpoint on the toy world's held-out prompts."""
     from activedpo_trainer.checkpoint import load_model
-    from activedpo_trainer.evaluate import evaluate_policy
     from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_trainer.toyworld import heldout_eval
 
     quiet_libraries()
     with user_errors():
         w = _world(world, preset, seed, cache_dir)
         loaded = load_model(checkpoint if checkpoint is not None else w.sft_dir, device=device)
-        held = w.task.heldout_prompts()
-        if prompts > len(held):
-            raise ValueError(f"--prompts {prompts} exceeds the {len(held)} held-out prompts of this world")
         with_ref = vs_ref and loaded.manifest.adapter is not None
         with progress_bars(transient=True) as bar:
-            report = evaluate_policy(
-                loaded.model,
-                loaded.tokenizer,
-                w.task,
-                held[:prompts],
-                seed=sample_seed,
-                max_new_tokens=w.config.max_new_tokens,
-                temperature=temperature,
-                with_reference=with_ref,
-                progress=lambda d, t: bar("evaluate", d, t),
-            )
+            report = heldout_eval(loaded, w.config, prompts, sample_seed, with_ref, bar, temperature=temperature)
     name = loaded.manifest.id
     if as_json:
         console.print_json(json.dumps({"checkpoint": name, **report.to_dict()}))

@@ -363,18 +363,23 @@ def heldout_eval(
     seed: int,
     with_reference: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    temperature: float = 1.0,
 ) -> EvalReport:
     """Evaluate a loaded checkpoint on the world's first ``n_prompts`` held-out prompts."""
     from activedpo_trainer.evaluate import evaluate_policy
 
     task = config.task()
+    held = task.heldout_prompts()
+    if n_prompts > len(held):
+        raise ValueError(f"{n_prompts} held-out prompts asked for, but this world holds out {len(held)}")
     return evaluate_policy(
         loaded.model,
         loaded.tokenizer,
         task,
-        task.heldout_prompts()[:n_prompts],
+        held[:n_prompts],
         seed=seed,
         max_new_tokens=config.max_new_tokens,
+        temperature=temperature,
         with_reference=with_reference,
         progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
     )
