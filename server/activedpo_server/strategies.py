@@ -1,0 +1,219 @@
+"""Selection strategies: ActiveDPO and the baselines users compare it with, behind one interface.
+
+A strategy gets a :class:`Pool` (candidate pairs, labeled pairs, and a :class:`FeatureSource`
+that computes whatever the strategy asks for) and returns ``budget`` :class:`Pick` objects in
+pick order, each with the score that chose it. Strategies are small classes in a registry:
+
+* ``activedpo`` — greedy ``φᵀV⁻¹φ`` on projected LoRA-gradient differences under the current
+  policy (Lin et al., ICLR 2026); score: ``φᵀV⁻¹φ`` at pick time.
+* ``random`` — uniform, from the caller's seeded generator; score: the random priority.
+* ``aplp`` — Muldrew et al. 2024 (arXiv 2402.08114): keep the prompts with the highest
+  predictive entropy ``H(x) ≈ −mean_y log π_θ(y|x)`` over their sampled responses, then take
+  the pairs with the largest implicit-reward margin ``|r(y1) − r(y2)|``,
+  ``r = β·log π_θ/π_ref``; score: the margin.
+* ``apo`` — Das et al. 2024 (arXiv 2402.10500): the same greedy ``V⁻¹`` rule on a fixed,
+  policy-independent embedding from π_ref; score: ``φᵀV⁻¹φ``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from activedpo_server.features import pair_features
+from activedpo_server.selection import greedy_select_scored
+
+
+class FeatureSource(Protocol):
+    """Per-response quantities a strategy may ask for; responses are indices into the pool."""
+
+    def gradient_features(self, responses: np.ndarray) -> np.ndarray:
+        """Projected (normalised) LoRA-gradient features under the current policy: ``[n, d]``."""
+
+    def embedding_features(self, responses: np.ndarray) -> np.ndarray:
+        """Policy-independent embeddings from π_ref: ``[n, h]``."""
+
+    def logprobs(self, responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(log π_θ(y|x), log π_ref(y|x))`` per response."""
+
+
+@dataclass
+class Pool:
+    """Candidate pairs to choose from and the labeled pairs that shape ``V``.
+
+    ``pairs`` and ``labeled`` hold response indices ``(i, j)``; ``response_prompt[i]`` is the
+    prompt index of response ``i``. ``source`` computes features and log-probs on demand.
+    """
+
+    pairs: np.ndarray  # [P, 2] int64
+    response_prompt: np.ndarray  # [R] int64
+    source: FeatureSource
+    labeled: np.ndarray | None = None  # [k, 2] int64
+
+    def __post_init__(self) -> None:
+        self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
+        self.labeled = np.asarray(self.labeled if self.labeled is not None else [], dtype=np.int64).reshape(-1, 2)
+        self.response_prompt = np.asarray(self.response_prompt, dtype=np.int64)
+        n = len(self.response_prompt)
+        for name, arr in (("pairs", self.pairs), ("labeled", self.labeled)):
+            if arr.size and (arr.min() < 0 or arr.max() >= n):
+                raise ValueError(f"{name} refer to responses outside 0..{n - 1}")
+        if self.pairs.size and (self.response_prompt[self.pairs[:, 0]] != self.response_prompt[self.pairs[:, 1]]).any():
+            raise ValueError("every pair must hold two responses to the same prompt")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One chosen pair: its index in ``pool.pairs``, its rank in the batch (0 first) and the score that chose it."""
+
+    index: int
+    rank: int
+    score: float
+
+
+class Strategy(Protocol):
+    name: ClassVar[str]
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]: ...
+
+
+STRATEGIES: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str, **options) -> Strategy:
+    """The strategy called ``name``, built with ``options`` (its constructor's keyword arguments)."""
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise ValueError(f"bad options for strategy {name!r}: {e}") from None
+
+
+def _check_budget(budget: int) -> None:
+    if not (isinstance(budget, int | np.integer) and budget >= 0):
+        raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
+
+
+def _picks(indices: Sequence[int], scores: Sequence[float]) -> list[Pick]:
+    return [Pick(int(i), rank, float(s)) for rank, (i, s) in enumerate(zip(indices, scores, strict=True))]
+
+
+def _features_of_pairs(fetch, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
+    """Pair-difference features of the candidates and of the labeled pairs, fetching each response once."""
+    needed = np.unique(np.concatenate([pool.pairs.ravel(), pool.labeled.ravel()]))
+    feats = fetch(needed)  # [len(needed), d]
+    row = np.full(len(pool.response_prompt), -1, dtype=np.int64)
+    row[needed] = np.arange(len(needed))
+    return pair_features(feats, row[pool.pairs]), pair_features(feats, row[pool.labeled])
+
+
+class _GreedyV:
+    """Greedy ``φᵀV⁻¹φ`` over pair-difference features from ``_fetch``."""
+
+    def __init__(self, lam: float = 1.0):
+        if not lam > 0:
+            raise ValueError(f"lam must be positive, got {lam}")
+        self.lam = lam
+
+    def _fetch(self, source: FeatureSource, responses: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        if len(pool.pairs) == 0 or budget == 0:
+            return []
+        cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
+        return _picks(*greedy_select_scored(cand, labeled, budget, self.lam))
+
+
+@register
+class ActiveDPO(_GreedyV):
+    """ActiveDPO: greedy ``V⁻¹`` on the policy's own projected LoRA gradients."""
+
+    name = "activedpo"
+
+    def _fetch(self, source, responses):
+        return source.gradient_features(responses)
+
+
+@register
+class APO(_GreedyV):
+    """APO: greedy ``V⁻¹`` on π_ref's fixed embedding, independent of the policy being trained."""
+
+    name = "apo"
+
+    def _fetch(self, source, responses):
+        return source.embedding_features(responses)
+
+
+@register
+class Random:
+    """Uniformly random pairs, seeded by the caller's generator."""
+
+    name = "random"
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        priority = rng.random(len(pool.pairs))
+        order = np.argsort(-priority, kind="stable")[:budget]
+        return _picks(order, priority[order])
+
+
+@register
+class APLP:
+    """APLP: highest-entropy prompts first, then the largest implicit-reward margins among their pairs.
+
+    ``prompt_fraction`` of the prompts (by predictive entropy) are kept, but never fewer than
+    it takes to hold ``budget`` pairs; ``beta`` scales the implicit reward (DPO's β).
+    """
+
+    name = "aplp"
+
+    def __init__(self, prompt_fraction: float = 0.5, beta: float = 0.1):
+        if not 0 < prompt_fraction <= 1:
+            raise ValueError(f"prompt_fraction must be in (0, 1], got {prompt_fraction}")
+        self.prompt_fraction, self.beta = prompt_fraction, beta
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        if len(pool.pairs) == 0 or budget == 0:
+            return []
+        responses = np.unique(pool.pairs.ravel())
+        policy, ref = pool.source.logprobs(responses)
+        logp = dict(zip(responses.tolist(), policy, strict=True))
+        reward = dict(zip(responses.tolist(), self.beta * (np.asarray(policy) - np.asarray(ref)), strict=True))
+
+        # predictive entropy per prompt: −mean log π(y|x) over its candidate responses
+        prompts = pool.response_prompt[responses]
+        entropy: dict[int, list[float]] = {}
+        for r, p in zip(responses.tolist(), prompts.tolist(), strict=True):
+            entropy.setdefault(p, []).append(-logp[r])
+        ent = {p: float(np.mean(v)) for p, v in entropy.items()}
+        pair_prompt = pool.response_prompt[pool.pairs[:, 0]]
+        pairs_per_prompt = np.bincount(pair_prompt)
+        ranked = sorted(ent, key=lambda p: (-ent[p], p))
+        keep_n = max(1, math.ceil(self.prompt_fraction * len(ranked)))
+        kept, held = [], 0
+        for rank, p in enumerate(ranked):
+            if rank >= keep_n and held >= budget:
+                break
+            kept.append(p)
+            held += int(pairs_per_prompt[p])
+
+        eligible = np.flatnonzero(np.isin(pair_prompt, kept))
+        margin = np.array([abs(reward[int(a)] - reward[int(b)]) for a, b in pool.pairs[eligible]])
+        order = eligible[np.lexsort((eligible, -margin))][:budget]  # largest margin first, ties to lowest index
+        score = {int(i): float(m) for i, m in zip(eligible, margin, strict=True)}
+        return _picks(order, [score[int(i)] for i in order])
