@@ -1,0 +1,161 @@
+"""LoRA-gradient features: batched per-example gradients against one-at-a-time autograd, and
+the properties the selection relies on (reproducible, split-invariant, normalised)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from activedpo_server.features import (
+    EmbeddingFeaturizer,
+    FeaturizerError,
+    GradientFeaturizer,
+    LoraSpec,
+    pair_features,
+)
+
+SMALL = LoraSpec(r=8, alpha=16)  # a fresh adapter small enough for quick tests
+
+
+@pytest.fixture(scope="module")
+def texts(tiny_world):
+    prompts = tiny_world.task.heldout_prompts()[:4]
+    responses = [" wave tide bright", " bright", " moss tree calm calm", " a", " wave tide bright", " calm moss"]
+    # varying lengths (padding inside a batch) and one exact repeat (rows 0 and 4)
+    ps = [prompts[0], prompts[1], prompts[2], prompts[3], prompts[0], prompts[2]]
+    return ps, responses
+
+
+def rel_err(a, b):
+    return ((a - b).norm(dim=1) / b.norm(dim=1)).max().item()
+
+
+def test_batched_gradients_equal_per_example_autograd(random_adapter, texts):
+    f = GradientFeaturizer(random_adapter, proj_dim=64, batch_size=4)  # A and B both non-zero
+    batched = f.per_example_gradients(*texts)
+    reference = f.reference_gradients(*texts)
+    assert batched.shape == (6, f.dim) and batched.dtype == torch.float32
+    assert rel_err(batched, reference) <= 1e-4
+    assert (batched[:, f.layers[0].offset_A : f.layers[0].offset_B] != 0).any()  # A-gradients are used
+
+
+def test_fresh_adapter_features_come_from_b_alone_and_still_separate_responses(tiny_world, texts):
+    f = GradientFeaturizer(tiny_world.sft_dir, proj_dim=256, batch_size=4, lora=SMALL)
+    assert f.fresh_adapter
+    grads = f.per_example_gradients(*texts)
+    torch.testing.assert_close(grads, f.reference_gradients(*texts), rtol=1e-4, atol=1e-6)
+    for layer in f.layers:
+        a = grads[:, layer.offset_A : layer.offset_B]
+        b = grads[:, layer.offset_B : layer.offset_B + layer.lora_B.weight.numel()]
+        assert (a == 0).all() and (b != 0).any()
+    feats = f.featurize(*texts)
+    cos = feats @ feats.T
+    np.testing.assert_allclose(feats[0], feats[4], atol=1e-6)  # the same (prompt, response), the same feature
+    distinct = [(i, j) for i in range(6) for j in range(i + 1, 6) if (i, j) != (0, 4)]
+    assert max(cos[i, j] for i, j in distinct) < 0.99
+    assert np.linalg.norm(pair_features(feats, np.array([[0, 1], [0, 4]])), axis=1)[0] > 0.1
+
+
+def test_features_do_not_depend_on_batch_split_or_chunking(random_adapter, texts):
+    a = GradientFeaturizer(random_adapter, proj_dim=512, batch_size=6).featurize(*texts)
+    b = GradientFeaturizer(random_adapter, proj_dim=512, batch_size=2, chunk_bytes=1).featurize(*texts)
+    c = np.concatenate(
+        [
+            GradientFeaturizer(random_adapter, proj_dim=512, batch_size=3).featurize(
+                texts[0][i : i + 1], texts[1][i : i + 1]
+            )
+            for i in range(6)
+        ]
+    )
+    for other in (b, c):
+        assert (np.linalg.norm(other - a, axis=1) / np.linalg.norm(a, axis=1)).max() <= 1e-5
+
+
+def test_features_are_unit_rows_float32_and_carry_the_checkpoint(random_adapter, tiny_world, texts):
+    f = GradientFeaturizer(random_adapter, proj_dim=128, batch_size=4)
+    feats = f.featurize(*texts)
+    assert feats.shape == (6, 128) and feats.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+    assert f.checkpoint_id == random_adapter.id and random_adapter.id in f.feature_key
+    fresh = GradientFeaturizer(tiny_world.sft_dir, proj_dim=128, lora=SMALL)
+    assert fresh.checkpoint_id == tiny_world.sft_checkpoint.id and fresh.feature_key != f.feature_key
+    assert f.featurize([], []).shape == (0, 128)
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        f.featurize(texts[0][:2], texts[1][:1])
+
+
+def test_unnormalised_features_keep_the_gradient_norm(random_adapter, texts):
+    f = GradientFeaturizer(random_adapter, proj_dim=4096, normalize=False, batch_size=4)
+    norms = f.per_example_gradients(*texts).norm(dim=1).numpy()
+    ratio = np.linalg.norm(f.featurize(*texts), axis=1) / norms
+    assert np.all(np.abs(ratio - 1) < 0.1)  # Johnson–Lindenstrauss: E‖Pg‖² = ‖g‖²
+
+
+def test_progress_is_reported_per_chunk(random_adapter, texts):
+    seen = []
+    GradientFeaturizer(random_adapter, proj_dim=32, batch_size=2, chunk_bytes=1).featurize(
+        *texts, progress=lambda stage, done, total: seen.append((stage, done, total))
+    )
+    assert seen[0] == ("featurize", 0, 6) and seen[-1] == ("featurize", 6, 6)
+    assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen) and len(seen) == 4
+
+
+def test_same_features_in_a_fresh_process(tiny_world, texts):
+    here = GradientFeaturizer(tiny_world.sft_dir, proj_dim=64, lora=SMALL, seed=3).featurize(*texts)
+    code = (
+        "import json, sys\n"
+        "from activedpo_server.features import GradientFeaturizer, LoraSpec\n"
+        "ps, rs, path = json.loads(sys.stdin.read())\n"
+        "f = GradientFeaturizer(path, proj_dim=64, lora=LoraSpec(r=8, alpha=16), seed=3, batch_size=5)\n"
+        "sys.stdout.buffer.write(f.featurize(ps, rs).tobytes())\n"
+    )
+    import json
+
+    payload = json.dumps([*texts, str(tiny_world.sft_dir)])
+    out = subprocess.run([sys.executable, "-c", code], input=payload.encode(), capture_output=True, check=True)
+    there = np.frombuffer(out.stdout, dtype=np.float32).reshape(here.shape)
+    assert (np.linalg.norm(there - here, axis=1) / np.linalg.norm(here, axis=1)).max() <= 1e-5
+
+
+def test_bfloat16_weights_give_float32_features_close_to_float32_ones(random_adapter, texts):
+    f32 = GradientFeaturizer(random_adapter, proj_dim=256).featurize(*texts)
+    bf16 = GradientFeaturizer(random_adapter, proj_dim=256, dtype="bfloat16").featurize(*texts)
+    assert bf16.dtype == np.float32 and np.isfinite(bf16).all()
+    assert (f32 * bf16).sum(1).min() > 0.95  # unit rows: cosine similarity
+
+
+def test_logprobs_policy_and_reference(random_adapter, tiny_world, texts):
+    policy, ref = GradientFeaturizer(random_adapter, proj_dim=8).logprobs(*texts)
+    assert policy.shape == ref.shape == (6,) and (policy != ref).all()
+    fresh_policy, fresh_ref = GradientFeaturizer(tiny_world.sft_dir, proj_dim=8, lora=SMALL).logprobs(*texts)
+    np.testing.assert_allclose(fresh_policy, fresh_ref)  # B = 0: the policy is π_ref
+    np.testing.assert_allclose(fresh_ref, ref, rtol=1e-5)  # π_ref is the base either way
+
+
+def test_lora_variants_are_refused_with_a_clear_error(tiny_world):
+    from peft import LoraConfig, get_peft_model
+
+    from activedpo_trainer.checkpoint import LoadedModel, load_model
+
+    loaded = load_model(tiny_world.sft_dir)
+    dora = get_peft_model(loaded.model, LoraConfig(r=4, target_modules="all-linear", use_dora=True))
+    with pytest.raises(FeaturizerError, match="LoRA variant"):
+        GradientFeaturizer(LoadedModel(dora, loaded.tokenizer, loaded.manifest), proj_dim=8)
+
+
+def test_embedding_featurizer_is_policy_independent(random_adapter, tiny_world, texts):
+    e = EmbeddingFeaturizer(random_adapter)
+    feats = e.featurize(*texts)
+    assert feats.shape == (6, e.dim) and e.dim == e.model.config.hidden_size
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(feats, EmbeddingFeaturizer(tiny_world.sft_dir).featurize(*texts), atol=1e-6)
+    np.testing.assert_allclose(feats[0], feats[4], atol=1e-6)
+    assert e.checkpoint_id == f"ref:{tiny_world.sft_dir}"
+    # batching does not change a row
+    np.testing.assert_allclose(
+        EmbeddingFeaturizer(tiny_world.sft_dir, batch_size=1).featurize(*texts), feats, atol=1e-5
+    )

@@ -1,0 +1,150 @@
+"""The strategy registry and each strategy's rule, on hand-made features and on real models."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec, pair_features
+from activedpo_server.selection import greedy_select_scored
+from activedpo_server.source import ModelFeatureSource
+from activedpo_server.strategies import STRATEGIES, Pool, get_strategy
+
+
+class ArraySource:
+    """A FeatureSource over fixed arrays, counting what is asked for."""
+
+    def __init__(self, grad, embed, policy, ref):
+        self.grad, self.embed, self.policy, self.ref = grad, embed, policy, ref
+        self.asked: list[str] = []
+
+    def gradient_features(self, responses):
+        self.asked.append("gradient")
+        return self.grad[responses]
+
+    def embedding_features(self, responses):
+        self.asked.append("embedding")
+        return self.embed[responses]
+
+    def logprobs(self, responses):
+        self.asked.append("logprobs")
+        return self.policy[responses], self.ref[responses]
+
+
+def all_pairs(k: int, n_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [(p * k + i, p * k + j) for p in range(n_prompts) for i in range(k) for j in range(i + 1, k)]
+    return np.array(pairs), np.repeat(np.arange(n_prompts), k)
+
+
+@pytest.fixture
+def pool():
+    rng = np.random.default_rng(0)
+    pairs, prompt_of = all_pairs(3, 20)  # 60 responses, 60 pairs
+    grad = rng.normal(size=(60, 16)).astype(np.float32)
+    embed = rng.normal(size=(60, 5)).astype(np.float32)
+    policy = -rng.uniform(2, 20, size=60)
+    ref = policy + rng.normal(size=60)
+    return Pool(pairs, prompt_of, ArraySource(grad, embed, policy, ref), labeled=pairs[[0, 7]])
+
+
+def test_registry_names_and_errors():
+    assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo"}
+    with pytest.raises(ValueError, match="unknown strategy 'best'; choose one of activedpo, aplp, apo, random"):
+        get_strategy("best")
+    with pytest.raises(ValueError, match="bad options for strategy 'random'"):
+        get_strategy("random", lam=2.0)
+    with pytest.raises(ValueError, match="lam must be positive"):
+        get_strategy("activedpo", lam=0)
+
+
+def test_activedpo_is_greedy_v_inverse_on_gradient_differences(pool):
+    picks = get_strategy("activedpo", lam=0.5).select(pool, 10, np.random.default_rng(0))
+    src = pool.source
+    want, scores = greedy_select_scored(
+        pair_features(src.grad, pool.pairs), pair_features(src.grad, pool.labeled), 10, 0.5
+    )
+    assert [p.index for p in picks] == want and [p.rank for p in picks] == list(range(10))
+    np.testing.assert_allclose([p.score for p in picks], scores)
+    assert src.asked == ["gradient"]  # one fetch for candidates and labeled together
+    # the labels matter: without them the batch differs
+    unlabeled = Pool(pool.pairs, pool.response_prompt, src)
+    assert [p.index for p in get_strategy("activedpo", lam=0.5).select(unlabeled, 10, None)] != want
+
+
+def test_apo_uses_the_fixed_embedding(pool):
+    picks = get_strategy("apo").select(pool, 5, None)
+    src = pool.source
+    want, _ = greedy_select_scored(pair_features(src.embed, pool.pairs), pair_features(src.embed, pool.labeled), 5)
+    assert [p.index for p in picks] == want and src.asked == ["embedding"]
+
+
+def test_random_is_seeded_distinct_and_covers_small_pools(pool):
+    a = get_strategy("random").select(pool, 20, np.random.default_rng(5))
+    b = get_strategy("random").select(pool, 20, np.random.default_rng(5))
+    c = get_strategy("random").select(pool, 20, np.random.default_rng(6))
+    assert [p.index for p in a] == [p.index for p in b] != [p.index for p in c]
+    assert len({p.index for p in a}) == 20
+    assert all(x.score >= y.score for x, y in itertools.pairwise(a))
+    assert sorted(p.index for p in get_strategy("random").select(pool, 100, np.random.default_rng(0))) == list(
+        range(60)
+    )
+    assert pool.source.asked == []  # random computes nothing
+
+
+def test_aplp_filters_prompts_by_entropy_then_takes_the_largest_margins():
+    pairs, prompt_of = all_pairs(3, 4)  # 12 responses, 12 pairs
+    policy = np.array([-1, -2, -3, -10, -11, -12, -5, -5, -5, -20, -20, -20], dtype=float)
+    ref = policy.copy()
+    ref[[9, 10, 11]] += [0.0, 3.0, 10.0]  # prompt 3: margins |r9-r10|=.3, |r9-r11|=1.0, |r10-r11|=.7
+    ref[[3, 4]] += [0.0, 5.0]  # prompt 1: pairs 3, 4, 5 have margins .5, 0, .5
+    ref[[0]] += 50.0  # prompt 0 has the largest margins of all but the lowest entropy
+    pool = Pool(pairs, prompt_of, ArraySource(None, None, policy, ref))
+    # entropies: prompt 3 (20) > prompt 1 (11) > prompt 2 (5) > prompt 0 (2); keep half = prompts 3 and 1
+    picks = get_strategy("aplp", prompt_fraction=0.5, beta=0.1).select(pool, 4, None)
+    assert [p.index for p in picks] == [10, 11, 3, 5]  # equal margins: lowest index first
+    np.testing.assert_allclose([p.score for p in picks], [1.0, 0.7, 0.5, 0.5])
+    # never fewer prompts than the budget needs: 8 picks need 3 prompts
+    many = get_strategy("aplp", prompt_fraction=0.25).select(pool, 8, None)
+    assert {int(prompt_of[pairs[p.index, 0]]) for p in many} == {1, 2, 3}
+
+
+def test_pool_validation():
+    pairs, prompt_of = all_pairs(2, 2)
+    with pytest.raises(ValueError, match="same prompt"):
+        Pool(np.array([[0, 2]]), prompt_of, None)
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+        Pool(pairs, prompt_of, None, labeled=np.array([[0, 4]]))
+    with pytest.raises(ValueError, match="budget must be a non-negative integer"):
+        get_strategy("random").select(Pool(pairs, prompt_of, None), -1, np.random.default_rng(0))
+
+
+def test_all_strategies_on_real_models_reuse_each_response_gradient(tiny_world, random_adapter):
+    prompts = tiny_world.task.heldout_prompts()[:5]
+    words = ["wave tide", "bright moss", "calm", "tree tree", "a"]
+    prompt_texts, responses = [], []
+    for i, p in enumerate(prompts):
+        for k in range(3):
+            prompt_texts.append(p)
+            responses.append(f" {words[(i + k) % 5]} {words[(2 * i + k) % 5]}")
+    pairs, prompt_of = all_pairs(3, 5)
+    source = ModelFeatureSource(
+        prompt_texts,
+        responses,
+        gradient=GradientFeaturizer(random_adapter, proj_dim=256, lora=LoraSpec(r=8, alpha=16)),
+        embedding=EmbeddingFeaturizer(random_adapter),
+    )
+    pool = Pool(pairs[3:], prompt_of, source, labeled=pairs[:3])
+    results = {}
+    for name in sorted(STRATEGIES):
+        picks = get_strategy(name).select(pool, 4, np.random.default_rng(0))
+        assert len({p.index for p in picks}) == 4 and all(np.isfinite(p.score) for p in picks)
+        results[name] = [p.index for p in picks]
+    assert source.computed == {"gradient": 15, "embedding": 15, "logprobs": 12}  # once per response
+    get_strategy("activedpo").select(pool, 4, None)
+    assert source.computed["gradient"] == 15  # cached
+    # a new checkpoint's featurizer makes the cached features stale
+    source.gradient = GradientFeaturizer(tiny_world.sft_dir, proj_dim=256, lora=LoraSpec(r=8, alpha=16))
+    get_strategy("activedpo").select(pool, 4, None)
+    assert source.computed["gradient"] == 30
