@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import header, write
 
 
 def main() -> int:
@@ -49,14 +48,8 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
 
     sft = world.info["sft_eval"]
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
-        "# Toy world: build and one DPO round",
-        "",
-        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ",
-        f"Revision {rev or 'unknown'}; {platform.machine()}, {platform.python_version()}; "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}",
-        "",
+        *header("Toy world: build and one DPO round"),
         f"- Default world build (tokenizer, SFT, pi_ref evaluation): {wall:.1f} s wall, "
         f"{world.info['build_seconds']:.1f} s to a saved SFT model",
         f"- pi_ref (SFT) mean held-out oracle reward: {sft['mean']:.3f} ± {sft['se']:.3f} (n={sft['n']})",
@@ -73,9 +66,8 @@ def main() -> int:
         )
     lifts = [r["mean"] - r["ref_mean"] for r in rows]
     lines += ["", f"Mean lift over {len(rows)} label seeds: {np.mean(lifts):+.3f} (min {min(lifts):+.3f})", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
     print("\n".join(lines))
+    write(args.out, lines)
     return 0
 
 

@@ -210,43 +210,48 @@ class GradientFeaturizer:
                 layer.captured[-1] += [inputs[0], output]
 
             handles += [layer.lora_A.register_forward_hook(a_hook), layer.lora_B.register_forward_hook(b_hook)]
+        # with B = 0, ∂L/∂A is exactly zero: ask autograd only for what is needed
+        wants_a = [bool(layer.lora_B.weight.any()) for layer in self.layers]
         try:
             logp = token_logprobs(self.model, ids, att, lab)  # [b]
-            outputs = [c[2] for layer in self.layers for c in layer.captured]
-            deltas = torch.autograd.grad(logp.sum(), outputs)  # δ' at every lora_B output
+            targets = []  # δ' at every lora_B output; Bᵀδ' at its input (= lora_A's output) where B ≠ 0
+            for layer, want in zip(self.layers, wants_a, strict=True):
+                for _x, u, y in layer.captured:
+                    targets += [y, u] if want else [y]
+            grads = torch.autograd.grad(logp.sum(), targets)
         finally:
             for h in handles:
                 h.remove()
         _sync(self.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            self._extract(deltas, out)
+            self._extract(grads, wants_a, out)
         _sync(self.device)
         self.timings.extract_s += time.perf_counter() - t0
 
-    def _extract(self, deltas, out) -> None:
+    def _extract(self, grads, wants_a: list[bool], out) -> None:
+        """Per-example ``∂L/∂B = Σ_t δ'_t u_tᵀ`` and ``∂L/∂A = Σ_t (Bᵀδ'_t) x_tᵀ``, written into ``out``."""
         import torch
 
         b = out.shape[0]
         k = 0
-        for layer in self.layers:
-            w_b = layer.lora_B.weight.detach().float()  # [out, r]
-            b_is_zero = not bool(w_b.any())
-            grad_a = grad_b = None
-            for x, u, _ in layer.captured:
-                delta = deltas[k].float()  # [b, T, out]
-                k += 1
-                gb = torch.bmm(delta.transpose(1, 2), u.float())  # [b, out, r]
-                grad_b = gb if grad_b is None else grad_b + gb
-                if not b_is_zero:  # with B = 0, ∂L/∂A is exactly zero
-                    ga = torch.bmm((delta @ w_b).transpose(1, 2), x.float())  # [b, r, in]
-                    grad_a = ga if grad_a is None else grad_a + ga
+        for layer, want in zip(self.layers, wants_a, strict=True):
             n_a, n_b = layer.lora_A.weight.numel(), layer.lora_B.weight.numel()
-            if grad_a is not None:
-                out[:, layer.offset_A : layer.offset_A + n_a] = grad_a.reshape(b, n_a)
-            else:
-                out[:, layer.offset_A : layer.offset_A + n_a] = 0
-            out[:, layer.offset_B : layer.offset_B + n_b] = grad_b.reshape(b, n_b)
+            r = layer.lora_A.weight.shape[0]
+            dst_a = out[:, layer.offset_A : layer.offset_A + n_a].view(b, r, -1)  # [b, r, in]
+            dst_b = out[:, layer.offset_B : layer.offset_B + n_b].view(b, -1, r)  # [b, out, r]
+            if not want:
+                dst_a.zero_()
+            for call, (x, u, _y) in enumerate(layer.captured):
+                delta = grads[k].float()  # [b, T, out]
+                gu = grads[k + 1].float() if want else None  # [b, T, r]
+                k += 2 if want else 1
+                pairs = [(delta, u, dst_b)] + ([(gu, x, dst_a)] if want else [])
+                for g, inp, dst in pairs:
+                    if call == 0:  # the usual case: one call per layer, written in place
+                        torch.bmm(g.transpose(1, 2), inp.float(), out=dst)
+                    else:  # a layer called twice in one forward: gradients add up
+                        dst += torch.bmm(g.transpose(1, 2), inp.float())
             layer.captured = []
 
     def per_example_gradients(self, prompts: Sequence[str], responses: Sequence[str]):
@@ -302,11 +307,14 @@ class GradientFeaturizer:
         result = np.empty((n, self.proj_dim), dtype=np.float32)
         if n == 0:
             return result
-        grads = torch.empty((min(self.chunk_rows, n), self.dim), dtype=torch.float32, device=self.device)
+        # equal chunks: every chunk regenerates the blocks of S that are not cached, so no small tail chunk
+        n_chunks = -(-n // self.chunk_rows)
+        rows = -(-n // n_chunks)
+        grads = torch.empty((rows, self.dim), dtype=torch.float32, device=self.device)
         if progress:
             progress("featurize", 0, n)
-        for start in range(0, n, self.chunk_rows):
-            end = min(start + self.chunk_rows, n)
+        for start in range(0, n, rows):
+            end = min(start + rows, n)
             _sync(self.device)
             t0 = time.perf_counter()
             for s in range(start, end, self.batch_size):

@@ -73,13 +73,17 @@ class RademacherProjector:
         self.n_blocks = -(-self.in_dim // BLOCK_ROWS)
         self._cache: dict[int, object] = {}
         self._cached_bytes = 0
+        self._scratch = None  # the block buffer used when a block is not cached; valid until the next block()
         self.stats = ProjectionStats()
 
     def reset_stats(self) -> None:
         self.stats = ProjectionStats()
 
     def block(self, b: int):
-        """Block ``b`` of ``S`` (unscaled ±1) as float32 on the projection device."""
+        """Block ``b`` of ``S`` (unscaled ±1) as float32 on the projection device.
+
+        A block that is not cached lives in a scratch buffer that the next call overwrites.
+        """
         import time
 
         import torch
@@ -90,12 +94,17 @@ class RademacherProjector:
         t0 = time.perf_counter()
         rows = min(BLOCK_ROWS, self.in_dim - b * BLOCK_ROWS)
         signs = torch.from_numpy(rademacher_block(self.seed, b, rows, self.out_dim))
-        out = torch.empty((rows, self.out_dim), dtype=torch.float32, device=self.device)
-        out.copy_(signs)  # int8 → float32 (and host → device) in one pass
-        nbytes = out.numel() * 4
-        if self._cached_bytes + nbytes <= self.cache_bytes:
+        nbytes = rows * self.out_dim * 4
+        keep = self._cached_bytes + nbytes <= self.cache_bytes
+        if keep:
+            out = torch.empty((rows, self.out_dim), dtype=torch.float32, device=self.device)
             self._cache[b] = out
             self._cached_bytes += nbytes
+        else:  # reuse one scratch block: a fresh 32 MiB allocation per block costs page faults
+            if self._scratch is None:
+                self._scratch = torch.empty((BLOCK_ROWS, self.out_dim), dtype=torch.float32, device=self.device)
+            out = self._scratch[:rows]
+        out.copy_(signs)  # int8 → float32 (and host → device) in one pass
         self.stats.generate_s += time.perf_counter() - t0
         self.stats.blocks_generated += 1
         return out
