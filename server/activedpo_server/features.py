@@ -118,12 +118,12 @@ class GradientFeaturizer:
             raise ValueError(f"proj_dim and batch_size must be positive, got {proj_dim} and {batch_size}")
         self.proj_dim, self.seed, self.normalize, self.batch_size = int(proj_dim), int(seed), normalize, batch_size
         self.lora = lora or LoraSpec()
-        device = resolve_device(device if not isinstance(checkpoint, LoadedModel) else None)
-        if isinstance(checkpoint, LoadedModel):
+        if isinstance(checkpoint, LoadedModel):  # used where it is
             loaded = checkpoint
             device = str(next(loaded.model.parameters()).device)
         else:
             loaded = load_model(checkpoint, dtype=dtype, device="cpu")  # a fresh adapter is drawn on the CPU
+            device = resolve_device(device)
         self.fresh_adapter = loaded.manifest.adapter is None and not hasattr(loaded.model, "peft_config")
         if self.fresh_adapter:
             loaded = LoadedModel(self._attach_adapter(loaded.model), loaded.tokenizer, loaded.manifest)
@@ -158,9 +158,10 @@ class GradientFeaturizer:
         config = LoraConfig(
             r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
         )
-        with torch.random.fork_rng(devices=[]):
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[]):  # A is drawn on the CPU: the same on every device
             torch.manual_seed(spec.init_seed)
-            return get_peft_model(model, config)
+            return get_peft_model(model.to("cpu"), config).to(device)
 
     def _find_layers(self):
         from peft.tuners.lora import LoraLayer
@@ -361,7 +362,6 @@ class EmbeddingFeaturizer:
         dtype: str = "float32",
         normalize: bool = True,
     ):
-        import torch
 
         manifest = resolve_checkpoint(checkpoint)
         reference = CheckpointManifest(f"ref:{manifest.base}", manifest.base, None, None, "")
@@ -371,7 +371,6 @@ class EmbeddingFeaturizer:
         self.batch_size, self.normalize = batch_size, normalize
         self.checkpoint_id = reference.id
         self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
 
     @property
     def feature_key(self) -> str:
@@ -380,7 +379,8 @@ class EmbeddingFeaturizer:
     def featurize(
         self, prompts: Sequence[str], responses: Sequence[str], progress: StageProgress | None = None
     ) -> np.ndarray:
-        torch = self._torch
+        import torch
+
         _check_inputs(prompts, responses)
         n = len(prompts)
         result = np.empty((n, self.dim), dtype=np.float32)

@@ -14,7 +14,9 @@ Costs. ``V⁻¹`` is never formed while ``k < d`` labeled rows: it is applied in
 (``O(N·k·d)``, a matrix product). Each pick then costs ``O((k + t)·d)`` for ``z``, plus the
 update of the scores that matter: scores only ever decrease, so a stale score is an upper bound
 and only candidates whose bound can still win are brought up to date (lazy greedy; exact, not
-an approximation). On random data a pick touches a few dozen rows instead of all N.
+an approximation). When scores are spread out, a pick touches a few dozen rows instead of all
+N; when most of them are in contention (unit rows before any label: all scores equal), it falls
+back to one streaming matrix-vector pass over the candidates per pick, ``O(N·d)``.
 
 Ties (scores within :data:`TIE_RTOL` of the best, relative) go to the lowest index, so picks
 are deterministic whatever the BLAS summation order. :func:`greedy_select_dense` is the literal
@@ -138,11 +140,34 @@ def greedy_select_scored(
         step[idx] = t
         bound[idx] = score[idx]
 
+    def refresh_all(t: int) -> None:
+        """Every unpicked score up to date, in one streaming pass over the candidates (no row copies).
+
+        Used when most bounds are in contention (near-equal scores, e.g. unit rows before any label),
+        where lazy updates cannot prune: then a pick costs one matrix-vector pass, O(N·d).
+        """
+        live = np.isfinite(bound)
+        lo = int(step[live].min())
+        zt = np.ascontiguousarray(z[lo:t].T, dtype=x.dtype)  # [d, t - lo]
+        for s in range(0, n, _ROW_CHUNK):
+            e = min(s + _ROW_CHUNK, n)
+            u = (x[s:e] @ zt).astype(np.float64)  # [rows, t - lo]
+            st, sc, lv = step[s:e], score[s:e], live[s:e]
+            for j in range(lo, t):
+                due = lv & (st <= j)
+                sc[due] -= u[due, j - lo] ** 2 / den[j]
+        step[live] = t
+        bound[live] = score[live]
+
+    full = max(256, n // 16)  # past this many stale rows in contention, one full pass is cheaper
     batch = 64  # stale candidates refreshed at once; doubles while a pick keeps needing more
     for t in range(budget):
         while True:
             best = int(np.argmax(bound))
             if step[best] < t:
+                if batch >= full:
+                    refresh_all(t)
+                    continue
                 m = min(batch, n - t)
                 top = np.argpartition(-bound, m - 1)[:m] if m < n else np.arange(n)
                 top = np.union1d(top[(step[top] < t) & np.isfinite(bound[top])], [best])
@@ -152,6 +177,9 @@ def greedy_select_scored(
             threshold = score[best] - TIE_RTOL * abs(score[best])
             near = np.flatnonzero(bound >= threshold)
             stale = near[step[near] < t]
+            if stale.size >= full:
+                refresh_all(t)
+                continue
             if stale.size:
                 refresh(stale, t)
                 continue

@@ -72,23 +72,20 @@ class ModelFeatureSource:
             raise ValueError(f"this feature source has no {what} featurizer; the strategy needs one")
         return featurizer
 
-    def gradient_features(self, responses: np.ndarray) -> np.ndarray:
-        f = self._need(self.gradient, "gradient")
+    def _features(self, cache: _Cache, featurizer, what: str, responses: np.ndarray) -> np.ndarray:
+        f = self._need(featurizer, what)
 
         def compute(idx):
-            self.computed["gradient"] += len(idx)
+            self.computed[what] += len(idx)
             return f.featurize(*self._texts(idx), progress=self.progress)
 
-        return self._grad.get(f.feature_key, responses, compute)
+        return cache.get(f.feature_key, responses, compute)
+
+    def gradient_features(self, responses: np.ndarray) -> np.ndarray:
+        return self._features(self._grad, self.gradient, "gradient", responses)
 
     def embedding_features(self, responses: np.ndarray) -> np.ndarray:
-        f = self._need(self.embedding, "embedding")
-
-        def compute(idx):
-            self.computed["embedding"] += len(idx)
-            return f.featurize(*self._texts(idx), progress=self.progress)
-
-        return self._embed.get(f.feature_key, responses, compute)
+        return self._features(self._embed, self.embedding, "embedding", responses)
 
     def logprobs(self, responses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = self._need(self.gradient, "gradient (policy)")

@@ -136,6 +136,15 @@ def test_logprobs_policy_and_reference(random_adapter, tiny_world, texts):
     np.testing.assert_allclose(fresh_ref, ref, rtol=1e-5)  # π_ref is the base either way
 
 
+def test_a_missing_checkpoint_is_named_in_the_error(tmp_path):
+    from activedpo_trainer.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        GradientFeaturizer(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="proj_dim and batch_size must be positive"):
+        GradientFeaturizer(tmp_path, proj_dim=0)
+
+
 def test_lora_variants_are_refused_with_a_clear_error(tiny_world):
     from peft import LoraConfig, get_peft_model
 
