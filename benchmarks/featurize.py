@@ -85,16 +85,12 @@ def measure(name, checkpoint, prompts, responses, args) -> dict:
     batches = [(prompts[s : s + bs], responses[s : s + bs]) for s in range(0, len(prompts), bs)]
     n_batches = len(batches)
 
-    # floor: a plain batched forward + backward into the LoRA parameters
-    encoded = [encode_pairs(f.tokenizer, p, r) for p, r in batches]
-
+    # floor: a plain batched forward + backward into the LoRA parameters (tokenizing, as the featurizer does)
     def floor():
-        for ids, att, lab in encoded:
+        for p, r in batches:
+            ids, att, lab = encode_pairs(f.tokenizer, p, r)
             f.model.zero_grad(set_to_none=True)
             token_logprobs(f.model, ids, att, lab).sum().backward()
-
-    t_floor = median_seconds(floor, args.repeats) / n_batches
-    f.model.zero_grad(set_to_none=True)
 
     grads = torch.empty((bs, f.dim))
 
@@ -102,9 +98,17 @@ def measure(name, checkpoint, prompts, responses, args) -> dict:
         for p, r in batches:
             f._batch_gradients(p, r, grads[: len(p)])
 
-    f.timings.extract_s = 0.0
-    t_grad = median_seconds(gradient_stage, args.repeats) / n_batches
-    t_extract = f.timings.extract_s / (args.repeats + 1) / n_batches
+    # floor and gradient stage alternate, so drift on a shared machine hits both alike
+    floor()
+    gradient_stage()
+    floors, stages, extracts = [], [], []
+    for _ in range(args.stage_repeats):
+        floors.append(timed(floor, 1)[0])
+        before = f.timings.extract_s
+        stages.append(timed(gradient_stage, 1)[0])
+        extracts.append(f.timings.extract_s - before)
+    f.model.zero_grad(set_to_none=True)
+    t_floor, t_grad, t_extract = (float(np.median(v)) / n_batches for v in (floors, stages, extracts))
 
     # projection of all responses' gradients at once, as featurize does within a chunk
     all_grads = f.per_example_gradients(prompts, responses)
@@ -152,7 +156,8 @@ def main() -> int:
     ap.add_argument("--responses", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--proj-dim", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of the projection and end-to-end timings")
+    ap.add_argument("--stage-repeats", type=int, default=9, help="runs of the floor and the gradient stage")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/featurize.md"))
     args = ap.parse_args()
 
@@ -182,8 +187,9 @@ def main() -> int:
     lines = [
         *header("Featurizer: batched per-example LoRA gradients and projection"),
         f"Default toy world π_ref, {args.responses} responses it sampled (tokens per sequence: "
-        f"median {int(np.median(lengths))}, max {max(lengths)}), batch {args.batch_size}, d = {args.proj_dim}, "
-        f"medians of {args.repeats} runs after a warm-up.",
+        f"median {int(np.median(lengths))}, max {max(lengths)}), batch {args.batch_size}, d = {args.proj_dim}; "
+        f"floor and gradient stage: medians of {args.stage_repeats} alternating runs, projection: of {args.repeats} "
+        "runs, after a warm-up.",
         "",
         f"Machine float32 matmul: {peak:.0f} GFLOP/s (4096² product); the projection's shape alone "
         f"([{args.responses}, 1024] × [1024, {args.proj_dim}] accumulate): {own:.0f} GFLOP/s.",

@@ -54,6 +54,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[3000, 100_000])
     ap.add_argument("--dims", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--kinds", nargs="+", default=["gaussian", "low-rank"], choices=["gaussian", "low-rank"])
+    ap.add_argument(
+        "--labeled", type=int, nargs="+", default=None, help="k values [default: 0 150, and 10000 at N ≤ 3000]"
+    )
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--lam", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
@@ -66,9 +70,9 @@ def main() -> int:
     rows = []
     for d in args.dims:
         for n in args.sizes:
-            for kind in ("gaussian", "low-rank"):
+            for kind in args.kinds:
                 x = candidates(kind, n, d, seed=0)
-                ks = [0, 150] + ([10_000] if n <= 3000 else [])
+                ks = args.labeled or [0, 150] + ([10_000] if n <= 3000 else [])
                 for k in ks:
                     lab = candidates(kind, k, d, seed=1) if k else np.zeros((0, d), np.float32)
                     t_fast = median_seconds(
