@@ -241,7 +241,10 @@ class GradientFeaturizer:
             r = layer.lora_A.weight.shape[0]
             dst_a = out[:, layer.offset_A : layer.offset_A + n_a].view(b, r, -1)  # [b, r, in]
             dst_b = out[:, layer.offset_B : layer.offset_B + n_b].view(b, -1, r)  # [b, out, r]
-            if not want:
+            if not layer.captured:  # a layer this forward never reached has zero gradient
+                dst_a.zero_()
+                dst_b.zero_()
+            elif not want:
                 dst_a.zero_()
             for call, (x, u, _y) in enumerate(layer.captured):
                 delta = grads[k].float()  # [b, T, out]
@@ -249,10 +252,11 @@ class GradientFeaturizer:
                 k += 2 if want else 1
                 pairs = [(delta, u, dst_b)] + ([(gu, x, dst_a)] if want else [])
                 for g, inp, dst in pairs:
-                    if call == 0:  # the usual case: one call per layer, written in place
-                        torch.bmm(g.transpose(1, 2), inp.float(), out=dst)
+                    grad = torch.bmm(g.transpose(1, 2), inp.float())  # contiguous, then one copy: faster than out=
+                    if call == 0:  # the usual case: one call per layer
+                        dst.copy_(grad)
                     else:  # a layer called twice in one forward: gradients add up
-                        dst += torch.bmm(g.transpose(1, 2), inp.float())
+                        dst += grad
             layer.captured = []
 
     def per_example_gradients(self, prompts: Sequence[str], responses: Sequence[str]):
