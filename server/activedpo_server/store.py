@@ -1,0 +1,482 @@
+"""Durable server state: SQLite for what people paid for, FAISS for what compute can redo.
+
+SQLite (WAL, ``synchronous=FULL``) holds prompts, responses, candidate pairs, leases, labels and
+checkpoints. Every write is one transaction, and a call returns only after it commits, so an
+acknowledged label survives ``kill -9`` and nothing is half-applied. Feature indexes (one FAISS
+``IndexIDMap2`` over a flat inner-product index per feature key, keyed by response row id) are
+derived data: written atomically (temp file + rename), rebuildable from the database and the
+checkpoint, and a missing or corrupt one is simply recomputed.
+
+Ids. Callers may name prompts, responses and pairs; otherwise ids come from the content
+(``x-``/``y-``/``p-`` + a SHA-256 prefix), so re-sending the same candidates deduplicates. A
+pair is the unordered set of its two responses: (a, b) and (b, a) are one pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
+MAX_ID_CHARS = 256
+
+PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (
+    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS responses (
+    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,
+    prompt INTEGER NOT NULL REFERENCES prompts(rowid), text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, content TEXT UNIQUE NOT NULL,
+    prompt INTEGER NOT NULL REFERENCES prompts(rowid),
+    a INTEGER NOT NULL REFERENCES responses(rowid), b INTEGER NOT NULL REFERENCES responses(rowid),
+    pool TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS pairs_pool ON pairs(pool);
+CREATE TABLE IF NOT EXISTS leases (
+    pair INTEGER PRIMARY KEY REFERENCES pairs(rowid), lease_id TEXT NOT NULL, client TEXT NOT NULL,
+    expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL REFERENCES pairs(rowid),
+    preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT UNIQUE,
+    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS labels_pair ON labels(pair);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id TEXT PRIMARY KEY, base TEXT NOT NULL, adapter TEXT, loaded REAL NOT NULL);
+"""
+
+
+class StoreError(ValueError):
+    """Input the store refuses (a clash of ids, an empty text); the message says which."""
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _check_text(what: str, text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise StoreError(f"{what} is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise StoreError(f"{what} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+    return text
+
+
+def _check_id(what: str, value: str | None) -> str | None:
+    if not value:
+        return None
+    if len(value) > MAX_ID_CHARS:
+        raise StoreError(f"{what} {value[:40]!r}… is longer than {MAX_ID_CHARS} characters")
+    return value
+
+
+@dataclass
+class Candidates:
+    """One item of an AddCandidates stream: a prompt with responses (all pairs) or one explicit pair."""
+
+    prompt: str
+    responses: list[tuple[str | None, str]]  # (caller id or None, text); a pair has exactly two
+    prompt_id: str | None = None
+    pair_id: str | None = None  # only for an explicit pair
+    pool: str = ""
+    explicit_pair: bool = False
+
+
+@dataclass
+class AddResult:
+    prompts_added: int = 0
+    responses_added: int = 0
+    pairs_added: int = 0
+    pairs_deduplicated: int = 0
+
+
+@dataclass
+class LabelIn:
+    pair_id: str
+    preference: int
+    annotator: str
+    idempotency_key: str | None = None
+
+
+@dataclass
+class LabelOut:
+    pair_id: str
+    accepted: bool
+    reason: str = ""
+    label_id: int = 0
+    late: bool = False
+    replayed: bool = False
+
+
+@dataclass
+class PoolView:
+    """Unlabeled, unleased candidates and the labeled pairs, as response row ids."""
+
+    pair_rows: np.ndarray  # [P] pair row ids
+    pairs: np.ndarray  # [P, 2] response row ids
+    pair_prompt: np.ndarray  # [P] prompt row ids
+    labeled: np.ndarray  # [k, 2] response row ids of A/B-labeled pairs (one row per pair)
+    response_prompt: dict[int, int] = field(default_factory=dict)  # response row → prompt row
+
+
+class Store:
+    """The server's SQLite state in ``state_dir/state.sqlite``; safe to call from several threads."""
+
+    def __init__(self, state_dir: str | Path):
+        self.dir = Path(state_dir)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the state directory {self.dir}: {e}") from e
+        self.path = self.dir / "state.sqlite"
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open the state database {self.path}: {e}") from e
+        self._lock = threading.RLock()
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise StoreError(f"state database {self.path} has schema {version}; this server reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ---- transactions ---------------------------------------------------------------------
+
+    def _write(self, fn):
+        """Run ``fn(cursor)`` in one IMMEDIATE transaction; return its result after COMMIT."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(cur)
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+            return result
+
+    def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(lambda c: c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value)))
+
+    # ---- candidates -----------------------------------------------------------------------
+
+    def add_candidates(self, items: Iterable[Candidates]) -> AddResult:
+        """Add every item, all in one transaction: either the whole request lands or none of it."""
+        items = list(items)  # validate everything before writing anything
+        for n, item in enumerate(items):
+            _check_text(f"item {n}: the prompt", item.prompt)
+            if item.explicit_pair and len(item.responses) != 2:
+                raise StoreError(f"item {n}: a pair needs exactly two responses")
+            if len(item.responses) < 2:
+                raise StoreError(f"item {n}: a prompt needs at least two responses to form a pair")
+            texts = [_check_text(f"item {n}: response {i}", t) for i, (_, t) in enumerate(item.responses)]
+            if item.explicit_pair and texts[0] == texts[1]:
+                raise StoreError(f"item {n}: the pair's two responses are identical")
+            _check_id(f"item {n}: prompt id", item.prompt_id)
+            _check_id(f"item {n}: pair id", item.pair_id)
+            for i, (rid, _) in enumerate(item.responses):
+                _check_id(f"item {n}: response {i} id", rid)
+        now = time.time()
+        return self._write(lambda c: self._add(c, items, now))
+
+    def _add(self, c: sqlite3.Cursor, items: list[Candidates], now: float) -> AddResult:
+        res = AddResult()
+
+        def prompt_row(item: Candidates) -> int:
+            pid = item.prompt_id or "x-" + _digest(item.prompt)[:16]
+            row = c.execute("SELECT rowid, text FROM prompts WHERE id = ?", (pid,)).fetchone()
+            if row:
+                if row[1] != item.prompt:
+                    raise StoreError(f"prompt id {pid!r} already names a different prompt")
+                return row[0]
+            res.prompts_added += 1
+            return c.execute(
+                "INSERT INTO prompts(id, text, created) VALUES (?, ?, ?)", (pid, item.prompt, now)
+            ).lastrowid
+
+        def response_row(prompt: int, prompt_id: str, rid: str | None, text: str) -> int:
+            rid = rid or "y-" + _digest(prompt_id, text)[:16]
+            row = c.execute("SELECT rowid, prompt, text FROM responses WHERE id = ?", (rid,)).fetchone()
+            if row:
+                if row[1] != prompt or row[2] != text:
+                    raise StoreError(f"response id {rid!r} already names a different response")
+                return row[0]
+            res.responses_added += 1
+            return c.execute("INSERT INTO responses(id, prompt, text) VALUES (?, ?, ?)", (rid, prompt, text)).lastrowid
+
+        for item in items:
+            prompt = prompt_row(item)
+            prompt_id = c.execute("SELECT id FROM prompts WHERE rowid = ?", (prompt,)).fetchone()[0]
+            rows: list[int] = []
+            for rid, text in item.responses:
+                r = response_row(prompt, prompt_id, rid, text)
+                if r not in rows:
+                    rows.append(r)
+            combos = [(rows[i], rows[j]) for i in range(len(rows)) for j in range(i + 1, len(rows))]
+            for a, b in combos:
+                a, b = min(a, b), max(a, b)
+                ids = sorted(c.execute("SELECT id FROM responses WHERE rowid IN (?, ?)", (a, b)).fetchall())
+                content = _digest(*(i[0] for i in ids))
+                pair_id = item.pair_id or "p-" + content[:16]
+                existing = c.execute("SELECT id, content FROM pairs WHERE id = ? OR content = ?", (pair_id, content))
+                clash = existing.fetchall()
+                if clash:
+                    if any(cont != content for _, cont in clash):
+                        raise StoreError(f"pair id {pair_id!r} already names a different pair")
+                    res.pairs_deduplicated += 1
+                    continue
+                c.execute(
+                    "INSERT INTO pairs(id, content, prompt, a, b, pool, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (pair_id, content, prompt, a, b, item.pool, now),
+                )
+                res.pairs_added += 1
+        return res
+
+    # ---- selection ------------------------------------------------------------------------
+
+    def pool_view(self, pool: str = "", now: float | None = None) -> PoolView:
+        """Candidates a batch may come from (no label yet, no unexpired lease), and the labeled pairs."""
+        now = time.time() if now is None else now
+        where = "AND p.pool = ?" if pool else ""
+        args: tuple = (now, pool) if pool else (now,)
+        cand = self._read(
+            f"""SELECT p.rowid, p.a, p.b, p.prompt FROM pairs p
+                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2))
+                  AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.pair = p.rowid AND s.expires > ?) {where}
+                ORDER BY p.rowid""",
+            args,
+        )
+        labeled = self._read(
+            """SELECT p.a, p.b FROM pairs p WHERE EXISTS
+               (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2)) ORDER BY p.rowid"""
+        )
+        arr = np.array(cand, dtype=np.int64).reshape(-1, 4)
+        return PoolView(
+            pair_rows=arr[:, 0],
+            pairs=arr[:, 1:3],
+            pair_prompt=arr[:, 3],
+            labeled=np.array(labeled, dtype=np.int64).reshape(-1, 2),
+        )
+
+    def response_texts(self, rows: Iterable[int]) -> dict[int, tuple[int, str, str]]:
+        """response row → (prompt row, prompt text, response text)."""
+        rows = [int(r) for r in rows]
+        out: dict[int, tuple[int, str, str]] = {}
+        for s in range(0, len(rows), 900):  # SQLite's bound-parameter limit
+            chunk = rows[s : s + 900]
+            marks = ",".join("?" * len(chunk))
+            for r, p, pt, t in self._read(
+                f"SELECT r.rowid, p.rowid, p.text, r.text FROM responses r JOIN prompts p ON p.rowid = r.prompt "
+                f"WHERE r.rowid IN ({marks})",
+                chunk,
+            ):
+                out[r] = (p, pt, t)
+        return out
+
+    def pair_details(self, pair_rows: Sequence[int]) -> list[dict]:
+        """Everything a SelectBatch reply needs about each pair, in the given order."""
+        out = []
+        for row in pair_rows:
+            (pid, prompt_id, prompt, aid, atext, bid, btext) = self._read(
+                """SELECT p.id, x.id, x.text, a.id, a.text, b.id, b.text FROM pairs p
+                   JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
+                   JOIN responses b ON b.rowid = p.b WHERE p.rowid = ?""",
+                (int(row),),
+            )[0]
+            out.append(
+                dict(
+                    pair_id=pid,
+                    prompt_id=prompt_id,
+                    prompt=prompt,
+                    response_a_id=aid,
+                    response_a=atext,
+                    response_b_id=bid,
+                    response_b=btext,
+                )
+            )
+        return out
+
+    def lease(self, pair_rows: Sequence[int], lease_id: str, client: str, expires: float, now: float | None = None):
+        """Lease the pairs; refuses (StoreError) if any is leased and unexpired, so batches never overlap."""
+        now = time.time() if now is None else now
+
+        def go(c: sqlite3.Cursor):
+            for row in pair_rows:
+                held = c.execute(
+                    "SELECT expires FROM leases WHERE pair = ? AND expires > ?", (int(row), now)
+                ).fetchone()
+                if held:
+                    raise StoreError(f"pair row {row} is already leased")
+                c.execute(
+                    "INSERT OR REPLACE INTO leases(pair, lease_id, client, expires) VALUES (?, ?, ?, ?)",
+                    (int(row), lease_id, client, expires),
+                )
+
+        self._write(go)
+
+    # ---- labels ---------------------------------------------------------------------------
+
+    def submit_labels(self, labels: Sequence[LabelIn], checkpoint_id: str, now: float | None = None) -> list[LabelOut]:
+        """Record the valid labels in one transaction and say, per item, what happened.
+
+        Unknown pairs and malformed items are rejected with a reason; the others still commit.
+        A known idempotency key returns its original result (``replayed``) and writes nothing.
+        """
+        now = time.time() if now is None else now
+
+        def go(c: sqlite3.Cursor) -> list[LabelOut]:
+            out = []
+            for lab in labels:
+                key = lab.idempotency_key or None
+                if key:
+                    prev = c.execute(
+                        "SELECT l.id, p.id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair "
+                        "WHERE l.idempotency_key = ?",
+                        (key,),
+                    ).fetchone()
+                    if prev:
+                        if prev[1] != lab.pair_id:
+                            out.append(
+                                LabelOut(lab.pair_id, False, f"idempotency key {key!r} was used for pair {prev[1]}")
+                            )
+                        else:
+                            out.append(LabelOut(lab.pair_id, True, label_id=prev[0], late=bool(prev[2]), replayed=True))
+                        continue
+                reason = _label_problem(lab)
+                pair = c.execute("SELECT rowid FROM pairs WHERE id = ?", (lab.pair_id,)).fetchone()
+                if not reason and not pair:
+                    reason = f"unknown pair id {lab.pair_id!r}"
+                if reason:
+                    out.append(LabelOut(lab.pair_id, False, reason))
+                    continue
+                lease = c.execute("SELECT expires FROM leases WHERE pair = ?", (pair[0],)).fetchone()
+                late = bool(lease and lease[0] < now)
+                label_id = c.execute(
+                    "INSERT INTO labels(pair, preference, annotator, idempotency_key, created, checkpoint_id, late) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (pair[0], int(lab.preference), lab.annotator, key, now, checkpoint_id, int(late)),
+                ).lastrowid
+                out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=late))
+            return out
+
+        return self._write(go)
+
+    def export_labels(self, after_id: int = 0, include_ties: bool = False) -> Iterator[dict]:
+        """Every label after ``after_id``, oldest first, with the pair's texts (chosen first)."""
+        prefs = "(1, 2, 3)" if include_ties else "(1, 2)"
+        last = after_id
+        while True:
+            rows = self._read(
+                f"""SELECT l.id, p.id, x.text, a.text, b.text, l.preference, l.annotator, l.created,
+                           l.checkpoint_id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair
+                    JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
+                    JOIN responses b ON b.rowid = p.b
+                    WHERE l.id > ? AND l.preference IN {prefs} ORDER BY l.id LIMIT 500""",
+                (last,),
+            )
+            if not rows:
+                return
+            for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late in rows:
+                chosen, rejected = (b, a) if pref == PREF_B else (a, b)
+                yield dict(
+                    label_id=lid,
+                    pair_id=pid,
+                    prompt=prompt,
+                    chosen=chosen,
+                    rejected=rejected,
+                    preference=pref,
+                    annotator=annotator,
+                    created=created,
+                    checkpoint_id=ckpt,
+                    late=bool(late),
+                )
+            last = rows[-1][0]
+
+    # ---- checkpoints and counts -----------------------------------------------------------
+
+    def record_checkpoint(self, checkpoint_id: str, base: str, adapter: str | None) -> None:
+        def go(c):
+            c.execute(
+                "INSERT OR REPLACE INTO checkpoints(id, base, adapter, loaded) VALUES (?, ?, ?, ?)",
+                (checkpoint_id, base, adapter, time.time()),
+            )
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('checkpoint', ?)", (checkpoint_id,))
+
+        self._write(go)
+
+    def current_checkpoint(self) -> tuple[str, str, str | None] | None:
+        rows = self._read(
+            "SELECT c.id, c.base, c.adapter FROM checkpoints c JOIN meta m ON m.value = c.id WHERE m.key = 'checkpoint'"
+        )
+        return rows[0] if rows else None
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        q = {
+            "prompts": "SELECT COUNT(*) FROM prompts",
+            "responses": "SELECT COUNT(*) FROM responses",
+            "pairs": "SELECT COUNT(*) FROM pairs",
+            "annotations": "SELECT COUNT(*) FROM labels",
+            "labeled": "SELECT COUNT(DISTINCT pair) FROM labels WHERE preference IN (1, 2)",
+        }
+        out = {k: self._read(sql)[0][0] for k, sql in q.items()}
+        out["leased"] = self._read(
+            """SELECT COUNT(*) FROM leases s WHERE s.expires > ? AND NOT EXISTS
+               (SELECT 1 FROM labels l WHERE l.pair = s.pair AND l.preference IN (1, 2))""",
+            (now,),
+        )[0][0]
+        return out
+
+
+def _label_problem(lab: LabelIn) -> str:
+    if lab.preference not in (PREF_A, PREF_B, PREF_TIE):
+        return "preference must be A, B or TIE"
+    if not lab.annotator or not lab.annotator.strip():
+        return "annotator is required"
+    if len(lab.annotator) > MAX_ID_CHARS:
+        return f"annotator is longer than {MAX_ID_CHARS} characters"
+    return ""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``: a crash leaves the old file intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,181 @@
+"""The SQLite state and the FAISS feature indexes, on real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from activedpo_server.featurestore import FeatureStore
+from activedpo_server.store import PREF_A, PREF_B, PREF_TIE, Candidates, LabelIn, Store, StoreError
+
+
+def group(prompt, *texts, pool="", prompt_id=None):
+    return Candidates(prompt=prompt, responses=[(None, t) for t in texts], pool=pool, prompt_id=prompt_id)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "state")
+    yield s
+    s.close()
+
+
+def test_groups_become_all_pairs_and_resending_deduplicates(store):
+    res = store.add_candidates([group("p1", "a", "b", "c"), group("p2", "x", "y")])
+    assert (res.prompts_added, res.responses_added, res.pairs_added, res.pairs_deduplicated) == (2, 5, 4, 0)
+    again = store.add_candidates([group("p1", "c", "b", "a")])  # same content, other order
+    assert (again.prompts_added, again.responses_added, again.pairs_added, again.pairs_deduplicated) == (0, 0, 0, 3)
+    explicit = Candidates("p1", [(None, "b"), (None, "a")], explicit_pair=True)  # (b, a) is the pair (a, b)
+    assert store.add_candidates([explicit]).pairs_deduplicated == 1
+    assert store.counts()["pairs"] == 4
+
+
+def test_a_bad_item_rejects_the_whole_request(store):
+    with pytest.raises(StoreError, match="item 1: response 1 is empty"):
+        store.add_candidates([group("p1", "a", "b"), group("p2", "x", " ")])
+    assert store.counts()["pairs"] == 0  # nothing half-applied
+    cases = [
+        ([group("", "a", "b")], "item 0: the prompt is empty"),
+        ([group("p", "a")], "at least two responses"),
+        ([Candidates("p", [(None, "a"), (None, "a")], explicit_pair=True)], "identical"),
+        ([group("p", "a" * 200_001, "b")], "200,001 characters long"),
+    ]
+    for items, message in cases:
+        with pytest.raises(StoreError, match=message):
+            store.add_candidates(items)
+
+
+def test_caller_ids_are_kept_and_clashes_are_refused(store):
+    store.add_candidates(
+        [Candidates("p", [("r1", "a"), ("r2", "b")], prompt_id="P", pair_id="pair-1", explicit_pair=True)]
+    )
+    assert store.pair_details(store.pool_view().pair_rows)[0] == {
+        "pair_id": "pair-1",
+        "prompt_id": "P",
+        "prompt": "p",
+        "response_a_id": "r1",
+        "response_a": "a",
+        "response_b_id": "r2",
+        "response_b": "b",
+    }
+    with pytest.raises(StoreError, match="prompt id 'P' already names a different prompt"):
+        store.add_candidates([group("other", "a", "b", prompt_id="P")])
+    with pytest.raises(StoreError, match="pair id 'pair-1' already names a different pair"):
+        store.add_candidates(
+            [Candidates("p", [("r1", "a"), (None, "c")], prompt_id="P", pair_id="pair-1", explicit_pair=True)]
+        )
+
+
+def test_pool_view_leases_and_labels(store):
+    store.add_candidates([group("p1", "a", "b", "c", pool="r1"), group("p2", "x", "y", pool="r2")])
+    view = store.pool_view(now=100.0)
+    assert len(view.pair_rows) == 4 and len(store.pool_view("r2").pair_rows) == 1
+    first = view.pair_rows[:2]
+    store.lease(first, "L1", "tester", expires=200.0, now=100.0)
+    assert set(store.pool_view(now=150.0).pair_rows) == set(view.pair_rows[2:])  # leased pairs are withheld
+    with pytest.raises(StoreError, match="already leased"):
+        store.lease(first[:1], "L2", "other", expires=300.0, now=150.0)
+    assert store.counts(now=150.0)["leased"] == 2
+    assert len(store.pool_view(now=250.0).pair_rows) == 4  # expired leases return to the pool
+    pid = store.pair_details(first[:1])[0]["pair_id"]
+    out = store.submit_labels([LabelIn(pid, PREF_A, "ann")], "ckpt-1", now=250.0)
+    assert out[0].accepted and out[0].late  # after its lease expired: still recorded, marked late
+    view = store.pool_view(now=250.0)
+    assert first[0] not in view.pair_rows and view.labeled.shape == (1, 2)
+
+
+def test_labels_idempotency_rejections_and_repeat_annotations(store):
+    store.add_candidates([group("p1", "a", "b"), group("p2", "x", "y")])
+    ids = [d["pair_id"] for d in store.pair_details(store.pool_view().pair_rows)]
+    out = store.submit_labels(
+        [
+            LabelIn(ids[0], PREF_A, "ann1", "k1"),
+            LabelIn("nope", PREF_A, "ann1", "k2"),
+            LabelIn(ids[1], 0, "ann1"),
+            LabelIn(ids[1], PREF_B, ""),
+            LabelIn(ids[1], PREF_TIE, "ann2"),
+        ],
+        "ckpt",
+    )
+    assert [o.accepted for o in out] == [True, False, False, False, True]
+    assert out[1].reason == "unknown pair id 'nope'"
+    assert "preference must be A, B or TIE" in out[2].reason and "annotator is required" in out[3].reason
+    replay = store.submit_labels([LabelIn(ids[0], PREF_A, "ann1", "k1")], "ckpt")[0]
+    assert replay.replayed and replay.label_id == out[0].label_id
+    misuse = store.submit_labels([LabelIn(ids[1], PREF_A, "ann1", "k1")], "ckpt")[0]
+    assert not misuse.accepted and "was used for pair" in misuse.reason
+    second = store.submit_labels([LabelIn(ids[0], PREF_B, "ann2")], "ckpt-2")[0]  # a different opinion
+    assert second.accepted and second.label_id != out[0].label_id
+    rows = list(store.export_labels())
+    assert [(r["pair_id"], r["chosen"], r["annotator"], r["checkpoint_id"]) for r in rows] == [
+        (ids[0], "a", "ann1", "ckpt"),
+        (ids[0], "b", "ann2", "ckpt-2"),
+    ]
+    assert len(list(store.export_labels(include_ties=True))) == 3
+    assert [r["label_id"] for r in store.export_labels(after_id=rows[0]["label_id"])] == [rows[1]["label_id"]]
+    assert store.counts()["annotations"] == 3 and store.counts()["labeled"] == 1
+
+
+def test_state_survives_reopening(tmp_path):
+    s = Store(tmp_path)
+    s.add_candidates([group("p", "a", "b")])
+    pid = s.pair_details(s.pool_view().pair_rows)[0]["pair_id"]
+    s.submit_labels([LabelIn(pid, PREF_B, "ann")], "c")
+    s.record_checkpoint("ckpt-7", "/base", "/adapter")
+    s.close()
+    s = Store(tmp_path)
+    assert s.current_checkpoint() == ("ckpt-7", "/base", "/adapter")
+    assert [r["chosen"] for r in s.export_labels()] == ["b"]
+    s.close()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "state.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="cannot open the state database"):
+        Store(tmp_path / "bad")
+
+
+CHILD = """
+import sys
+from activedpo_server.store import Candidates, LabelIn, Store
+s = Store(sys.argv[1])
+s.add_candidates([Candidates("p%d" % i, [(None, "a"), (None, "b")]) for i in range(400)])
+pairs = [d["pair_id"] for d in s.pair_details(s.pool_view().pair_rows)]
+for n, pid in enumerate(pairs):
+    out = s.submit_labels([LabelIn(pid, 1, "ann", "key-%d" % n)], "c")
+    print(out[0].label_id, flush=True)  # acknowledged: committed
+"""
+
+
+def test_every_acknowledged_label_survives_kill_9(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    acked = [int(proc.stdout.readline()) for _ in range(60)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    s = Store(tmp_path)
+    ids = [r["label_id"] for r in s.export_labels()]
+    assert set(acked) <= set(ids) and len(ids) == len(set(ids))  # all there, exactly once
+    s.close()
+
+
+def test_feature_store_roundtrip_upsert_and_corruption(tmp_path):
+    rng = np.random.default_rng(0)
+    fs = FeatureStore(tmp_path, "ckpt-1|grad|d=8", 8)
+    v = rng.normal(size=(5, 8)).astype(np.float32)
+    fs.add([10, 11, 12, 13, 14], v)
+    assert fs.missing([9, 10, 14, 15]).tolist() == [9, 15]
+    fs.add([11], np.ones((1, 8), np.float32))  # replace, not duplicate
+    assert len(fs) == 5 and fs.index.ntotal == 5
+    np.testing.assert_array_equal(fs.get([14, 11]), np.stack([v[4], np.ones(8, np.float32)]))
+    with pytest.raises(KeyError, match="no features for response rows"):
+        fs.get([99])
+    fs.save()
+    again = FeatureStore(tmp_path, "ckpt-1|grad|d=8", 8)
+    np.testing.assert_array_equal(again.get([10, 11]), fs.get([10, 11]))
+    assert len(FeatureStore(tmp_path, "ckpt-2|grad|d=8", 8)) == 0  # another checkpoint: its own index
+    again.path.write_bytes(b"garbage")
+    assert len(FeatureStore(tmp_path, "ckpt-1|grad|d=8", 8)) == 0  # corrupt: recomputed, not trusted
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
