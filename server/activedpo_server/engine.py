@@ -1,0 +1,246 @@
+"""The selection engine: state, checkpoint, features and strategies behind plain method calls.
+
+The gRPC servicer only translates messages to these calls and errors to status codes; tests
+drive the engine directly too. Methods block (model and database work): the servicer runs them
+off the event loop. Selections are serialized, so two callers never lease the same pair; a
+checkpoint loads beside the serving one and replaces it in one assignment once the labeled
+set's features are ready under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from activedpo_server import __version__
+from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
+from activedpo_server.featurestore import FeatureStore
+from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
+from activedpo_server.strategies import STRATEGIES, Pool, get_strategy
+from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, resolve_checkpoint
+from activedpo_trainer.progress import StageProgress
+
+log = logging.getLogger(__name__)
+
+
+class NotReady(RuntimeError):
+    """The engine cannot do this yet (no checkpoint loaded); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the selection server featurizes and selects. Frozen: it describes a running server."""
+
+    state_dir: Path
+    proj_dim: int = 8192  # the paper's projection dimension
+    seed: int = 0  # projection seed: features are reproducible across devices and restarts
+    normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
+    lam: float = 1.0  # ridge λ of V
+    strategy: str = "activedpo"
+    lease_seconds: int = 3600  # how long selected pairs are withheld from other callers
+    batch_size: int = 16
+    device: str | None = None  # cuda when present, else cpu
+    dtype: str = "float32"
+    lora: LoraSpec = field(default_factory=LoraSpec)  # the fresh adapter of a checkpoint without one
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+        if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
+            raise ValueError("proj_dim, lam, lease_seconds and batch_size must be positive")
+
+
+@dataclass
+class _Active:
+    """Everything tied to one checkpoint."""
+
+    manifest: CheckpointManifest
+    gradient: GradientFeaturizer
+    features: FeatureStore
+    embedding: EmbeddingFeaturizer | None = None
+    embeddings: FeatureStore | None = None
+
+
+@dataclass
+class Batch:
+    pairs: list[dict]  # pair_id, prompt, response_a, response_b, score, rank, ids
+    checkpoint_id: str
+    strategy: str
+    lease_id: str
+    lease_expires: float
+    candidates: int
+
+
+class _StoreSource:
+    """A strategies.FeatureSource over local response indices, backed by the FAISS feature stores."""
+
+    def __init__(self, engine: Engine, active: _Active, rows: np.ndarray, progress: StageProgress | None):
+        self.engine, self.active, self.rows, self.progress = engine, active, rows, progress
+
+    def _texts(self, rows: np.ndarray) -> tuple[list[str], list[str]]:
+        texts = self.engine.store.response_texts(rows)
+        return [texts[int(r)][1] for r in rows], [texts[int(r)][2] for r in rows]
+
+    def _cached(self, store: FeatureStore, featurizer, idx: np.ndarray) -> np.ndarray:
+        rows = self.rows[idx]
+        missing = store.missing(rows)
+        if missing.size:
+            store.add(missing, featurizer.featurize(*self._texts(missing), progress=self.progress))
+            store.save()
+        return store.get(rows)
+
+    def gradient_features(self, idx):
+        return self._cached(self.active.features, self.active.gradient, idx)
+
+    def embedding_features(self, idx):
+        a = self.engine._embedding(self.active)
+        return self._cached(a.embeddings, a.embedding, idx)
+
+    def logprobs(self, idx):
+        return self.active.gradient.logprobs(*self._texts(self.rows[idx]))
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, checkpoint: str | Path | CheckpointManifest | None = None):
+        self.config = config
+        self.store = Store(config.state_dir)
+        self.features_dir = Path(config.state_dir) / "features"
+        self._select_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self.loading: str = ""
+        self._active: _Active | None = None
+        if checkpoint is None:
+            current = self.store.current_checkpoint()
+            if current:
+                checkpoint = CheckpointManifest(current[0], current[1], current[2], None, "")
+        if checkpoint is not None:
+            self.load_checkpoint(checkpoint)
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self._active.manifest.id if self._active else ""
+
+    def _build(self, manifest: CheckpointManifest) -> _Active:
+        c = self.config
+        grad = GradientFeaturizer(
+            manifest, proj_dim=c.proj_dim, seed=c.seed, normalize=c.normalize, batch_size=c.batch_size,
+            device=c.device, dtype=c.dtype, lora=c.lora,
+        )  # fmt: skip
+        return _Active(manifest, grad, FeatureStore(self.features_dir, grad.feature_key, c.proj_dim))
+
+    def _embedding(self, active: _Active) -> _Active:
+        if active.embedding is None:
+            emb = EmbeddingFeaturizer(active.manifest, device=self.config.device, dtype=self.config.dtype)
+            active.embeddings = FeatureStore(self.features_dir, emb.feature_key, emb.dim)
+            active.embedding = emb
+        return active
+
+    def load_checkpoint(self, ref: str | Path | CheckpointManifest, progress: StageProgress | None = None) -> dict:
+        """Load ``ref``, featurize the labeled responses under it, then switch. Raises CheckpointError."""
+        t0 = time.perf_counter()
+        manifest = resolve_checkpoint(ref)
+        previous = self.checkpoint_id
+        if self._active is not None and manifest == self._active.manifest:
+            return dict(checkpoint_id=previous, loaded=False, previous_checkpoint_id=previous, refeaturized=0,
+                        seconds=time.perf_counter() - t0)  # fmt: skip
+        with self._load_lock:
+            self.loading = manifest.id
+            try:
+                active = self._build(manifest)
+                labeled = np.unique(self.store.pool_view().labeled.ravel())
+                src = _StoreSource(self, active, labeled, progress)
+                before = len(active.features)
+                if labeled.size:
+                    src.gradient_features(np.arange(len(labeled)))
+                refeaturized = len(active.features) - before
+            finally:
+                self.loading = ""
+            self.store.record_checkpoint(manifest.id, manifest.base, manifest.adapter)
+            self._active = active  # one assignment: requests see the old checkpoint or the new one
+        log.info("checkpoint %s loaded (was %s)", manifest.id, previous or "none")
+        return dict(checkpoint_id=manifest.id, loaded=True, previous_checkpoint_id=previous,
+                    refeaturized=refeaturized, seconds=time.perf_counter() - t0)  # fmt: skip
+
+    # ---- candidates, selection, labels ----------------------------------------------------
+
+    def add_candidates(self, items: Iterable[Candidates]) -> AddResult:
+        return self.store.add_candidates(items)
+
+    def select(
+        self,
+        budget: int,
+        strategy: str = "",
+        pool: str = "",
+        lease_seconds: int = 0,
+        seed: int = 0,
+        client: str = "",
+        progress: StageProgress | None = None,
+    ) -> Batch:
+        if not isinstance(budget, int) or budget <= 0:
+            raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        name = strategy or self.config.strategy
+        chooser = get_strategy(name, **({"lam": self.config.lam} if name in ("activedpo", "apo") else {}))
+        active = self._active
+        if active is None:
+            raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")
+        with self._select_lock:  # one selection at a time: leases never overlap
+            now = time.time()
+            view = self.store.pool_view(pool, now=now)
+            lease_id = f"lease-{uuid.uuid4().hex[:12]}"
+            expires = now + (lease_seconds or self.config.lease_seconds)
+            if len(view.pair_rows) == 0:
+                return Batch([], active.manifest.id, name, lease_id, expires, 0)
+            rows, local = np.unique(np.concatenate([view.pairs.ravel(), view.labeled.ravel()]), return_inverse=True)
+            n_cand = view.pairs.size
+            pairs_local = local[:n_cand].reshape(-1, 2)
+            labeled_local = local[n_cand:].reshape(-1, 2)
+            texts = self.store.response_texts(rows)
+            response_prompt = np.array([texts[int(r)][0] for r in rows], dtype=np.int64)
+            source = _StoreSource(self, active, rows, progress)
+            picks = chooser.select(
+                Pool(pairs_local, response_prompt, source, labeled_local), budget, np.random.default_rng(seed)
+            )
+            chosen = [int(view.pair_rows[p.index]) for p in picks]
+            self.store.lease(chosen, lease_id, client, expires, now=now)
+            details = self.store.pair_details(chosen)
+        for d, p in zip(details, picks, strict=True):
+            d.update(score=p.score, rank=p.rank)
+        return Batch(details, active.manifest.id, name, lease_id, expires, len(view.pair_rows))
+
+    def submit_labels(self, labels: list[LabelIn]) -> list[LabelOut]:
+        """Durably record labels (V grows with them at the next selection)."""
+        return self.store.submit_labels(labels, self.checkpoint_id)
+
+    def export_labels(self, after_id: int = 0, include_ties: bool = False) -> Iterator[dict]:
+        return self.store.export_labels(after_id, include_ties)
+
+    def status(self) -> dict:
+        counts = self.store.counts()
+        active = self._active
+        return dict(
+            checkpoint_id=self.checkpoint_id,
+            strategy=self.config.strategy,
+            pool_size=counts["pairs"],
+            featurized=len(active.features) if active else 0,
+            labeled=counts["labeled"],
+            leased=counts["leased"],
+            feature_dim=self.config.proj_dim,
+            lam=self.config.lam,
+            version=__version__,
+            prompts=counts["prompts"],
+            responses=counts["responses"],
+            annotations=counts["annotations"],
+            loading_checkpoint_id=self.loading,
+        )
+
+
+__all__ = ["Batch", "CheckpointError", "Engine", "EngineConfig", "NotReady"]

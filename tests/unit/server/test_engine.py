@@ -1,0 +1,92 @@
+"""The engine on a real store, real featurizers and the tiny toy world (no gRPC)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from activedpo_server.engine import Engine, EngineConfig, NotReady
+from activedpo_server.features import LoraSpec
+from activedpo_server.store import Candidates, LabelIn
+from activedpo_trainer.checkpoint import CheckpointError
+
+WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
+
+
+def candidates(world, n=10):
+    prompts = world.task.train_prompts()[:n]
+    return [
+        Candidates(p, [(None, f" {WORDS[(i + k) % 5]} {WORDS[(2 * i + k) % 5]}") for k in range(3)])
+        for i, p in enumerate(prompts)
+    ]
+
+
+def config(tmp_path, **kw):
+    return EngineConfig(state_dir=tmp_path / "state", proj_dim=128, lora=LoraSpec(r=8, alpha=16), **kw)
+
+
+def test_cycle_leases_labels_and_restart(tiny_world, tmp_path):
+    e = Engine(config(tmp_path, lease_seconds=60), checkpoint=tiny_world.sft_dir)
+    assert e.add_candidates(candidates(tiny_world)).pairs_added == 30
+    first = e.select(5, client="a")
+    second = e.select(5, client="b")
+    ids1, ids2 = {p["pair_id"] for p in first.pairs}, {p["pair_id"] for p in second.pairs}
+    assert len(ids1) == len(ids2) == 5 and not ids1 & ids2  # leased pairs are never handed out twice
+    assert [p["rank"] for p in first.pairs] == list(range(5)) and first.candidates == 30
+    assert e.status()["featurized"] == 30 and e.status()["leased"] == 10
+    out = e.submit_labels([LabelIn(p["pair_id"], 1, "ann") for p in first.pairs])
+    assert all(o.accepted for o in out) and e.status()["labeled"] == 5
+    third = e.select(30)
+    assert len(third.pairs) == 20 and not {p["pair_id"] for p in third.pairs} & (ids1 | ids2)
+
+    again = Engine(config(tmp_path))  # restart: the same checkpoint, pool, labels and leases
+    s = again.status()
+    assert (s["checkpoint_id"], s["pool_size"], s["labeled"], s["leased"]) == (e.checkpoint_id, 30, 5, 25)
+    assert s["featurized"] == 30  # features reloaded from the FAISS index, not recomputed
+    assert len(list(again.export_labels())) == 5
+
+
+def test_expired_leases_return_and_strategies_are_selectable(tiny_world, tmp_path):
+    e = Engine(config(tmp_path), checkpoint=tiny_world.sft_dir)
+    e.add_candidates(candidates(tiny_world, 4))
+    for name in ("random", "aplp", "apo", "activedpo"):
+        batch = e.select(3, strategy=name, lease_seconds=1)
+        assert batch.strategy == name and len(batch.pairs) == 3
+    assert len(e.select(12).pairs) == 0  # everything is leased
+    time.sleep(1.1)
+    assert len(e.select(12).pairs) == 12
+    with pytest.raises(ValueError, match="unknown strategy 'best'"):
+        e.select(1, strategy="best")
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        e.select(0)
+
+
+def test_hot_swap_changes_features_and_a_bad_checkpoint_keeps_the_old_one(tiny_world, random_adapter, tmp_path):
+    e = Engine(config(tmp_path, lease_seconds=1), checkpoint=tiny_world.sft_dir)
+    e.add_candidates(candidates(tiny_world))
+    before = e.select(5)
+    e.submit_labels([LabelIn(p["pair_id"], 2, "ann") for p in before.pairs[:2]])
+    old_key = e._active.gradient.feature_key
+    time.sleep(1.1)
+    report = e.load_checkpoint(random_adapter)
+    assert report["loaded"] and report["previous_checkpoint_id"] == tiny_world.sft_checkpoint.id
+    assert report["refeaturized"] == 4  # the two labeled pairs' responses, under the new checkpoint
+    assert e._active.gradient.feature_key != old_key and e.checkpoint_id == random_adapter.id
+    after = e.select(5)
+    assert after.checkpoint_id == random_adapter.id
+    assert [p["pair_id"] for p in after.pairs] != [p["pair_id"] for p in before.pairs]
+    assert not e.load_checkpoint(random_adapter)["loaded"]  # already current: a no-op
+    with pytest.raises(CheckpointError, match="does not exist"):
+        e.load_checkpoint(tmp_path / "missing")
+    assert e.checkpoint_id == random_adapter.id  # the old checkpoint keeps serving
+    labels = list(e.export_labels())
+    assert {r["checkpoint_id"] for r in labels} == {tiny_world.sft_checkpoint.id}
+
+
+def test_without_a_checkpoint_selection_says_what_to_do(tmp_path):
+    e = Engine(config(tmp_path))
+    with pytest.raises(NotReady, match="call LoadCheckpoint first"):
+        e.select(1)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        EngineConfig(state_dir=tmp_path, strategy="nope")
