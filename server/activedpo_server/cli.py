@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -75,3 +76,72 @@ def checkpoint_check(
         "dtype": dtype,
     }
     console.print_json(json.dumps(report))
+
+
+@app.command("serve")
+def serve_command(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the database and feature indexes live.")],
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint to load at start [default: the one the state dir last served].")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 50051,
+    token: Annotated[
+        str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="Bearer token required on every RPC but health.")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (with --tls-key) for TLS.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(help="Require client certificates signed by this CA.")] = None,
+    strategy: Annotated[str, typer.Option(help="Default strategy: activedpo, random, aplp or apo.")] = "activedpo",
+    proj_dim: Annotated[int, typer.Option(help="Projection dimension d.")] = 8192,
+    lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
+    lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
+    lora_r: Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")] = 128,
+    lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = 512,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
+    dtype: Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")] = "float32",
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port here once serving (for --port 0).")
+    ] = None,
+) -> None:
+    """Run the selection server until SIGTERM or Ctrl-C."""
+    import asyncio
+
+    from activedpo_server.engine import Engine, EngineConfig
+    from activedpo_server.features import LoraSpec
+    from activedpo_server.server import ServerConfig, serve
+    from activedpo_server.store import StoreError
+    from activedpo_trainer.checkpoint import CheckpointError
+    from activedpo_trainer.progress import quiet_libraries
+
+    quiet_libraries()
+    try:
+        server_config = ServerConfig(host, port, token, tls_cert, tls_key, tls_client_ca)
+        engine = Engine(
+            EngineConfig(
+                state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy,
+                lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
+            ),
+            checkpoint=checkpoint,
+        )  # fmt: skip
+    except (CheckpointError, StoreError, ValueError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+    def ready(bound: int) -> None:
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(bound))
+            tmp.replace(port_file)
+        err.print(f"activedpo-server listening on {host}:{bound} (checkpoint {engine.checkpoint_id or 'none'})")
+
+    try:
+        asyncio.run(serve(server_config, engine, ready))
+    except OSError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

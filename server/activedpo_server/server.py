@@ -1,0 +1,140 @@
+"""Building and running the gRPC server: health, reflection, bearer-token auth, TLS, limits.
+
+``build_server(config, engine)`` returns a started-ready ``(server, port)``; tests call it with
+port 0. ``serve(config)`` runs until SIGTERM/SIGINT, then stops accepting, lets in-flight RPCs
+finish for ``grace`` seconds and closes the state database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from activedpo.v1 import selector_pb2, selector_pb2_grpc
+from activedpo_server.engine import Engine
+from activedpo_server.service import SelectorService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = selector_pb2.DESCRIPTOR.services_by_name["Selector"].full_name  # "activedpo.v1.Selector"
+MAX_MESSAGE_BYTES = 64 << 20  # one AddCandidates item or one SelectBatch reply; streams are unbounded
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where and how the server listens."""
+
+    host: str = "127.0.0.1"  # loopback unless told otherwise
+    port: int = 50051  # 0 picks a free port
+    token: str | None = None  # bearer token required on every RPC but health
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # also require client certificates signed by this CA
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    grace: float = 10.0  # seconds in-flight RPCs get on shutdown
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        for p in (self.tls_cert, self.tls_key, self.tls_client_ca):
+            if p is not None and not Path(p).is_file():
+                raise ValueError(f"TLS file not found: {p}")
+
+
+def _reject(code: grpc.StatusCode, message: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming shape as ``handler`` that aborts with ``code``."""
+
+    async def unary(request, context):
+        await context.abort(code, message)
+
+    async def streaming(request, context):
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(streaming)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(streaming)
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Requires ``authorization: Bearer <token>`` on every RPC except gRPC health checks."""
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, details):
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return await continuation(details)
+        got = dict(details.invocation_metadata or ()).get("authorization", "")
+        got = got.encode() if isinstance(got, str) else got
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if not got:
+            return _reject(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token (authorization metadata)", handler)
+        if not hmac.compare_digest(got, self._expected):
+            return _reject(grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token", handler)
+        return handler
+
+
+def build_server(config: ServerConfig, engine: Engine) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """The server with the Selector, health and reflection services, bound but not started."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+    ]
+    interceptors = [TokenAuth(config.token)] if config.token else []
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    selector_pb2_grpc.add_SelectorServicer_to_server(SelectorService(engine), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert is not None:
+        creds = grpc.ssl_server_credentials(
+            [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
+            root_certificates=Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None,
+            require_client_auth=config.tls_client_ca is not None,
+        )
+        port = server.add_secure_port(address, creds)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server, port, health_servicer
+
+
+async def serve(config: ServerConfig, engine: Engine, ready=None) -> None:
+    """Run until SIGTERM or SIGINT; ``ready(port)`` is called once the server accepts calls."""
+    server, port, health_servicer = build_server(config, engine)
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("activedpo-server listening on %s:%d", config.host, port)
+    if ready:
+        ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight calls (up to %.0f s)", config.grace)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(config.grace)
+    engine.store.close()

@@ -1,0 +1,194 @@
+"""The real server in a subprocess on 127.0.0.1, called through the real generated stubs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from activedpo.v1 import selector_pb2 as pb
+from activedpo.v1 import selector_pb2_grpc as pb_grpc
+
+TOKEN = "s3cret-token"
+WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
+
+
+class ServerProcess:
+    def __init__(self, state_dir: Path, checkpoint: Path | None, token: str | None = TOKEN):
+        self.state_dir, self.checkpoint, self.token = state_dir, checkpoint, token
+        self.proc = None
+        self.port = 0
+
+    def start(self) -> ServerProcess:
+        port_file = self.state_dir.parent / f"{self.state_dir.name}.port"
+        port_file.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(self.state_dir),
+               "--port", "0", "--port-file", str(port_file), "--proj-dim", "128", "--lora-r", "8",
+               "--lora-alpha", "16", "--lease-seconds", "60"]  # fmt: skip
+        if self.checkpoint is not None:
+            cmd += ["--checkpoint", str(self.checkpoint)]
+        env = dict(os.environ, ACTIVEDPO_TOKEN=self.token or "")
+        if not self.token:
+            env.pop("ACTIVEDPO_TOKEN")
+        log = self.state_dir.parent / f"{self.state_dir.name}.log"
+        with open(log, "a") as stderr:  # a file, not a pipe: a full pipe would block the server
+            self.proc = subprocess.Popen(cmd, env=env, stderr=stderr)
+        deadline = time.time() + 60
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"server did not start: {log.read_text()}")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        return self
+
+    def stub(self, token: str | None = "default"):
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        token = self.token if token == "default" else token
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        return pb_grpc.SelectorStub(channel), metadata, channel
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path, tiny_world):
+    s = ServerProcess(tmp_path / "state", tiny_world.sft_dir).start()
+    yield s
+    s.kill(signal.SIGTERM)
+
+
+def groups(world, n=10, pool=""):
+    for i, p in enumerate(world.task.train_prompts()[:n]):
+        responses = [pb.CandidateResponse(text=f" {WORDS[(i + k) % 5]} {WORDS[(2 * i + k) % 5]}") for k in range(3)]
+        yield pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=p, responses=responses), pool=pool)
+
+
+def select(stub, md, budget, **kw):
+    events = list(stub.SelectBatch(pb.SelectBatchRequest(budget=budget, **kw), metadata=md))
+    assert events[-1].WhichOneof("event") == "batch"
+    return events[-1].batch, [e.progress for e in events[:-1]]
+
+
+def test_full_cycle_add_select_label_export(server, tiny_world):
+    stub, md, _ = server.stub()
+    added = stub.AddCandidates(groups(tiny_world), metadata=md)
+    assert (added.prompts_added, added.responses_added, added.pairs_added) == (10, 30, 30)
+    assert stub.AddCandidates(groups(tiny_world), metadata=md).pairs_deduplicated == 30
+    batch, progress = select(stub, md, 5, client="test")
+    assert len(batch.pairs) == 5 and batch.checkpoint_id == tiny_world.sft_checkpoint.id
+    assert [p.rank for p in batch.pairs] == list(range(5)) and progress and progress[-1].done == progress[-1].total
+    assert batch.lease_expires.seconds > time.time()
+    labels = [
+        pb.Label(pair_id=p.pair_id, preference=pb.PREFERENCE_A, annotator="ann", idempotency_key=p.pair_id)
+        for p in batch.pairs
+    ] + [pb.Label(pair_id="nope", preference=pb.PREFERENCE_B, annotator="ann")]
+    res = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md)
+    assert (res.accepted, res.rejected) == (5, 1) and "unknown pair id" in res.results[-1].reason
+    retry = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels[:5]), metadata=md)
+    assert all(r.replayed for r in retry.results)
+    exported = list(stub.ExportLabels(pb.ExportLabelsRequest(), metadata=md))
+    assert [e.pair_id for e in exported] == [p.pair_id for p in batch.pairs]
+    assert {e.chosen for e in exported} == {p.response_a for p in batch.pairs}
+    status = stub.GetStatus(pb.GetStatusRequest(), metadata=md)
+    assert (status.pool_size, status.labeled, status.annotations, status.feature_dim) == (30, 5, 5, 128)
+
+
+def test_concurrent_callers_get_disjoint_pairs(server, tiny_world):
+    from concurrent.futures import ThreadPoolExecutor
+
+    stub, md, _ = server.stub()
+    stub.AddCandidates(groups(tiny_world), metadata=md)
+    with ThreadPoolExecutor(2) as ex:
+        a, b = ex.map(lambda c: select(stub, md, 10, client=c)[0], ["a", "b"])
+    ids_a, ids_b = {p.pair_id for p in a.pairs}, {p.pair_id for p in b.pairs}
+    assert len(ids_a) == len(ids_b) == 10 and not ids_a & ids_b
+    short, _ = select(stub, md, 20, lease_seconds=1)
+    assert len(short.pairs) == 10  # the rest are leased
+    time.sleep(1.2)
+    assert len(select(stub, md, 20)[0].pairs) == 10  # the expired lease returned them
+
+
+def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
+    stub, md, channel = server.stub()
+    health = health_pb2_grpc.HealthStub(channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="activedpo.v1.Selector")).status == 1  # no token
+    for token in (None, "wrong"):
+        bad_stub, bad_md, _ = server.stub(token)
+        with pytest.raises(grpc.RpcError) as e:
+            bad_stub.GetStatus(pb.GetStatusRequest(), metadata=bad_md)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as e:
+            list(bad_stub.SelectBatch(pb.SelectBatchRequest(budget=1), metadata=bad_md))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    stub.AddCandidates(groups(tiny_world, 2), metadata=md)
+    cases = [
+        (lambda: select(stub, md, 0), "budget must be between 1"),
+        (lambda: select(stub, md, 1, strategy="best"), "unknown strategy 'best'"),
+        (lambda: select(stub, md, 1, lease_seconds=-5), "lease_seconds"),
+        (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=" ", responses=[
+            pb.CandidateResponse(text="a"), pb.CandidateResponse(text="b")]))]), metadata=md), "prompt is empty"),
+        (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt="p", responses=[
+            pb.CandidateResponse(text="a")]))]), metadata=md), "at least two responses"),
+        (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest()]), metadata=md), "set either `group` or `pair`"),
+        (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=str(tmp_path / "nowhere")), metadata=md),
+         "does not exist"),
+        (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(), metadata=md), "set `manifest`"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, message
+        assert message in e.value.details()
+        assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).checkpoint_id  # still serving
+
+
+def test_hot_swap_over_grpc(server, tiny_world, random_adapter):
+    stub, md, _ = server.stub()
+    stub.AddCandidates(groups(tiny_world), metadata=md)
+    before, _ = select(stub, md, 4, lease_seconds=1)
+    time.sleep(1.2)
+    res = stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=str(Path(random_adapter.adapter).parent)), metadata=md)
+    assert res.loaded and res.checkpoint_id == random_adapter.id
+    after, _ = select(stub, md, 4)
+    assert after.checkpoint_id == random_adapter.id and [p.pair_id for p in after.pairs] != [
+        p.pair_id for p in before.pairs
+    ]
+
+
+def test_kill_9_during_label_stream_keeps_every_acknowledged_label(tmp_path, tiny_world):
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir).start()
+    stub, md, _ = server.stub()
+    stub.AddCandidates(groups(tiny_world, 40), metadata=md)
+    batch, _ = select(stub, md, 120)
+    acked: dict[str, int] = {}
+    for kill_after in (7, 19, 33):  # three crashes at different points of the stream
+        for n, p in enumerate(batch.pairs):
+            if len(acked) == kill_after:
+                break
+            if p.pair_id in acked:
+                continue
+            label = pb.Label(pair_id=p.pair_id, preference=pb.PREFERENCE_B, annotator="ann", idempotency_key=f"k{n}")
+            res = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=[label]), metadata=md)
+            acked[p.pair_id] = res.results[0].label_id
+        server.kill()
+        server.start()
+        stub, md, _ = server.stub()
+    exported = list(stub.ExportLabels(pb.ExportLabelsRequest(), metadata=md))
+    assert {e.pair_id: e.label_id for e in exported} == acked  # every acknowledged label, exactly once
+    # retrying an acknowledged label after the crash writes nothing new
+    first = next(iter(acked))
+    n = [p.pair_id for p in batch.pairs].index(first)
+    retry = pb.Label(pair_id=first, preference=pb.PREFERENCE_B, annotator="ann", idempotency_key=f"k{n}")
+    assert stub.SubmitLabels(pb.SubmitLabelsRequest(labels=[retry]), metadata=md).results[0].replayed
+    assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).annotations == len(acked)
+    server.kill(signal.SIGTERM)
