@@ -34,8 +34,12 @@ def machine() -> str:
 
 def header(title: str) -> list[str]:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    if rev and dirty.stdout.strip():
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
+        capture_output=True,
+        text=True,
+    )
+    if rev and dirty.stdout.strip():  # code that differs from the revision (results files do not count)
         rev += " with uncommitted changes"
     return [
         f"# {title}",
