@@ -18,9 +18,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from activedpo.v1 import selector_pb2, selector_pb2_grpc
+from activedpo.v1 import selector_pb2
 from activedpo_server.engine import Engine
-from activedpo_server.service import SelectorService
+from activedpo_server.service import SelectorService, add_to_server
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def build_server(config: ServerConfig, engine: Engine) -> tuple[grpc.aio.Server,
     ]
     interceptors = [TokenAuth(config.token)] if config.token else []
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    selector_pb2_grpc.add_SelectorServicer_to_server(SelectorService(engine), server)
+    add_to_server(SelectorService(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

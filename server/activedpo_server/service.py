@@ -14,7 +14,6 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from activedpo.v1 import selector_pb2 as pb
-from activedpo.v1 import selector_pb2_grpc as pb_grpc
 from activedpo_server.engine import Engine, NotReady
 from activedpo_server.store import Candidates, LabelIn, StoreError
 from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest
@@ -23,6 +22,56 @@ log = logging.getLogger(__name__)
 
 MAX_BUDGET = 100_000
 MAX_ITEMS_PER_STREAM = 1_000_000
+
+
+class Malformed:
+    """A request that did not parse (e.g. a string that is not UTF-8): answered with INVALID_ARGUMENT.
+
+    gRPC itself would answer a failing deserializer with INTERNAL; parsing here instead lets the
+    servicer say precisely what was wrong.
+    """
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def _lenient(parse):
+    from google.protobuf.message import DecodeError
+
+    def deserialize(data: bytes):
+        try:
+            return parse(data)
+        except DecodeError as e:
+            return Malformed(str(e) or "cannot parse the message")
+
+    return deserialize
+
+
+async def _check(request, context) -> None:
+    if isinstance(request, Malformed):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"malformed request (not valid protobuf or UTF-8): {request.error}"
+        )
+
+
+def add_to_server(servicer: SelectorService, server) -> None:
+    """Register ``servicer`` like the generated ``add_SelectorServicer_to_server``, with lenient parsing."""
+    desc = pb.DESCRIPTOR.services_by_name["Selector"]
+    factories = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for m in desc.methods:
+        factory = factories[(m.client_streaming, m.server_streaming)]
+        handlers[m.name] = factory(
+            getattr(servicer, m.name),
+            request_deserializer=_lenient(getattr(pb, m.input_type.name).FromString),
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(desc.full_name, handlers),))
 
 
 def _status_for(e: BaseException) -> grpc.StatusCode:
@@ -67,15 +116,17 @@ def _candidates(req: pb.AddCandidatesRequest, n: int) -> Candidates:
     raise ValueError(f"item {n}: set either `group` or `pair`")
 
 
-class SelectorService(pb_grpc.SelectorServicer):
+class SelectorService:
     def __init__(self, engine: Engine):
         self.engine = engine
 
     async def GetStatus(self, request, context):
+        await _check(request, context)
         s = await asyncio.to_thread(self.engine.status)
         return pb.GetStatusResponse(**s)
 
     async def LoadCheckpoint(self, request, context):
+        await _check(request, context)
         try:
             if request.manifest:
                 ref = request.manifest
@@ -95,6 +146,8 @@ class SelectorService(pb_grpc.SelectorServicer):
         try:
             items = []
             async for req in request_iterator:
+                if isinstance(req, Malformed):
+                    raise ValueError(f"item {len(items)}: malformed (not valid protobuf or UTF-8): {req.error}")
                 if len(items) >= MAX_ITEMS_PER_STREAM:
                     raise ValueError(f"more than {MAX_ITEMS_PER_STREAM:,} items in one stream; split it")
                 items.append(_candidates(req, len(items)))
@@ -104,6 +157,7 @@ class SelectorService(pb_grpc.SelectorServicer):
         return pb.AddCandidatesResponse(**vars(res))
 
     async def SelectBatch(self, request, context):
+        await _check(request, context)
         if not 0 < request.budget <= MAX_BUDGET:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"budget must be between 1 and {MAX_BUDGET:,}, got {request.budget}"
@@ -151,6 +205,7 @@ class SelectorService(pb_grpc.SelectorServicer):
         )
 
     async def SubmitLabels(self, request, context):
+        await _check(request, context)
         labels = [LabelIn(x.pair_id, int(x.preference), x.annotator, x.idempotency_key or None) for x in request.labels]
         try:
             results = await asyncio.to_thread(self.engine.submit_labels, labels)
@@ -161,6 +216,7 @@ class SelectorService(pb_grpc.SelectorServicer):
         return pb.SubmitLabelsResponse(results=out, accepted=accepted, rejected=len(results) - accepted)
 
     async def ExportLabels(self, request, context):
+        await _check(request, context)
         rows = self.engine.export_labels(request.after_label_id, request.include_ties)
         while True:
             chunk = await asyncio.to_thread(lambda: [r for _, r in zip(range(500), rows, strict=False)])

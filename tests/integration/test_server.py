@@ -21,8 +21,8 @@ WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
 
 
 class ServerProcess:
-    def __init__(self, state_dir: Path, checkpoint: Path | None, token: str | None = TOKEN):
-        self.state_dir, self.checkpoint, self.token = state_dir, checkpoint, token
+    def __init__(self, state_dir: Path, checkpoint: Path | None, token: str | None = TOKEN, extra=()):
+        self.state_dir, self.checkpoint, self.token, self.extra = state_dir, checkpoint, token, list(extra)
         self.proc = None
         self.port = 0
 
@@ -34,6 +34,7 @@ class ServerProcess:
                "--lora-alpha", "16", "--lease-seconds", "60"]  # fmt: skip
         if self.checkpoint is not None:
             cmd += ["--checkpoint", str(self.checkpoint)]
+        cmd += self.extra
         env = dict(os.environ, ACTIVEDPO_TOKEN=self.token or "")
         if not self.token:
             env.pop("ACTIVEDPO_TOKEN")
@@ -144,6 +145,9 @@ def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
          "does not exist"),
         (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(), metadata=md), "set `manifest`"),
     ]  # fmt: skip
+    raw = channel.unary_unary("/activedpo.v1.Selector/SubmitLabels")  # bytes in, bytes out
+    not_utf8 = b"\x0a\x04\x0a\x02\xff\xfe"  # SubmitLabelsRequest{labels: [{pair_id: b"\xff\xfe"}]}
+    cases.append((lambda: raw(not_utf8, metadata=md), "malformed request"))
     for call, message in cases:
         with pytest.raises(grpc.RpcError) as e:
             call()
@@ -192,3 +196,139 @@ def test_kill_9_during_label_stream_keeps_every_acknowledged_label(tmp_path, tin
     assert stub.SubmitLabels(pb.SubmitLabelsRequest(labels=[retry]), metadata=md).results[0].replayed
     assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).annotations == len(acked)
     server.kill(signal.SIGTERM)
+
+
+def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "activedpo test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    paths = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
+def test_tls_with_a_test_ca_and_token(tmp_path, tiny_world):
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    server = ServerProcess(
+        tmp_path / "state", tiny_world.sft_dir, extra=["--tls-cert", str(cert), "--tls-key", str(key)]
+    ).start()
+    try:
+        creds = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=ca.read_bytes()), grpc.access_token_call_credentials(TOKEN)
+        )
+        stub = pb_grpc.SelectorStub(grpc.secure_channel(f"127.0.0.1:{server.port}", creds))
+        assert stub.GetStatus(pb.GetStatusRequest(), timeout=30).checkpoint_id == tiny_world.sft_checkpoint.id
+        wrong_token = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(root_certificates=ca.read_bytes()), grpc.access_token_call_credentials("no")
+        )
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.SelectorStub(grpc.secure_channel(f"127.0.0.1:{server.port}", wrong_token)).GetStatus(
+                pb.GetStatusRequest(), timeout=30
+            )
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as e:  # a plaintext client cannot talk to a TLS server
+            pb_grpc.SelectorStub(grpc.insecure_channel(f"127.0.0.1:{server.port}")).GetStatus(
+                pb.GetStatusRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=5
+            )
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_reflection_lists_the_services(server):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    class Token(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+        """Adds the bearer token to every call, as `grpcurl -H "authorization: Bearer …"` does."""
+
+        def _with_token(self, details):
+            return details._replace(metadata=[*(details.metadata or ()), ("authorization", f"Bearer {TOKEN}")])
+
+        def intercept_unary_unary(self, continuation, details, request):
+            return continuation(self._with_token(details), request)
+
+        def intercept_stream_stream(self, continuation, details, requests):
+            return continuation(self._with_token(details), requests)
+
+    _, _, plain = server.stub()
+    with pytest.raises(grpc.RpcError):  # reflection is not exempt from auth
+        ProtoReflectionDescriptorDatabase(plain).get_services()
+    channel = grpc.intercept_channel(grpc.insecure_channel(f"127.0.0.1:{server.port}"), Token())
+    names = set(ProtoReflectionDescriptorDatabase(channel).get_services())  # what grpcurl list shows
+    assert {"activedpo.v1.Selector", "grpc.health.v1.Health"} <= names
+
+
+def test_status_and_health_answer_while_a_batch_is_featurized(tmp_path, tiny_world):
+    import threading
+
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
+    try:
+        stub, md, channel = server.stub()
+        stub.AddCandidates(groups(tiny_world, 300), metadata=md)  # 900 responses to featurize
+        done = threading.Event()
+        result = {}
+
+        def run():
+            result["batch"], result["progress"] = select(stub, md, 20)
+            done.set()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        health = health_pb2_grpc.HealthStub(channel)
+        latencies = []
+        while not done.is_set():
+            t0 = time.perf_counter()
+            stub.GetStatus(pb.GetStatusRequest(), metadata=md, timeout=10)
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.05)
+        worker.join()
+        assert len(result["batch"].pairs) == 20 and len(result["progress"]) >= 2
+        assert len(latencies) >= 3, "the batch finished too fast to observe"
+        assert max(latencies) < 1.0  # the event loop is never blocked by the featurization
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_sigterm_lets_an_in_flight_batch_finish(tmp_path, tiny_world):
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
+    stub, md, _ = server.stub()
+    stub.AddCandidates(groups(tiny_world, 300), metadata=md)
+    stream = stub.SelectBatch(pb.SelectBatchRequest(budget=10), metadata=md)
+    first = next(stream)
+    assert first.WhichOneof("event") == "progress"  # featurization is under way
+    server.proc.send_signal(signal.SIGTERM)
+    rest = list(stream)
+    assert rest[-1].WhichOneof("event") == "batch" and len(rest[-1].batch.pairs) == 10
+    assert server.proc.wait(timeout=30) == 0
+    with pytest.raises(grpc.RpcError) as e:  # and then it is gone
+        stub.GetStatus(pb.GetStatusRequest(), metadata=md, timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
