@@ -332,3 +332,37 @@ def test_sigterm_lets_an_in_flight_batch_finish(tmp_path, tiny_world):
     with pytest.raises(grpc.RpcError) as e:  # and then it is gone
         stub.GetStatus(pb.GetStatusRequest(), metadata=md, timeout=5)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_kill_9_in_the_middle_of_a_large_request_then_retry_never_duplicates(tmp_path, tiny_world):
+    import threading
+
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir).start()
+    stub, md, _ = server.stub()
+    stub.AddCandidates(groups(tiny_world, 40), metadata=md)
+    pairs = [p.pair_id for p in select(stub, md, 120)[0].pairs]
+    labels = [
+        pb.Label(pair_id=pairs[i % len(pairs)], preference=pb.PREFERENCE_A, annotator=f"a{i}", idempotency_key=f"k{i}")
+        for i in range(20_000)
+    ]
+    outcome = {}
+
+    def submit():
+        try:
+            outcome["res"] = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md, timeout=60)
+        except grpc.RpcError as e:
+            outcome["error"] = e.code()
+
+    worker = threading.Thread(target=submit)
+    worker.start()
+    time.sleep(0.3)  # the request is being written
+    server.kill()
+    worker.join()
+    server.start()
+    stub, md, _ = server.stub()
+    committed = stub.GetStatus(pb.GetStatusRequest(), metadata=md).annotations
+    assert committed in (0, 20_000)  # one transaction: all or nothing, never half
+    retry = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md, timeout=60)
+    assert retry.accepted == 20_000 and sum(r.replayed for r in retry.results) == committed
+    assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).annotations == 20_000  # exactly once
+    server.kill(signal.SIGTERM)
