@@ -156,7 +156,7 @@ def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
         assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).checkpoint_id  # still serving
 
 
-def test_hot_swap_over_grpc(server, tiny_world, random_adapter):
+def test_hot_swap_over_grpc(server, tiny_world, random_adapter, tmp_path):
     stub, md, _ = server.stub()
     stub.AddCandidates(groups(tiny_world), metadata=md)
     before, _ = select(stub, md, 4, lease_seconds=1)
@@ -167,6 +167,24 @@ def test_hot_swap_over_grpc(server, tiny_world, random_adapter):
     assert after.checkpoint_id == random_adapter.id and [p.pair_id for p in after.pairs] != [
         p.pair_id for p in before.pairs
     ]
+    # an adapter trained for another model: refused, and the current checkpoint keeps serving
+    foreign = foreign_adapter(tmp_path / "foreign")
+    with pytest.raises(grpc.RpcError) as e:
+        stub.LoadCheckpoint(pb.LoadCheckpointRequest(base=str(tiny_world.sft_dir), adapter=str(foreign)), metadata=md)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not fit base model" in e.value.details()
+    assert stub.GetStatus(pb.GetStatusRequest(), metadata=md).checkpoint_id == random_adapter.id
+
+
+def foreign_adapter(directory: Path) -> Path:
+    """A LoRA adapter for a Llama of another width than the tiny world's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.save_pretrained(directory)
+    return directory
 
 
 def test_kill_9_during_label_stream_keeps_every_acknowledged_label(tmp_path, tiny_world):
