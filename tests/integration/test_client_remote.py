@@ -1,0 +1,59 @@
+"""The client's view of the server: SelectorClient against an EmbeddedServer child process."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from activedpo_client.remote import ClientError, Connection, EmbeddedServer, SelectorClient
+
+SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_embedded_server_round_trip(tmp_path, tiny_world):
+    prompts = tiny_world.task.train_prompts()[:6]
+    with EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, token="tok", args=SMALL) as server:
+        with SelectorClient(Connection(server.target, token="tok")) as client:
+            client.wait_ready()
+            added = client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+            assert added["pairs_added"] == 18
+            seen = []
+            batch = client.select(4, progress=lambda *a: seen.append(a))
+            assert len(batch["pairs"]) == 4 and seen and batch["checkpoint_id"] == tiny_world.sft_checkpoint.id
+            labels = [
+                {"pair_id": p["pair_id"], "preference": "A", "annotator": "t", "idempotency_key": p["pair_id"]}
+                for p in batch["pairs"]
+            ]
+            assert all(r["accepted"] for r in client.submit_labels(labels))
+            assert all(r["replayed"] for r in client.submit_labels(labels))
+            assert [r["pair_id"] for r in client.export_labels()] == [p["pair_id"] for p in batch["pairs"]]
+            status = client.status()
+            assert status["labeled"] == 4 and status["pool_size"] == 18 and isinstance(status["pool_size"], int)
+            with pytest.raises(ClientError, match=r"the server refused the request: .*does not exist"):
+                client.load_checkpoint(tmp_path / "missing")
+            with pytest.raises(ClientError, match="preference must be A, B or TIE"):
+                client.submit_labels([{"pair_id": "x", "preference": "left", "annotator": "t"}])
+        wrong = SelectorClient(Connection(server.target, token="wrong"))
+        with pytest.raises(ClientError, match=r"refused the token .* pass --token or set ACTIVEDPO_TOKEN"):
+            wrong.status()
+        wrong.close()
+    assert server.proc.returncode == 0  # stopped cleanly by SIGTERM
+
+
+def test_errors_name_the_cause(tmp_path, tiny_world):
+    unreachable = SelectorClient(Connection(f"127.0.0.1:{free_port()}", timeout=5))
+    with pytest.raises(
+        ClientError, match=r"cannot reach the selection server at 127\.0\.0\.1:.*activedpo-server serve"
+    ):
+        unreachable.status()
+    unreachable.close()
+    bad = EmbeddedServer(tmp_path / "state", tmp_path / "no-such-checkpoint", args=SMALL)
+    with pytest.raises(ClientError, match=r"did not start: .*does not exist"):
+        bad.start()
