@@ -47,12 +47,18 @@ class DPOMode(str, Enum):
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad paths, bad input) into one red line and exit code 2."""
+    from activedpo_client.remote import ClientError
     from activedpo_trainer.checkpoint import CheckpointError
 
     try:
         yield
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, ClientError, FileNotFoundError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    except OSError as e:  # disk full, permissions: say which file
+        err.print(
+            f"[bold red]error:[/] {e.strerror or e}: {e.filename or ''}; free space or fix permissions, then re-run"
+        )
         raise typer.Exit(2) from None
 
 
@@ -346,3 +352,63 @@ def train_dpo_cmd(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+@app.command("round")
+def round_cmd(
+    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
+    responses: Annotated[int, typer.Option(help="Responses generated per prompt.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Rounds to run (resumes an interrupted one first).")] = 1,
+    strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
+    annotator: Annotated[str, typer.Option(help="Who labels: 'oracle' (the toy world's hidden reward).")] = "oracle",
+    dpo_mode: Annotated[DPOMode, typer.Option(help="Continue the last adapter or retrain from the base.")] = (
+        DPOMode.continue_
+    ),
+    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
+    dpo_lr: Annotated[float, typer.Option(help="DPO learning rate.")] = 1e-4,
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts evaluated after each round.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = 0,
+    run_dir: Annotated[Path, typer.Option(help="Where the run's state lives (resumable).")] = Path("runs/default"),
+    server: Annotated[
+        str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port of a selection server, or 'embedded'.")
+    ] = "embedded",
+    token: Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")] = None,
+    proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
+    lora_r: Annotated[int, typer.Option(help="Embedded server: rank of round one's fresh adapter.")] = 128,
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    world_seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Run ActiveDPO rounds end to end: generate, select, label, train DPO, reload, evaluate."""
+    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+    from activedpo_client.rounds import RoundConfig, RoundRunner, Run
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        w = _world(world, preset, world_seed, cache_dir)
+        config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
+                             annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
+                             seed=seed, eval_prompts=eval_prompts)  # fmt: skip
+        run = Run.open(run_dir, str(w.root), config)
+        embedded = None
+        if server == "embedded":
+            args = ["--proj-dim", str(proj_dim), "--lora-r", str(lora_r), "--lora-alpha", str(4 * lora_r)]
+            embedded = EmbeddedServer(run_dir / "server", run.checkpoint or w.sft_dir, args=args).start()
+            server = embedded.target
+        try:
+            with SelectorClient(Connection(server, token=token, tls_ca=tls_ca)) as client:
+                client.wait_ready()
+                while run.rounds_done < rounds:
+                    with progress_bars(transient=True) as bar:
+                        metrics = RoundRunner(run, client, bar, say=lambda m: err.print(m)).run_round()
+                    console.print(
+                        f"round {metrics['round']}: {metrics['labels']} labels, reward {metrics['reward']:.3f} "
+                        f"± {metrics['se']:.3f} (π_ref {metrics['ref_reward']:.3f}), win-rate {metrics['win_rate']:.1%}"
+                    )
+        finally:
+            if embedded is not None:
+                embedded.stop()

@@ -1,0 +1,48 @@
+"""`activedpo-client round` end to end: tiny rounds through a real embedded selection server."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from activedpo_client.cli import app
+from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+
+runner = CliRunner()
+
+
+def round_args(world, run_dir, rounds):
+    return [
+        "round", "--world", world.root, "--run-dir", run_dir, "--rounds", rounds, "--budget", 8, "--prompts", 12,
+        "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+    ]  # fmt: skip
+
+
+def invoke(*args, code=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world, tmp_path):
+    run_dir = tmp_path / "run"
+    out = invoke(*round_args(tiny_world, run_dir, 1))
+    assert "round 1: 8 labels" in out
+    out = invoke(*round_args(tiny_world, run_dir, 2))  # resumes the run: one more round
+    assert "round 2: 16 labels" in out and "round 1" not in out
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["labels"] for m in metrics] == [8, 16] and metrics[0]["checkpoint"] != metrics[1]["checkpoint"]
+    assert all(set(m["seconds"]) >= {"generate", "select", "train", "evaluate"} for m in metrics)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["rounds_done"] == 2 and run["checkpoint"].endswith("rounds/002/checkpoint")
+    # the embedded server kept its state: the round-2 checkpoint, 16 labels, each pair labeled once
+    with EmbeddedServer(run_dir / "server", args=["--proj-dim", "128", "--lora-r", "8"]) as server:
+        client = SelectorClient(Connection(server.target))
+        status, labels = client.status(), list(client.export_labels())
+        client.close()
+    assert status["checkpoint_id"] == metrics[1]["checkpoint"] and status["annotations"] == 16
+    assert len({x["pair_id"] for x in labels}) == 16
+    # a run dir remembers its settings
+    err = invoke(*round_args(tiny_world, run_dir, 3), "--seed", 5, code=2)
+    assert "started with other settings (seed)" in err
