@@ -242,7 +242,8 @@ class EmbeddedServer:
         port_file = self.state_dir / "embedded.port"
         port_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(self.state_dir),
-               "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *self.args]  # fmt: skip
+               "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), "--exit-with-parent",
+               *self.args]  # fmt: skip
         if self.checkpoint is not None:
             cmd += ["--checkpoint", str(self.checkpoint)]
         env = dict(os.environ)

@@ -104,6 +104,9 @@ def serve_command(
     port_file: Annotated[
         Path | None, typer.Option(help="Write the bound port here once serving (for --port 0).")
     ] = None,
+    exit_with_parent: Annotated[
+        bool, typer.Option(help="Shut down when the parent process exits (embedded servers).")
+    ] = False,
 ) -> None:
     """Run the selection server until SIGTERM or Ctrl-C."""
     import asyncio
@@ -137,7 +140,7 @@ def serve_command(
         err.print(f"activedpo-server listening on {host}:{bound} (checkpoint {engine.checkpoint_id or 'none'})")
 
     try:
-        asyncio.run(serve(server_config, engine, ready))
+        asyncio.run(serve(server_config, engine, ready, exit_with_parent=exit_with_parent))
     except OSError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None

@@ -120,8 +120,22 @@ def build_server(config: ServerConfig, engine: Engine) -> tuple[grpc.aio.Server,
     return server, port, health_servicer
 
 
-async def serve(config: ServerConfig, engine: Engine, ready=None) -> None:
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop when the parent process is gone (an embedded server must not outlive its client)."""
+    import os
+
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("parent process %d is gone; shutting down", parent)
+            stop.set()
+        await asyncio.sleep(0.5)
+
+
+async def serve(config: ServerConfig, engine: Engine, ready=None, exit_with_parent: bool = False) -> None:
     """Run until SIGTERM or SIGINT; ``ready(port)`` is called once the server accepts calls."""
+    import os
+
+    parent = os.getppid()
     server, port, health_servicer = build_server(config, engine)
     await server.start()
     for name in ("", SERVICE_NAME):
@@ -133,7 +147,10 @@ async def serve(config: ServerConfig, engine: Engine, ready=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.ensure_future(_watch_parent(parent, stop)) if exit_with_parent else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("shutting down: finishing in-flight calls (up to %.0f s)", config.grace)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(config.grace)

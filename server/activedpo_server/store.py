@@ -144,6 +144,7 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot create the state directory {self.dir}: {e}") from e
         self.path = self.dir / "state.sqlite"
+        self._lock_file = _lock_state_dir(self.dir)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -162,6 +163,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._lock_file.close()  # releases the state-dir lock
 
     # ---- transactions ---------------------------------------------------------------------
 
@@ -457,6 +459,31 @@ class Store:
             (now,),
         )[0][0]
         return out
+
+
+def _lock_state_dir(directory: Path, wait: float = 15.0):
+    """Hold an exclusive lock on ``directory/lock`` for this process's lifetime (released on exit,
+    even after ``kill -9``): two servers on one state dir would step on each other's files."""
+    import fcntl
+
+    f = open(directory / "lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.seek(0)
+                owner = f.read().strip() or "another process"
+                f.close()
+                raise StoreError(f"state dir {directory} is in use by {owner}; stop that server first") from None
+            time.sleep(0.1)
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()}")
+    f.flush()
+    return f
 
 
 def _label_problem(lab: LabelIn) -> str:

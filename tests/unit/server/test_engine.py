@@ -40,6 +40,7 @@ def test_cycle_leases_labels_and_restart(tiny_world, tmp_path):
     third = e.select(30)
     assert len(third.pairs) == 20 and not {p["pair_id"] for p in third.pairs} & (ids1 | ids2)
 
+    e.store.close()
     again = Engine(config(tmp_path))  # restart: the same checkpoint, pool, labels and leases
     s = again.status()
     assert (s["checkpoint_id"], s["pool_size"], s["labeled"], s["leased"]) == (e.checkpoint_id, 30, 5, 25)

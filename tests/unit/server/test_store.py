@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.store import PREF_A, PREF_B, PREF_TIE, Candidates, LabelIn, Store, StoreError
+from activedpo_server.store import PREF_A, PREF_B, PREF_TIE, Candidates, LabelIn, Store, StoreError, _lock_state_dir
 
 
 def group(prompt, *texts, pool="", prompt_id=None):
@@ -159,6 +159,14 @@ def test_every_acknowledged_label_survives_kill_9(tmp_path):
     ids = [r["label_id"] for r in s.export_labels()]
     assert set(acked) <= set(ids) and len(ids) == len(set(ids))  # all there, exactly once
     s.close()
+
+
+def test_one_server_per_state_dir(tmp_path):
+    first = Store(tmp_path)
+    with pytest.raises(StoreError, match=r"is in use by process \d+; stop that server first"):
+        _lock_state_dir(tmp_path, wait=0.3)
+    first.close()
+    Store(tmp_path).close()  # released on close
 
 
 def test_feature_store_roundtrip_upsert_and_corruption(tmp_path):
