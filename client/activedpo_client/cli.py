@@ -412,3 +412,7 @@ def round_cmd(
         finally:
             if embedded is not None:
                 embedded.stop()
+
+
+if __name__ == "__main__":
+    app()

@@ -148,12 +148,19 @@ class SelectorClient:
         seed: int = 0,
         client: str = "activedpo-client",
         progress: Callable[[str, int, int], None] | None = None,
+        request_id: str = "",
     ) -> dict:
         import grpc
 
         pb = self._pb
         request = pb.SelectBatchRequest(
-            budget=budget, strategy=strategy, pool=pool, lease_seconds=lease_seconds, seed=seed, client=client
+            budget=budget,
+            strategy=strategy,
+            pool=pool,
+            lease_seconds=lease_seconds,
+            seed=seed,
+            client=client,
+            request_id=request_id,
         )
         batch = None
         try:

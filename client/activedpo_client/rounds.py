@@ -185,7 +185,7 @@ class RoundRunner:
     def _select(self) -> dict:
         cfg = self.run.config
         batch = self.client.select(cfg.budget, cfg.strategy, self.pool, cfg.lease_seconds, cfg.seed, self.run.run_id,
-                                   progress=self.progress)  # fmt: skip
+                                   progress=self.progress, request_id=f"{self.pool}-select")  # fmt: skip
         _atomic_json(self.dir / "batch.json", batch)
         return {"pairs": len(batch["pairs"]), "from": batch["candidates"], "checkpoint": batch["checkpoint_id"]}
 

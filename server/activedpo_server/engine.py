@@ -184,6 +184,7 @@ class Engine:
         seed: int = 0,
         client: str = "",
         progress: StageProgress | None = None,
+        request_id: str = "",
     ) -> Batch:
         if not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
@@ -194,8 +195,16 @@ class Engine:
             raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")
         with self._select_lock:  # one selection at a time: leases never overlap
             now = time.time()
+            if request_id:  # a retried request gets the batch already leased for it
+                held = self.store.leased_batch(request_id, now=now)
+                if held is not None:
+                    rows, scores, expires = held
+                    details = self.store.pair_details(rows)
+                    for rank, (d, score) in enumerate(zip(details, scores, strict=True)):
+                        d.update(score=score, rank=rank)
+                    return Batch(details, active.manifest.id, name, request_id, expires, len(rows))
             view = self.store.pool_view(pool, now=now)
-            lease_id = f"lease-{uuid.uuid4().hex[:12]}"
+            lease_id = request_id or f"lease-{uuid.uuid4().hex[:12]}"
             expires = now + (lease_seconds or self.config.lease_seconds)
             if len(view.pair_rows) == 0:
                 return Batch([], active.manifest.id, name, lease_id, expires, 0)
@@ -210,7 +219,7 @@ class Engine:
                 Pool(pairs_local, response_prompt, source, labeled_local), budget, np.random.default_rng(seed)
             )
             chosen = [int(view.pair_rows[p.index]) for p in picks]
-            self.store.lease(chosen, lease_id, client, expires, now=now)
+            self.store.lease(chosen, lease_id, client, expires, now=now, scores=[p.score for p in picks])
             details = self.store.pair_details(chosen)
         for d, p in zip(details, picks, strict=True):
             d.update(score=p.score, rank=p.rank)

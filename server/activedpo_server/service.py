@@ -180,6 +180,7 @@ class SelectorService:
                 request.seed,
                 request.client,
                 progress,
+                request.request_id,
             )
         )
         while not work.done() or not events.empty():

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS pairs (
 CREATE INDEX IF NOT EXISTS pairs_pool ON pairs(pool);
 CREATE TABLE IF NOT EXISTS leases (
     pair INTEGER PRIMARY KEY REFERENCES pairs(rowid), lease_id TEXT NOT NULL, client TEXT NOT NULL,
-    expires REAL NOT NULL);
+    expires REAL NOT NULL, rank INTEGER NOT NULL DEFAULT 0, score REAL NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS leases_id ON leases(lease_id);
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL REFERENCES pairs(rowid),
     preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT UNIQUE,
@@ -329,23 +330,43 @@ class Store:
             )
         return out
 
-    def lease(self, pair_rows: Sequence[int], lease_id: str, client: str, expires: float, now: float | None = None):
-        """Lease the pairs; refuses (StoreError) if any is leased and unexpired, so batches never overlap."""
+    def lease(
+        self,
+        pair_rows: Sequence[int],
+        lease_id: str,
+        client: str,
+        expires: float,
+        now: float | None = None,
+        scores: Sequence[float] | None = None,
+    ):
+        """Lease the pairs (in rank order); refuses (StoreError) if any is leased and unexpired."""
         now = time.time() if now is None else now
+        scores = list(scores) if scores is not None else [0.0] * len(pair_rows)
 
         def go(c: sqlite3.Cursor):
-            for row in pair_rows:
+            for rank, (row, score) in enumerate(zip(pair_rows, scores, strict=True)):
                 held = c.execute(
                     "SELECT expires FROM leases WHERE pair = ? AND expires > ?", (int(row), now)
                 ).fetchone()
                 if held:
                     raise StoreError(f"pair row {row} is already leased")
                 c.execute(
-                    "INSERT OR REPLACE INTO leases(pair, lease_id, client, expires) VALUES (?, ?, ?, ?)",
-                    (int(row), lease_id, client, expires),
+                    "INSERT OR REPLACE INTO leases(pair, lease_id, client, expires, rank, score) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (int(row), lease_id, client, expires, rank, float(score)),
                 )
 
         self._write(go)
+
+    def leased_batch(self, lease_id: str, now: float | None = None) -> tuple[list[int], list[float], float] | None:
+        """The pairs still leased under ``lease_id`` (rank order), their scores and the expiry; None if none."""
+        now = time.time() if now is None else now
+        rows = self._read(
+            "SELECT pair, score, expires FROM leases WHERE lease_id = ? AND expires > ? ORDER BY rank", (lease_id, now)
+        )
+        if not rows:
+            return None
+        return [r[0] for r in rows], [r[1] for r in rows], rows[0][2]
 
     # ---- labels ---------------------------------------------------------------------------
 

@@ -136,20 +136,22 @@ class AddCandidatesResponse(_message.Message):
     def __init__(self, prompts_added: _Optional[int] = ..., responses_added: _Optional[int] = ..., pairs_added: _Optional[int] = ..., pairs_deduplicated: _Optional[int] = ...) -> None: ...
 
 class SelectBatchRequest(_message.Message):
-    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client")
+    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     budget: int
     strategy: str
     pool: str
     lease_seconds: int
     seed: int
     client: str
-    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "done", "total")

@@ -91,3 +91,16 @@ def test_without_a_checkpoint_selection_says_what_to_do(tmp_path):
         e.select(1)
     with pytest.raises(ValueError, match="unknown strategy"):
         EngineConfig(state_dir=tmp_path, strategy="nope")
+
+
+def test_a_retried_selection_gets_the_batch_already_leased_for_it(tiny_world, tmp_path):
+    e = Engine(config(tmp_path), checkpoint=tiny_world.sft_dir)
+    e.add_candidates(candidates(tiny_world))
+    first = e.select(4, request_id="req-1")
+    again = e.select(4, request_id="req-1")
+    assert [(p["pair_id"], p["score"], p["rank"]) for p in again.pairs] == [
+        (p["pair_id"], p["score"], p["rank"]) for p in first.pairs
+    ]
+    assert again.lease_id == first.lease_id == "req-1"
+    other = e.select(4, request_id="req-2")
+    assert not {p["pair_id"] for p in other.pairs} & {p["pair_id"] for p in first.pairs}
