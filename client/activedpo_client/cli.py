@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -350,10 +349,6 @@ def train_dpo_cmd(
     console.print(f"checkpoint {manifest.id} (parent {manifest.parent_id}) written to {out}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
-
-
 @app.command("round")
 def round_cmd(
     budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
@@ -414,5 +409,5 @@ def round_cmd(
                 embedded.stop()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     app()
