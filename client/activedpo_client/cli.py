@@ -392,6 +392,8 @@ def round_cmd(
         embedded = None
         if server == "embedded":
             args = ["--proj-dim", str(proj_dim), "--lora-r", str(lora_r), "--lora-alpha", str(4 * lora_r)]
+            (run_dir / "server").mkdir(parents=True, exist_ok=True)
+            (run_dir / "server" / "args.json").write_text(json.dumps(args))  # status/export reuse them
             embedded = EmbeddedServer(run_dir / "server", run.checkpoint or w.sft_dir, args=args).start()
             server = embedded.target
         try:
@@ -407,6 +409,83 @@ def round_cmd(
         finally:
             if embedded is not None:
                 embedded.stop()
+
+
+def _server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | None):
+    """A client for ``server``; for ``embedded``, the run's own server started for the call."""
+    from contextlib import ExitStack
+
+    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+
+    stack = ExitStack()
+    if server == "embedded":
+        if not (run_dir / "server").is_dir():
+            raise FileNotFoundError(f"{run_dir} has no embedded server state; run `activedpo-client round` first")
+        args_file = run_dir / "server" / "args.json"
+        args = json.loads(args_file.read_text()) if args_file.exists() else []
+        server = stack.enter_context(EmbeddedServer(run_dir / "server", args=args)).target
+    client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca)))
+    client.wait_ready()
+    return stack, client
+
+
+RunDirOpt = Annotated[Path, typer.Option(help="The run directory.")]
+ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
+TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
+TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
+
+
+@app.command("status")
+def status_cmd(
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Show a run: rounds done, labels and reward per round, and the server's state."""
+    from rich.table import Table
+
+    from activedpo_client.report import read_metrics
+    from activedpo_client.rounds import Run
+
+    with user_errors():
+        run = Run.open(run_dir)
+        rows = read_metrics(run_dir)
+        table = Table(title=f"{run_dir}: {run.rounds_done} rounds of {run.config.strategy}, budget {run.config.budget}")
+        for col in ("round", "labels", "reward ± SE", "π_ref", "win-rate", "wall s"):
+            table.add_column(col, justify="right")
+        for m in rows:
+            cells = [str(m["round"]), str(m["labels"]), f"{m['reward']:.3f} ± {m['se']:.3f}"]
+            cells += [f"{m['ref_reward']:.3f}", f"{m['win_rate']:.1%}", f"{sum(m['seconds'].values()):.0f}"]
+            table.add_row(*cells)
+        console.print(table)
+        stack, client = _server_for(run_dir, server, token, tls_ca)
+        with stack:
+            s = client.status()
+        console.print(
+            f"server: checkpoint {s['checkpoint_id']}, {s['pool_size']} pairs, {s['labeled']} labeled "
+            f"({s['annotations']} annotations), {s['leased']} leased, d = {s['feature_dim']}"
+        )
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="JSONL file of prompt/chosen/rejected rows.")],
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Write every labeled pair as JSONL that `datasets.load_dataset("json", data_files=...)` reads."""
+    with user_errors():
+        stack, client = _server_for(run_dir, server, token, tls_ca)
+        with stack:
+            rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
+                    for r in client.export_labels()]  # fmt: skip
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out)
+    console.print(f"{len(rows)} labeled pairs written to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

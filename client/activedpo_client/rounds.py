@@ -13,6 +13,7 @@ Layout::
     run_dir/rounds/001/state.json    steps done, with their summaries and wall times
     run_dir/rounds/001/candidates.jsonl, batch.json, labels.jsonl, checkpoint/, eval.json
     run_dir/metrics.jsonl            one line per finished round
+    run_dir/reward.png               held-out reward against labels used, redrawn after each round
     run_dir/server/                  the embedded server's state (when --server embedded)
 """
 
@@ -140,14 +141,20 @@ class RoundRunner:
             self.state["steps"][step] = summary
             _atomic_json(self.state_path, self.state)
             self.say(f"round {self.r} {step}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+        from activedpo_client.report import read_metrics
+
         metrics = self._metrics()
-        with open(self.run.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if all(m["round"] != self.r for m in read_metrics(self.run.dir)):  # a crash may have written it already
+            with open(self.run.dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         self.run.rounds_done = self.r
         self.run.checkpoint = str(self.dir / "checkpoint")
         self.run.save()
+        from activedpo_client.report import plot_rewards
+
+        plot_rewards({self.run.config.strategy: read_metrics(self.run.dir)}, self.run.dir / "reward.png")
         return metrics
 
     # ---- steps ----------------------------------------------------------------------------

@@ -43,6 +43,14 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
         client.close()
     assert status["checkpoint_id"] == metrics[1]["checkpoint"] and status["annotations"] == 16
     assert len({x["pair_id"] for x in labels}) == 16
+    assert (run_dir / "reward.png").stat().st_size > 1000  # the plot, redrawn each round
+    status = invoke("status", "--run-dir", run_dir)
+    assert "2 rounds of activedpo" in status and "16 labeled" in status
+    invoke("export", "--run-dir", run_dir, "--out", tmp_path / "labels.jsonl")
+    from datasets import load_dataset
+
+    data = load_dataset("json", data_files=str(tmp_path / "labels.jsonl"), split="train")
+    assert len(data) == 16 and set(data.column_names) == {"prompt", "chosen", "rejected"}
     # a run dir remembers its settings
     err = invoke(*round_args(tiny_world, run_dir, 3), "--seed", 5, code=2)
     assert "started with other settings (seed)" in err

@@ -1,0 +1,51 @@
+"""What a run directory shows: its metrics per round, the reward plot, the labeled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:  # a line torn by a crash mid-write: that round is rewritten on resume
+                break
+            raise ValueError(f"{path} line {n + 1} is not JSON; fix or remove it") from None
+    return rows
+
+
+def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveDPO") -> Path:
+    """Held-out reward ± SE against labels used, one line per run; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, rows in series.items():
+        if not rows:
+            continue
+        x = [0] + [r["labels"] for r in rows]
+        y = [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
+        se = [0.0] + [r["se"] for r in rows]
+        ax.errorbar(x, y, yerr=se, marker="o", capsize=3, label=name)
+    ax.set_xlabel("labels used")
+    ax.set_ylabel("held-out oracle reward (mean ± SE)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
