@@ -25,8 +25,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
-	$(BIN)/activedpo-client toyworld build
-	$(BIN)/activedpo-client eval
+	$(BIN)/activedpo-client quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

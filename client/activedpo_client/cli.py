@@ -378,9 +378,8 @@ def round_cmd(
     cache_dir: CacheDir = None,
 ) -> None:
     """Run ActiveDPO rounds end to end: generate, select, label, train DPO, reload, evaluate."""
-    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
-    from activedpo_client.rounds import RoundConfig, RoundRunner, Run
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_client.rounds import RoundConfig
+    from activedpo_trainer.progress import quiet_libraries
 
     quiet_libraries()
     with user_errors():
@@ -388,27 +387,38 @@ def round_cmd(
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                              seed=seed, eval_prompts=eval_prompts)  # fmt: skip
-        run = Run.open(run_dir, str(w.root), config)
-        embedded = None
-        if server == "embedded":
-            args = ["--proj-dim", str(proj_dim), "--lora-r", str(lora_r), "--lora-alpha", str(4 * lora_r)]
-            (run_dir / "server").mkdir(parents=True, exist_ok=True)
-            (run_dir / "server" / "args.json").write_text(json.dumps(args))  # status/export reuse them
-            embedded = EmbeddedServer(run_dir / "server", run.checkpoint or w.sft_dir, args=args).start()
-            server = embedded.target
-        try:
-            with SelectorClient(Connection(server, token=token, tls_ca=tls_ca)) as client:
-                client.wait_ready()
-                while run.rounds_done < rounds:
-                    with progress_bars(transient=True) as bar:
-                        metrics = RoundRunner(run, client, bar, say=lambda m: err.print(m)).run_round()
-                    console.print(
-                        f"round {metrics['round']}: {metrics['labels']} labels, reward {metrics['reward']:.3f} "
-                        f"± {metrics['se']:.3f} (π_ref {metrics['ref_reward']:.3f}), win-rate {metrics['win_rate']:.1%}"
-                    )
-        finally:
-            if embedded is not None:
-                embedded.stop()
+        _run_rounds(run_dir, w, config, rounds, server, token, tls_ca, proj_dim, lora_r)
+
+
+def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim, lora_r) -> list[dict]:
+    """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done."""
+    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+    from activedpo_client.report import read_metrics
+    from activedpo_client.rounds import RoundRunner, Run
+    from activedpo_trainer.progress import progress_bars
+
+    run = Run.open(run_dir, str(world.root), config)
+    embedded = None
+    if server == "embedded":
+        args = ["--proj-dim", str(proj_dim), "--lora-r", str(lora_r), "--lora-alpha", str(4 * lora_r)]
+        (run_dir / "server").mkdir(parents=True, exist_ok=True)
+        (run_dir / "server" / "args.json").write_text(json.dumps(args))  # status/export reuse them
+        embedded = EmbeddedServer(run_dir / "server", run.checkpoint or world.sft_dir, args=args).start()
+        server = embedded.target
+    try:
+        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca)) as client:
+            client.wait_ready()
+            while run.rounds_done < rounds:
+                with progress_bars(transient=True) as bar:
+                    m = RoundRunner(run, client, bar, say=lambda line: err.print(line)).run_round()
+                console.print(
+                    f"{config.strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} "
+                    f"± {m['se']:.3f} (π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}"
+                )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return read_metrics(run_dir)
 
 
 def _server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | None):
@@ -486,6 +496,68 @@ def export_cmd(
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out)
     console.print(f"{len(rows)} labeled pairs written to {out}")
+
+
+@app.command("quickstart")
+def quickstart_cmd(
+    rounds: Annotated[int, typer.Option(help="Rounds per strategy.")] = 3,
+    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
+    responses: Annotated[int, typer.Option(help="Responses per prompt.")] = 3,
+    compare: Annotated[list[str], typer.Option(help="Strategies run beside activedpo from the same start.")] = [  # noqa: B006
+        "random"
+    ],
+    proj_dim: Annotated[
+        int, typer.Option(help="Projection dimension (the paper's 8192 takes about 3× longer on two CPU cores).")
+    ] = 2048,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank of round one's fresh adapter.")] = 128,
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per evaluation.")] = 100,
+    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed shared by every strategy's run.")] = 0,
+    run_dir: Annotated[Path, typer.Option(help="Parent directory of the runs.")] = Path("runs/quickstart"),
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    world_seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Build the toy world, run ActiveDPO and the baselines side by side, and print reward per round."""
+    import time
+
+    from rich.table import Table
+
+    from activedpo_client.report import plot_rewards
+    from activedpo_client.rounds import RoundConfig
+    from activedpo_trainer.progress import quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        w = _world(world, preset, world_seed, cache_dir)
+        results: dict[str, list[dict]] = {}
+        wall: dict[str, float] = {}
+        for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:
+            config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy, seed=seed,
+                                 eval_prompts=eval_prompts, dpo_epochs=dpo_epochs)  # fmt: skip
+            t0 = time.perf_counter()
+            results[strategy] = _run_rounds(run_dir / strategy, w, config, rounds, "embedded", None, None, proj_dim,
+                                            lora_r)  # fmt: skip
+            wall[strategy] = time.perf_counter() - t0
+        plot = plot_rewards(results, run_dir / "reward.png", title="toy world: held-out reward per label budget")
+        table = Table(title=f"held-out oracle reward (mean ± SE over {eval_prompts} prompts)")
+        table.add_column("round", justify="right")
+        table.add_column("labels", justify="right")
+        for strategy in results:
+            table.add_column(strategy, justify="right")
+        first = next(iter(results.values()))
+        table.add_row("0 (π_ref)", "0", *[f"{r[0]['ref_reward']:.3f}" if r else "—" for r in results.values()])
+        for i, m in enumerate(first):
+            cells = [f"{r[i]['reward']:.3f} ± {r[i]['se']:.3f}" if i < len(r) else "—" for r in results.values()]
+            table.add_row(str(m["round"]), str(m["labels"]), *cells)
+        console.print(table)
+        for strategy, rows in results.items():
+            steps = {s: sum(m["seconds"][s] for m in rows) for s in rows[0]["seconds"]} if rows else {}
+            detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())
+            console.print(f"{strategy}: {wall[strategy]:.0f} s this invocation; all rounds: {detail}")
+        console.print(f"plot: {plot}")
 
 
 if __name__ == "__main__":  # pragma: no cover

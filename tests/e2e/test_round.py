@@ -54,3 +54,15 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     # a run dir remembers its settings
     err = invoke(*round_args(tiny_world, run_dir, 3), "--seed", 5, code=2)
     assert "started with other settings (seed)" in err
+
+
+def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path):
+    out = invoke(
+        "quickstart", "--world", tiny_world.root, "--run-dir", tmp_path / "qs", "--rounds", 1, "--budget", 4,
+        "--prompts", 8, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+    )  # fmt: skip
+    assert "activedpo" in out and "random" in out and "reward.png" in out
+    runs = {s: json.loads((tmp_path / "qs" / s / "metrics.jsonl").read_text()) for s in ("activedpo", "random")}
+    assert runs["activedpo"]["ref_reward"] == runs["random"]["ref_reward"]  # the same π_ref and held-out prompts
+    assert runs["activedpo"]["labels"] == runs["random"]["labels"] == 4
+    assert (tmp_path / "qs" / "reward.png").exists()
