@@ -24,10 +24,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
 toyworld_app = typer.Typer(help="The embedded toy world: a task with a hidden oracle and a tiny SFT model.")
 train_app = typer.Typer(help="Train checkpoints: DPO on labeled pairs (TRL + PEFT LoRA).")
 app.add_typer(toyworld_app, name="toyworld")
 app.add_typer(train_app, name="train")
+app.add_typer(labels_app, name="labels")
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths in errors stay on one line
@@ -356,7 +358,9 @@ def round_cmd(
     responses: Annotated[int, typer.Option(help="Responses generated per prompt.")] = 3,
     rounds: Annotated[int, typer.Option(help="Rounds to run (resumes an interrupted one first).")] = 1,
     strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
-    annotator: Annotated[str, typer.Option(help="Who labels: 'oracle' (the toy world's hidden reward).")] = "oracle",
+    annotator: Annotated[
+        str, typer.Option(help="Who labels: 'oracle' (the toy world's hidden reward) or 'file' (people).")
+    ] = "oracle",
     dpo_mode: Annotated[DPOMode, typer.Option(help="Continue the last adapter or retrain from the base.")] = (
         DPOMode.continue_
     ),
@@ -387,7 +391,13 @@ def round_cmd(
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                              seed=seed, eval_prompts=eval_prompts)  # fmt: skip
-        _run_rounds(run_dir, w, config, rounds, server, token, tls_ca, proj_dim, lora_r)
+        from activedpo_client.rounds import AwaitingLabels
+
+        try:
+            _run_rounds(run_dir, w, config, rounds, server, token, tls_ca, proj_dim, lora_r)
+        except AwaitingLabels as e:
+            console.print(f"[yellow]waiting for labels:[/] {e}")
+            raise typer.Exit(3) from None
 
 
 def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim, lora_r) -> list[dict]:
@@ -558,6 +568,26 @@ def quickstart_cmd(
             detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())
             console.print(f"{strategy}: {wall[strategy]:.0f} s this invocation; all rounds: {detail}")
         console.print(f"plot: {plot}")
+
+
+@labels_app.command("import")
+def labels_import_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="JSONL ({pair_id, preference: A|B|TIE, annotator}) or a Label Studio export.")
+    ],
+    run_dir: RunDirOpt = Path("runs/default"),
+) -> None:
+    """Validate finished labels against the round's batch and keep the valid rows for `round` to submit."""
+    from activedpo_client.rounds import Run, import_labels
+
+    with user_errors():
+        run = Run.open(run_dir)
+        held, errors = import_labels(run, file)
+    for e in errors:
+        err.print(f"[red]rejected:[/] {e}")
+    console.print(f"{held} labels held for round {run.rounds_done + 1}; run `activedpo-client round` to submit them")
+    if errors:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

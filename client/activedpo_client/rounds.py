@@ -31,6 +31,38 @@ import numpy as np
 
 from activedpo_client.remote import ClientError, SelectorClient
 
+
+class AwaitingLabels(ClientError):
+    """The round waits for people: the batch is written out for labeling (not an error of the run)."""
+
+
+def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
+    """Validate a finished labels file against the current round's batch and keep its valid rows.
+
+    Returns (labels now held for the round, one error line per rejected row). Importing again
+    adds to what is there; a (pair, annotator) label already held is not duplicated.
+    """
+    from activedpo_client.labelfiles import read_labels
+
+    r = run.rounds_done + 1
+    directory = run.round_dir(r)
+    batch_file = directory / "batch.json"
+    if not batch_file.exists():
+        raise ClientError(f"round {r} of {run.dir} has no selected batch yet; run `activedpo-client round` first")
+    good, errors = read_labels(path, json.loads(batch_file.read_text()))
+    out = directory / "labels.jsonl"
+    held = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    have = {(x["pair_id"], x["annotator"]) for x in held}
+    for g in good:
+        if (g["pair_id"], g["annotator"]) not in have:
+            held.append(g | {"idempotency_key": f"{run.run_id}:{g['pair_id']}:{g['annotator']}"})
+    if held:
+        tmp = out.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(x) + "\n" for x in held))
+        os.replace(tmp, out)
+    return len(held), errors
+
+
 STEPS = ("generate", "add", "select", "annotate", "submit", "train", "load", "evaluate")
 
 
@@ -55,8 +87,8 @@ class RoundConfig:
             raise ValueError("budget and prompts must be positive and responses at least 2")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        if self.annotator != "oracle":
-            raise ValueError(f"annotator {self.annotator!r} is not available yet; use oracle")
+        if self.annotator not in ("oracle", "file"):
+            raise ValueError(f"annotator {self.annotator!r} is not available yet; use oracle or file")
 
 
 def _atomic_json(path: Path, data) -> None:
@@ -197,6 +229,8 @@ class RoundRunner:
         return {"pairs": len(batch["pairs"]), "from": batch["candidates"], "checkpoint": batch["checkpoint_id"]}
 
     def _annotate(self) -> dict:
+        if self.run.config.annotator == "file":
+            return self._annotate_by_people()
         from activedpo_trainer.tasks import bradley_terry_preference
 
         batch = json.loads((self.dir / "batch.json").read_text())
@@ -217,6 +251,21 @@ class RoundRunner:
         tmp.write_text("".join(json.dumps(x) + "\n" for x in labels))
         os.replace(tmp, self.dir / "labels.jsonl")
         return {"labels": len(labels), "A": sum(x["preference"] == "A" for x in labels)}
+
+    def _annotate_by_people(self) -> dict:
+        from activedpo_client.labelfiles import write_label_files
+
+        labels = self.dir / "labels.jsonl"
+        if labels.exists():  # written by `activedpo-client labels import`
+            rows = [json.loads(line) for line in labels.read_text().splitlines()]
+            return {"labels": len(rows), "A": sum(x["preference"] == "A" for x in rows)}
+        batch = json.loads((self.dir / "batch.json").read_text())
+        files = write_label_files(batch, self.dir)
+        raise AwaitingLabels(
+            f"round {self.r}: {len(batch['pairs'])} pairs to label in {files[0]} (Label Studio: {files[1].name} "
+            f"with {files[2].name}); import the finished labels with `activedpo-client labels import FILE "
+            f"--run-dir {self.run.dir}`, then run `activedpo-client round` again"
+        )
 
     def _submit(self) -> dict:
         labels = [json.loads(line) for line in (self.dir / "labels.jsonl").read_text().splitlines()]

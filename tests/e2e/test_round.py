@@ -66,3 +66,37 @@ def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path
     assert runs["activedpo"]["ref_reward"] == runs["random"]["ref_reward"]  # the same π_ref and held-out prompts
     assert runs["activedpo"]["labels"] == runs["random"]["labels"] == 4
     assert (tmp_path / "qs" / "reward.png").exists()
+
+
+def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*round_args(tiny_world, run_dir, 1), "--annotator", "file"]
+    out = invoke(*args, code=3)  # the batch is handed out; the round waits for people
+    assert "waiting for labels" in out and "labels import" in out
+    r = run_dir / "rounds" / "001"
+    pairs = [json.loads(line) for line in (r / "to_label.jsonl").read_text().splitlines()]
+    studio = json.loads((r / "label_studio.json").read_text())
+    assert len(pairs) == 8 == len(studio) and "<Pairwise" in (r / "label_config.xml").read_text()
+
+    bad = tmp_path / "labels.jsonl"
+    rows = [{"pair_id": p["pair_id"], "preference": "A", "annotator": "ann"} for p in pairs[:5]]
+    rows += [
+        {"pair_id": "nope", "preference": "A", "annotator": "ann"},
+        {"pair_id": pairs[5]["pair_id"], "preference": "left", "annotator": "ann"},
+        {"pair_id": pairs[0]["pair_id"], "preference": "B", "annotator": "ann"},  # duplicate
+    ]
+    bad.write_text("".join(json.dumps(x) + "\n" for x in rows) + "{not json\n")
+    out = invoke("labels", "import", bad, "--run-dir", run_dir, code=1)
+    assert "unknown pair id 'nope'" in out and "preference must be A, B or TIE, got 'left'" in out
+    assert "duplicate label" in out and "line 9: not a JSON object" in out and "5 labels held" in out
+
+    # the rest arrive as a Label Studio export
+    export = [
+        {"data": {"pair_id": p["pair_id"]}, "annotations": [{"completed_by": {"email": "b@x"},
+         "result": [{"type": "pairwise", "value": {"selected": "right"}}]}]}
+        for p in pairs[5:]
+    ]  # fmt: skip
+    (tmp_path / "studio.json").write_text(json.dumps(export))
+    assert "8 labels held" in invoke("labels", "import", tmp_path / "studio.json", "--run-dir", run_dir)
+    out = invoke(*args)  # the round goes on from the labels
+    assert "round 1: 8 labels" in out

@@ -1,0 +1,104 @@
+"""Labeling by people: the files handed out for a batch, and reading the finished labels back.
+
+For a batch the client writes ``to_label.jsonl`` (one pair per line) and a Label Studio
+import (``label_studio.json`` with ``label_config.xml``, a pairwise-comparison interface).
+Finished labels come back as JSONL (``{"pair_id", "preference": "A"|"B"|"TIE", "annotator"}``)
+or as a Label Studio JSON export; :func:`read_labels` validates every row against the batch and
+keeps the valid ones, reporting each bad row with its line (or task) number and reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+LABEL_CONFIG = """<View>
+  <Header value="Which response is better?"/>
+  <Text name="prompt" value="$prompt"/>
+  <Pairwise name="preference" toName="response_a,response_b" selectionStyle="background-color: #BFB"/>
+  <Text name="response_a" value="$response_a"/>
+  <Text name="response_b" value="$response_b"/>
+</View>
+"""
+
+
+def write_label_files(batch: dict, directory: Path) -> list[Path]:
+    """The files people label from, written atomically into ``directory``."""
+    rows = [{k: p[k] for k in ("pair_id", "prompt", "response_a", "response_b")} for p in batch["pairs"]]
+    out = []
+    for name, text in (
+        ("to_label.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
+        ("label_studio.json", json.dumps([{"data": r} for r in rows], indent=1) + "\n"),
+        ("label_config.xml", LABEL_CONFIG),
+    ):
+        path = directory / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        out.append(path)
+    return out
+
+
+def _label_studio_rows(tasks: list) -> list[tuple[str, dict]]:
+    """(where, row) for each annotation of a Label Studio export; ``left`` is A, ``right`` is B."""
+    rows = []
+    for t, task in enumerate(tasks, 1):
+        pair_id = (task.get("data") or {}).get("pair_id", "") if isinstance(task, dict) else ""
+        annotations = task.get("annotations", []) if isinstance(task, dict) else []
+        if not annotations:
+            rows.append((f"task {t}", {"pair_id": pair_id, "preference": None, "annotator": ""}))
+        for a in annotations:
+            picks = [r.get("value", {}).get("selected") for r in a.get("result", []) if r.get("type") == "pairwise"]
+            pref = {"left": "A", "right": "B"}.get(picks[0]) if len(picks) == 1 else ("BOTH" if picks else None)
+            who = a.get("completed_by")
+            who = who.get("email") if isinstance(who, dict) else who
+            rows.append(
+                (f"task {t}", {"pair_id": pair_id, "preference": pref, "annotator": str(who or "label-studio")})
+            )
+    return rows
+
+
+def read_labels(path: Path, batch: dict) -> tuple[list[dict], list[str]]:
+    """Valid labels (``pair_id``, ``preference``, ``annotator``) and one error line per bad row."""
+    text = Path(path).read_text()
+    known = {p["pair_id"] for p in batch["pairs"]}
+    if text.lstrip().startswith("["):
+        try:
+            rows = _label_studio_rows(json.loads(text))
+        except json.JSONDecodeError as e:
+            return [], [f"{path}: not valid JSON ({e})"]
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                rows.append((f"line {n}", {"error": f"not a JSON object ({e})"}))
+                continue
+            rows.append((f"line {n}", row))
+    good, errors, seen = [], [], set()
+    for where, row in rows:
+        pref = row.get("preference")
+        pref = pref.upper() if isinstance(pref, str) else pref
+        if "error" in row:
+            problem = row["error"]
+        elif row.get("pair_id") not in known:
+            problem = f"unknown pair id {row.get('pair_id')!r} (not in this round's batch)"
+        elif pref == "BOTH":
+            problem = "both responses marked preferred"
+        elif pref not in ("A", "B", "TIE"):
+            problem = f"preference must be A, B or TIE, got {row.get('preference')!r}"
+        elif not str(row.get("annotator", "")).strip():
+            problem = "annotator is missing"
+        elif (row["pair_id"], row["annotator"]) in seen:
+            problem = f"duplicate label for {row['pair_id']} by {row['annotator']}"
+        else:
+            seen.add((row["pair_id"], row["annotator"]))
+            good.append({"pair_id": row["pair_id"], "preference": pref, "annotator": str(row["annotator"])})
+            continue
+        errors.append(f"{path} {where}: {problem}")
+    return good, errors
