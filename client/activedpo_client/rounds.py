@@ -87,8 +87,8 @@ class RoundConfig:
             raise ValueError("budget and prompts must be positive and responses at least 2")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        if self.annotator not in ("oracle", "file"):
-            raise ValueError(f"annotator {self.annotator!r} is not available yet; use oracle or file")
+        if self.annotator not in ("oracle", "file") and not self.annotator.startswith("reward-model:"):
+            raise ValueError(f"unknown annotator {self.annotator!r}; use oracle, file or reward-model:PATH")
 
 
 def _atomic_json(path: Path, data) -> None:
@@ -231,6 +231,8 @@ class RoundRunner:
     def _annotate(self) -> dict:
         if self.run.config.annotator == "file":
             return self._annotate_by_people()
+        if self.run.config.annotator.startswith("reward-model:"):
+            return self._annotate_by_reward_model(self.run.config.annotator.split(":", 1)[1])
         from activedpo_trainer.tasks import bradley_terry_preference
 
         batch = json.loads((self.dir / "batch.json").read_text())
@@ -247,6 +249,28 @@ class RoundRunner:
                     "idempotency_key": key,
                 }
             )
+        tmp = self.dir / "labels.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(x) + "\n" for x in labels))
+        os.replace(tmp, self.dir / "labels.jsonl")
+        return {"labels": len(labels), "A": sum(x["preference"] == "A" for x in labels)}
+
+    def _annotate_by_reward_model(self, path: str) -> dict:
+        """Label with a Hugging Face sequence-classification reward model: the higher score wins."""
+        from activedpo_client.rewardmodel import RewardModel
+
+        batch = json.loads((self.dir / "batch.json").read_text())
+        rm = RewardModel(path)
+        texts = [(p["prompt"], p["response_a"]) for p in batch["pairs"]] + [
+            (p["prompt"], p["response_b"]) for p in batch["pairs"]
+        ]
+        scores = rm.score(texts)
+        n = len(batch["pairs"])
+        name = f"reward-model:{Path(path).name}"
+        labels = []
+        for p, a, b in zip(batch["pairs"], scores[:n], scores[n:], strict=True):
+            pref = "A" if a > b else "B" if b > a else "TIE"
+            key = f"{self.run.run_id}:{p['pair_id']}:{name}"
+            labels.append({"pair_id": p["pair_id"], "preference": pref, "annotator": name, "idempotency_key": key})
         tmp = self.dir / "labels.jsonl.tmp"
         tmp.write_text("".join(json.dumps(x) + "\n" for x in labels))
         os.replace(tmp, self.dir / "labels.jsonl")

@@ -100,3 +100,25 @@ def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_
     assert "8 labels held" in invoke("labels", "import", tmp_path / "studio.json", "--run-dir", run_dir)
     out = invoke(*args)  # the round goes on from the labels
     assert "round 1: 8 labels" in out
+
+
+def test_reward_model_annotator(tiny_world, tmp_path):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tok = AutoTokenizer.from_pretrained(tiny_world.sft_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    rm_dir = tmp_path / "rm"
+    LlamaForSequenceClassification(cfg).save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+    run_dir = tmp_path / "run"
+    out = invoke(*round_args(tiny_world, run_dir, 1), "--annotator", f"reward-model:{rm_dir}")
+    assert "round 1: 8 labels" in out
+    labels = [json.loads(x) for x in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 8 and {x["annotator"] for x in labels} == {"reward-model:rm"}
+    err = invoke(*round_args(tiny_world, tmp_path / "run2", 1), "--annotator", f"reward-model:{tmp_path}", code=2)
+    assert "is not a Hugging Face model directory" in err
