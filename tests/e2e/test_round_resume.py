@@ -60,6 +60,17 @@ def test_kill_9_at_every_step_boundary_then_resume(tiny_world, tmp_path):
         proc.wait(timeout=60)
         time.sleep(1.0)  # the orphaned embedded server notices and exits
     assert kills >= 5
+    # and once in the middle of training, if the round still has it ahead
+    if steps_done(run_dir) < 6:
+        proc = start_round(tiny_world, run_dir)
+        partial = run_dir / "rounds" / "001" / "checkpoint.partial"
+        deadline = time.time() + 120
+        while not partial.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        time.sleep(1.0)
     proc = start_round(tiny_world, run_dir)
     assert proc.wait(timeout=300) == 0
 
