@@ -49,28 +49,24 @@ def test_kill_9_at_every_step_boundary_then_resume(tiny_world, tmp_path):
 
     run_dir = tmp_path / "killed"
     kills = 0
-    for boundary in range(1, 8):  # after generate, add, select, annotate, submit, train, load
+    partial = run_dir / "rounds" / "001" / "checkpoint.partial"
+    for boundary in range(1, 8):  # after generate, add, select, annotate, submit, (mid-)train, load
         proc = start_round(tiny_world, run_dir)
         deadline = time.time() + 120
-        while steps_done(run_dir) < boundary and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
+
+        def reached(boundary=boundary):
+            if boundary == 6:  # in the middle of training: its output directory is being written
+                return partial.exists() or steps_done(run_dir) >= 6
+            return steps_done(run_dir) >= boundary
+
+        while not reached() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(timeout=60)
         time.sleep(1.0)  # the orphaned embedded server notices and exits
     assert kills >= 5
-    # and once in the middle of training, if the round still has it ahead
-    if steps_done(run_dir) < 6:
-        proc = start_round(tiny_world, run_dir)
-        partial = run_dir / "rounds" / "001" / "checkpoint.partial"
-        deadline = time.time() + 120
-        while not partial.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        time.sleep(1.0)
     proc = start_round(tiny_world, run_dir)
     assert proc.wait(timeout=300) == 0
 
