@@ -401,34 +401,17 @@ def round_cmd(
 
 
 def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim, lora_r) -> list[dict]:
-    """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done."""
-    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
-    from activedpo_client.report import read_metrics
-    from activedpo_client.rounds import RoundRunner, Run
+    from activedpo_client.rounds import ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars
 
-    run = Run.open(run_dir, str(world.root), config)
-    embedded = None
-    if server == "embedded":
-        args = ["--proj-dim", str(proj_dim), "--lora-r", str(lora_r), "--lora-alpha", str(4 * lora_r)]
-        (run_dir / "server").mkdir(parents=True, exist_ok=True)
-        (run_dir / "server" / "args.json").write_text(json.dumps(args))  # status/export reuse them
-        embedded = EmbeddedServer(run_dir / "server", run.checkpoint or world.sft_dir, args=args).start()
-        server = embedded.target
-    try:
-        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca)) as client:
-            client.wait_ready()
-            while run.rounds_done < rounds:
-                with progress_bars(transient=True) as bar:
-                    m = RoundRunner(run, client, bar, say=lambda line: err.print(line)).run_round()
-                console.print(
-                    f"{config.strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} "
-                    f"± {m['se']:.3f} (π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}"
-                )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-    return read_metrics(run_dir)
+    def report(m: dict) -> None:
+        console.print(
+            f"{config.strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} "
+            f"± {m['se']:.3f} (π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}"
+        )
+
+    spec = ServerSpec(server, token, tls_ca, proj_dim, lora_r)
+    return run_rounds(run_dir, world, config, rounds, spec, progress_bars, say=err.print, report=report)
 
 
 def _server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | None):

@@ -351,3 +351,61 @@ class RoundRunner:
             "checkpoint": steps["train"]["checkpoint"],
             "seconds": {s: steps[s]["seconds"] for s in STEPS},
         }
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Which selection server a run talks to; ``embedded`` starts the run's own."""
+
+    server: str = "embedded"  # or host:port
+    token: str | None = None
+    tls_ca: Path | None = None
+    proj_dim: int = 8192  # embedded server only
+    lora_r: int = 128  # embedded server only: rank of round one's fresh adapter (α = 4r)
+    extra: tuple[str, ...] = ()  # further `activedpo-server serve` options (embedded only)
+
+    def serve_args(self) -> list[str]:
+        return ["--proj-dim", str(self.proj_dim), "--lora-r", str(self.lora_r), "--lora-alpha", str(4 * self.lora_r),
+                *self.extra]  # fmt: skip
+
+
+def run_rounds(
+    run_dir: Path,
+    world,
+    config: RoundConfig,
+    rounds: int,
+    spec: ServerSpec,
+    bars=None,
+    say: Callable[[str], None] = print,
+    report: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
+
+    ``bars`` is a context manager factory yielding a progress callback (the CLI's rich bars).
+    """
+    from contextlib import nullcontext
+
+    from activedpo_client.remote import Connection, EmbeddedServer
+    from activedpo_client.report import read_metrics
+
+    run_dir = Path(run_dir)
+    run = Run.open(run_dir, str(world.root), config)
+    embedded = None
+    server = spec.server
+    if server == "embedded":
+        (run_dir / "server").mkdir(parents=True, exist_ok=True)
+        (run_dir / "server" / "args.json").write_text(json.dumps(spec.serve_args()))  # status/export reuse them
+        embedded = EmbeddedServer(run_dir / "server", run.checkpoint or world.sft_dir, args=spec.serve_args()).start()
+        server = embedded.target
+    try:
+        with SelectorClient(Connection(server, token=spec.token, tls_ca=spec.tls_ca)) as client:
+            client.wait_ready()
+            while run.rounds_done < rounds:
+                with bars(transient=True) if bars else nullcontext(None) as bar:
+                    metrics = RoundRunner(run, client, bar, say=say).run_round()
+                if report:
+                    report(metrics)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return read_metrics(run_dir)
