@@ -390,6 +390,8 @@ def run_rounds(
 
     run_dir = Path(run_dir)
     run = Run.open(run_dir, str(world.root), config)
+    if run.rounds_done >= rounds:  # nothing to do: no server needed
+        return read_metrics(run_dir)
     embedded = None
     server = spec.server
     if server == "embedded":
