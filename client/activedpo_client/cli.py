@@ -88,6 +88,10 @@ CacheDir = Annotated[
 WorldDir = Annotated[Path | None, typer.Option("--world", help="A built toy world's directory (overrides --preset).")]
 PresetOpt = Annotated[Preset, typer.Option(help="Toy world size: 'default', or 'tiny' for tests.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
+RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's state; resumable).")]
+ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
+TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
+TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
 
 
 def _world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None):
@@ -368,12 +372,10 @@ def round_cmd(
     dpo_lr: Annotated[float, typer.Option(help="DPO learning rate.")] = 1e-4,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts evaluated after each round.")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = 0,
-    run_dir: Annotated[Path, typer.Option(help="Where the run's state lives (resumable).")] = Path("runs/default"),
-    server: Annotated[
-        str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port of a selection server, or 'embedded'.")
-    ] = "embedded",
-    token: Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")] = None,
-    tls_ca: Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")] = None,
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
     lora_r: Annotated[int, typer.Option(help="Embedded server: rank of round one's fresh adapter.")] = 128,
     world: WorldDir = None,
@@ -430,12 +432,6 @@ def _server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | No
     client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca)))
     client.wait_ready()
     return stack, client
-
-
-RunDirOpt = Annotated[Path, typer.Option(help="The run directory.")]
-ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
-TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
-TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
 
 
 @app.command("status")

@@ -24,7 +24,7 @@ from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, L
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
 from activedpo_server.strategies import STRATEGIES, Pool, get_strategy
-from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, resolve_checkpoint
+from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_trainer.progress import StageProgress
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,3 @@ class Engine:
             annotations=counts["annotations"],
             loading_checkpoint_id=self.loading,
         )
-
-
-__all__ = ["Batch", "CheckpointError", "Engine", "EngineConfig", "NotReady"]

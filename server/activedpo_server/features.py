@@ -95,8 +95,6 @@ class GradientFeaturizer:
     Gradients and features are float32 whatever the model's ``dtype``.
     """
 
-    kind = "gradient"
-
     def __init__(
         self,
         checkpoint: str | Path | CheckpointManifest | LoadedModel,
@@ -355,8 +353,6 @@ class GradientFeaturizer:
 class EmbeddingFeaturizer:
     """APO's policy-independent feature (Das et al. 2024): the mean-pooled last hidden state of
     π_ref over the prompt and response tokens, unit-normalised. Ignores any adapter."""
-
-    kind = "embedding"
 
     def __init__(
         self,
