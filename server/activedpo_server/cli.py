@@ -92,9 +92,18 @@ def serve_command(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (with --tls-key) for TLS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
     tls_client_ca: Annotated[Path | None, typer.Option(help="Require client certificates signed by this CA.")] = None,
-    strategy: Annotated[str, typer.Option(help="Default strategy: activedpo, random, aplp or apo.")] = "activedpo",
+    strategy: Annotated[
+        str, typer.Option(help="Default strategy: activedpo, random, aplp, apo, activedpo-fisher or activedpo-topb.")
+    ] = "activedpo",
     proj_dim: Annotated[int, typer.Option(help="Projection dimension d.")] = 8192,
     lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
+    normalize: Annotated[
+        bool, typer.Option(help="Unit-normalise each response's gradient feature (--no-normalize: an ablation).")
+    ] = True,
+    feature_checkpoint: Annotated[
+        str | None,
+        typer.Option(help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
     lora_r: Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")] = 128,
@@ -123,7 +132,8 @@ def serve_command(
         server_config = ServerConfig(host, port, token, tls_cert, tls_key, tls_client_ca)
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy,
+                state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy, normalize=normalize,
+                feature_checkpoint=feature_checkpoint,
                 lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
             ),
             checkpoint=checkpoint,

@@ -23,7 +23,7 @@ from activedpo_server import __version__
 from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
-from activedpo_server.strategies import STRATEGIES, Pool, get_strategy
+from activedpo_server.strategies import LAM_STRATEGIES, STRATEGIES, Pool, get_strategy
 from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_trainer.progress import StageProgress
 
@@ -49,6 +49,8 @@ class EngineConfig:
     device: str | None = None  # cuda when present, else cpu
     dtype: str = "float32"
     lora: LoraSpec = field(default_factory=LoraSpec)  # the fresh adapter of a checkpoint without one
+    # ablation: featurize with this fixed checkpoint instead of the current one (log-probs stay current)
+    feature_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -62,8 +64,9 @@ class _Active:
     """Everything tied to one checkpoint."""
 
     manifest: CheckpointManifest
-    gradient: GradientFeaturizer
+    gradient: GradientFeaturizer  # gradient features (the current checkpoint's, or the fixed feature checkpoint's)
     features: FeatureStore
+    policy: GradientFeaturizer  # log-probs of the current checkpoint (the same object unless features are fixed)
     embedding: EmbeddingFeaturizer | None = None
     embeddings: FeatureStore | None = None
 
@@ -104,7 +107,7 @@ class _StoreSource:
         return self._cached(a.embeddings, a.embedding, idx)
 
     def logprobs(self, idx):
-        return self.active.gradient.logprobs(*self._texts(self.rows[idx]))
+        return self.active.policy.logprobs(*self._texts(self.rows[idx]))
 
 
 class Engine:
@@ -116,6 +119,7 @@ class Engine:
         self._load_lock = threading.Lock()
         self.loading: str = ""
         self._active: _Active | None = None
+        self._fixed: GradientFeaturizer | None = None
         if checkpoint is None:
             current = self.store.current_checkpoint()
             if current:
@@ -129,13 +133,21 @@ class Engine:
     def checkpoint_id(self) -> str:
         return self._active.manifest.id if self._active else ""
 
-    def _build(self, manifest: CheckpointManifest) -> _Active:
+    def _featurizer(self, manifest: CheckpointManifest) -> GradientFeaturizer:
         c = self.config
-        grad = GradientFeaturizer(
+        return GradientFeaturizer(
             manifest, proj_dim=c.proj_dim, seed=c.seed, normalize=c.normalize, batch_size=c.batch_size,
             device=c.device, dtype=c.dtype, lora=c.lora,
         )  # fmt: skip
-        return _Active(manifest, grad, FeatureStore(self.features_dir, grad.feature_key, c.proj_dim))
+
+    def _build(self, manifest: CheckpointManifest) -> _Active:
+        policy = self._featurizer(manifest)
+        grad = policy
+        if self.config.feature_checkpoint:  # the ablation: one fixed featurizer for the server's lifetime
+            if self._fixed is None:
+                self._fixed = self._featurizer(resolve_checkpoint(self.config.feature_checkpoint))
+            grad = self._fixed
+        return _Active(manifest, grad, FeatureStore(self.features_dir, grad.feature_key, self.config.proj_dim), policy)
 
     def _embedding(self, active: _Active) -> _Active:
         if active.embedding is None:
@@ -189,7 +201,7 @@ class Engine:
         if not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
         name = strategy or self.config.strategy
-        chooser = get_strategy(name, **({"lam": self.config.lam} if name in ("activedpo", "apo") else {}))
+        chooser = get_strategy(name, **({"lam": self.config.lam} if name in LAM_STRATEGIES else {}))
         active = self._active
         if active is None:
             raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")

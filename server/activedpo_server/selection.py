@@ -199,6 +199,21 @@ def greedy_select_scored(
     return picks, scores
 
 
+def top_scores_select(
+    candidates: np.ndarray, labeled: np.ndarray | None, budget: int, lam: float = 1.0
+) -> tuple[list[int], list[float]]:
+    """The ablation without the intra-batch update: the ``budget`` largest ``φᵀV₀⁻¹φ``, ``V₀`` from the
+    labeled rows only (ties to the lowest index). A batch may then pile into one direction."""
+    x, lab = _check(candidates, labeled, budget, lam)
+    budget = min(int(budget), x.shape[0])
+    score = _BaseInverse(lab, float(lam), x.shape[1]).scores(x)
+    # scores within TIE_RTOL of each other count as equal: round them onto a relative grid first
+    top = float(score.max()) if score.size else 0.0
+    key = np.round(score / (top * TIE_RTOL)) if top > 0 else score
+    order = np.lexsort((np.arange(len(score)), -key))[:budget]
+    return [int(i) for i in order], [float(score[i]) for i in order]
+
+
 def greedy_select(candidates: np.ndarray, labeled: np.ndarray | None, budget: int, lam: float = 1.0) -> list[int]:
     """Indices of ``candidates`` (``[N, d]``) in pick order, greedily maximising ``φᵀV⁻¹φ``.
 

@@ -13,6 +13,11 @@ pick order, each with the score that chose it. Strategies are small classes in a
   ``r = β·log π_θ/π_ref``; score: the margin.
 * ``apo`` — Das et al. 2024 (arXiv 2402.10500): the same greedy ``V⁻¹`` rule on a fixed,
   policy-independent embedding from π_ref; score: ``φᵀV⁻¹φ``.
+* ``activedpo-fisher`` — ours, beyond the paper: ActiveDPO with every pair weighted by the
+  Bradley–Terry Fisher information of its current implicit-reward margin; see
+  :class:`FisherActiveDPO`.
+* ``activedpo-topb`` — the ablation without the intra-batch update: the ``budget`` largest
+  ``φᵀV₀⁻¹φ`` with ``V₀`` from the labeled pairs only.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from activedpo_server.features import pair_features
-from activedpo_server.selection import greedy_select_scored
+from activedpo_server.selection import greedy_select_scored, top_scores_select
 
 
 class FeatureSource(Protocol):
@@ -149,6 +154,67 @@ class ActiveDPO(_GreedyV):
 
 
 @register
+class TopScores(ActiveDPO):
+    """Ablation: ActiveDPO's scores without the intra-batch ``V`` update (plain top-B of ``φᵀV₀⁻¹φ``)."""
+
+    name = "activedpo-topb"
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        if len(pool.pairs) == 0 or budget == 0:
+            return []
+        cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
+        return _picks(*top_scores_select(cand, labeled, budget, self.lam))
+
+
+def _implicit_margins(pool: Pool, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """``Δ̂ = r(y1) − r(y2)``, ``r = β·log π_θ/π_ref``, for the candidate and the labeled pairs."""
+    responses = np.unique(np.concatenate([pool.pairs.ravel(), pool.labeled.ravel()]))
+    policy, ref = pool.source.logprobs(responses)
+    reward = np.zeros(len(pool.response_prompt))
+    reward[responses] = beta * (np.asarray(policy, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+    return (reward[pool.pairs[:, 0]] - reward[pool.pairs[:, 1]],
+            reward[pool.labeled[:, 0]] - reward[pool.labeled[:, 1]])  # fmt: skip
+
+
+def fisher_weight(margin: np.ndarray) -> np.ndarray:
+    """``4·σ(Δ̂)(1 − σ(Δ̂))``: the Bradley–Terry Fisher information of a pair at margin Δ̂, scaled to 1 at Δ̂ = 0."""
+    p = 0.5 * (1.0 + np.tanh(0.5 * np.asarray(margin, dtype=np.float64)))  # σ, without overflow
+    return 4.0 * p * (1.0 - p)
+
+
+@register
+class FisherActiveDPO(ActiveDPO):
+    """ActiveDPO weighted by each pair's Bradley–Terry Fisher information (ours, beyond the paper).
+
+    Under Bradley–Terry the information a label on pair ``i`` carries about the reward is
+    ``σ(Δ̂_i)(1 − σ(Δ̂_i)) φ_iφ_iᵀ``, with ``Δ̂_i`` the current implicit-reward margin: a pair whose
+    outcome the model already predicts confidently teaches little. So both the scores and ``V``
+    use ``√w_i·φ_i`` with ``w = 4σ(Δ̂)(1 − σ(Δ̂))`` (the Laplace posterior of a logistic model):
+    ``score = w·φᵀV⁻¹φ`` and ``V = λI + Σ w φφᵀ``. In round one π_θ = π_ref, every ``w`` is 1 and
+    the picks equal ``activedpo``'s. ``beta`` is DPO's β.
+    """
+
+    name = "activedpo-fisher"
+
+    def __init__(self, lam: float = 1.0, beta: float = 0.1):
+        super().__init__(lam)
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.beta = beta
+
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        if len(pool.pairs) == 0 or budget == 0:
+            return []
+        cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
+        m_cand, m_lab = _implicit_margins(pool, self.beta)
+        cand = cand * np.sqrt(fisher_weight(m_cand))[:, None].astype(cand.dtype)
+        labeled = labeled * np.sqrt(fisher_weight(m_lab))[:, None].astype(labeled.dtype)
+        return _picks(*greedy_select_scored(cand, labeled, budget, self.lam))
+
+
+@register
 class APO(_GreedyV):
     """APO: greedy ``V⁻¹`` on π_ref's fixed embedding, independent of the policy being trained."""
 
@@ -217,3 +283,6 @@ class APLP:
         order = eligible[np.lexsort((eligible, -margin))][:budget]  # largest margin first, ties to lowest index
         score = {int(i): float(m) for i, m in zip(eligible, margin, strict=True)}
         return _picks(order, [score[int(i)] for i in order])
+
+
+LAM_STRATEGIES = frozenset(n for n, c in STRATEGIES.items() if issubclass(c, _GreedyV))  # those taking λ

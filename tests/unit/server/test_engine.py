@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from activedpo_server.engine import Engine, EngineConfig, NotReady
@@ -104,3 +105,27 @@ def test_a_retried_selection_gets_the_batch_already_leased_for_it(tiny_world, tm
     assert again.lease_id == first.lease_id == "req-1"
     other = e.select(4, request_id="req-2")
     assert not {p["pair_id"] for p in other.pairs} & {p["pair_id"] for p in first.pairs}
+
+
+def test_ablation_settings_fixed_feature_checkpoint_and_no_normalisation(tiny_world, random_adapter, tmp_path):
+    # features from the initial checkpoint only: a hot-swap changes the log-probs, never the features
+    e = Engine(config(tmp_path, feature_checkpoint=str(tiny_world.sft_dir), lease_seconds=1),
+               checkpoint=tiny_world.sft_dir)  # fmt: skip
+    e.add_candidates(candidates(tiny_world))
+    before = e.select(5)
+    key = e._active.gradient.feature_key
+    time.sleep(1.1)
+    report = e.load_checkpoint(random_adapter)
+    assert report["loaded"] and report["refeaturized"] == 0 and e.checkpoint_id == random_adapter.id
+    assert e._active.gradient.feature_key == key  # the same featurizer and store
+    assert e._active.policy.checkpoint_id == random_adapter.id  # log-probs follow the policy
+    assert [p["pair_id"] for p in e.select(5).pairs] == [p["pair_id"] for p in before.pairs]
+    assert len(e.select(3, strategy="activedpo-fisher").pairs) == 3
+
+    # without normalisation the features (and their store) differ, and rows are not unit length
+    raw = Engine(config(tmp_path / "raw", normalize=False), checkpoint=tiny_world.sft_dir)
+    raw.add_candidates(candidates(tiny_world))
+    raw.select(2)
+    rows = raw._active.features.get(sorted(raw._active.features._ids))
+    assert "norm=0" in raw._active.gradient.feature_key
+    assert not np.allclose(np.linalg.norm(rows, axis=1), 1.0)

@@ -10,7 +10,7 @@ import pytest
 from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec, pair_features
 from activedpo_server.selection import greedy_select_scored
 from activedpo_server.source import ModelFeatureSource
-from activedpo_server.strategies import STRATEGIES, Pool, get_strategy
+from activedpo_server.strategies import LAM_STRATEGIES, STRATEGIES, Pool, fisher_weight, get_strategy
 
 
 class ArraySource:
@@ -50,8 +50,9 @@ def pool():
 
 
 def test_registry_names_and_errors():
-    assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo"}
-    with pytest.raises(ValueError, match="unknown strategy 'best'; choose one of activedpo, aplp, apo, random"):
+    assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo", "activedpo-fisher", "activedpo-topb"}
+    assert LAM_STRATEGIES == {"activedpo", "apo", "activedpo-fisher", "activedpo-topb"}
+    with pytest.raises(ValueError, match="unknown strategy 'best'; choose one of activedpo, activedpo-fisher"):
         get_strategy("best")
     with pytest.raises(ValueError, match="bad options for strategy 'random'"):
         get_strategy("random", lam=2.0)
@@ -71,6 +72,48 @@ def test_activedpo_is_greedy_v_inverse_on_gradient_differences(pool):
     # the labels matter: without them the batch differs
     unlabeled = Pool(pool.pairs, pool.response_prompt, src)
     assert [p.index for p in get_strategy("activedpo", lam=0.5).select(unlabeled, 10, None)] != want
+
+
+def test_topb_ranks_by_the_labeled_only_scores_without_batch_diversity():
+    # two clusters: greedy V⁻¹ alternates between them, plain top-B takes the larger-scored cluster first
+    rng = np.random.default_rng(1)
+    pairs, prompt_of = all_pairs(2, 12)  # 24 responses, 12 pairs (difference = response 2i − 2i+1)
+    grad = np.zeros((24, 6), dtype=np.float32)
+    for i in range(12):
+        direction = np.eye(6)[0] * 1.2 if i < 6 else np.eye(6)[1]
+        grad[2 * i] = direction + 0.01 * rng.normal(size=6)
+    pool = Pool(pairs, prompt_of, ArraySource(grad, None, None, None))
+    top = get_strategy("activedpo-topb").select(pool, 4, None)
+    assert len({p.index for p in top}) == 4
+    assert all(p.index < 6 for p in top)  # all from the larger-norm cluster
+    assert all(x.score >= y.score for x, y in itertools.pairwise(top))
+    greedy = get_strategy("activedpo").select(pool, 4, None)
+    assert {p.index < 6 for p in greedy} == {True, False}  # the update spreads the batch
+    # scores equal the labeled-only V⁻¹ norm: λ = 1, no labels → |φ|²
+    d = pair_features(grad, pairs)
+    np.testing.assert_allclose([p.score for p in top], (d[[p.index for p in top]] ** 2).sum(1), rtol=1e-5)
+
+
+def test_fisher_weights_pairs_by_bradley_terry_information(pool):
+    assert fisher_weight(np.array([0.0]))[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(fisher_weight(np.array([2.0, -2.0, 800.0])), [0.419974, 0.419974, 0.0], atol=1e-6)
+    src = pool.source
+    cand, lab = pair_features(src.grad, pool.pairs), pair_features(src.grad, pool.labeled)
+    reward = 0.1 * (src.policy - src.ref)
+    w_c = fisher_weight(reward[pool.pairs[:, 0]] - reward[pool.pairs[:, 1]])
+    w_l = fisher_weight(reward[pool.labeled[:, 0]] - reward[pool.labeled[:, 1]])
+    want, scores = greedy_select_scored(cand * np.sqrt(w_c)[:, None], lab * np.sqrt(w_l)[:, None], 8, 1.0)
+    picks = get_strategy("activedpo-fisher", beta=0.1).select(pool, 8, None)
+    assert [p.index for p in picks] == want
+    np.testing.assert_allclose([p.score for p in picks], scores, rtol=1e-5)
+    assert want != [p.index for p in get_strategy("activedpo").select(pool, 8, None)]  # the weights matter here
+    # at π_θ = π_ref every margin is 0, every weight 1: the picks are activedpo's
+    same = Pool(pool.pairs, pool.response_prompt, ArraySource(src.grad, None, src.policy, src.policy), pool.labeled)
+    assert [p.index for p in get_strategy("activedpo-fisher").select(same, 8, None)] == [
+        p.index for p in get_strategy("activedpo").select(same, 8, None)
+    ]
+    with pytest.raises(ValueError, match="beta must be positive"):
+        get_strategy("activedpo-fisher", beta=0)
 
 
 def test_apo_uses_the_fixed_embedding(pool):
@@ -141,7 +184,7 @@ def test_all_strategies_on_real_models_reuse_each_response_gradient(tiny_world, 
         picks = get_strategy(name).select(pool, 4, np.random.default_rng(0))
         assert len({p.index for p in picks}) == 4 and all(np.isfinite(p.score) for p in picks)
         results[name] = [p.index for p in picks]
-    assert source.computed == {"gradient": 15, "embedding": 15, "logprobs": 12}  # once per response
+    assert source.computed == {"gradient": 15, "embedding": 15, "logprobs": 15}  # once per response
     get_strategy("activedpo").select(pool, 4, None)
     assert source.computed["gradient"] == 15  # cached
     # a new checkpoint's featurizer makes the cached features stale
