@@ -88,22 +88,25 @@ CacheDir = Annotated[
 WorldDir = Annotated[Path | None, typer.Option("--world", help="A built toy world's directory (overrides --preset).")]
 PresetOpt = Annotated[Preset, typer.Option(help="Toy world size: 'default', or 'tiny' for tests.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
+TaskOpt = Annotated[
+    str, typer.Option(help="The toy world's task: 'toy', 'signoff', or package.module:factory (see the README).")
+]
 RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's state; resumable).")]
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
 TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
 TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
 
 
-def _world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None):
-    """Open ``--world``, or the cached world for ``--preset``/``--seed``, building it when missing."""
+def _world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None, task: str = "toy"):
+    """Open ``--world``, or the cached world for ``--preset``/``--seed``/``--task``, building it when missing."""
     from activedpo_trainer.progress import progress_bars, quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, load_toyworld, world_dir
 
     if world is not None:
         return load_toyworld(world)
-    config = ToyWorldConfig.preset(preset.value, seed=seed)
+    config = ToyWorldConfig.preset(preset.value, seed=seed, task=task)
     if not (world_dir(config, cache_dir) / "world.json").is_file():
-        err.print(f"building the {preset.value} toy world (seed {seed}) first …")
+        err.print(f"building the {preset.value} toy world (task {task}, seed {seed}) first …")
     quiet_libraries()
     with progress_bars(transient=True) as bar:
         return build_toyworld(config, cache_dir=cache_dir, progress=bar)
@@ -112,6 +115,7 @@ def _world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None
 @toyworld_app.command("build")
 def toyworld_build(
     preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
     seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when a cached world exists.")] = False,
@@ -121,7 +125,7 @@ def toyworld_build(
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, world_dir
 
     quiet_libraries()
-    config = ToyWorldConfig.preset(preset.value, seed=seed)
+    config = ToyWorldConfig.preset(preset.value, seed=seed, task=task)
     cached = (world_dir(config, cache_dir) / "world.json").is_file() and not force
     with user_errors(), progress_bars() as bar:
         world = build_toyworld(config, cache_dir=cache_dir, force=force, progress=bar)
@@ -130,11 +134,15 @@ def toyworld_build(
 
 @toyworld_app.command("info")
 def toyworld_info(
-    world: WorldDir = None, preset: PresetOpt = Preset.default, seed: SeedOpt = 0, cache_dir: CacheDir = None
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
+    seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Describe a toy world: where it lives, its model, its prompts and pi_ref's reward."""
     with user_errors():
-        w = _world(world, preset, seed, cache_dir)
+        w = _world(world, preset, seed, cache_dir, task)
     _print_world(w, cached=True)
 
 
@@ -146,6 +154,7 @@ def toyworld_check(
     prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
     world: WorldDir = None,
     preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
     seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -156,7 +165,7 @@ def toyworld_check(
 
     quiet_libraries()
     with user_errors():
-        w = _world(world, preset, seed, cache_dir)
+        w = _world(world, preset, seed, cache_dir, task)
         with progress_bars(transient=True) as bar:
             result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=prompts, progress=bar)
     if as_json:
@@ -175,9 +184,8 @@ def _print_world(world, cached: bool) -> None:
     info, cfg = world.info, world.config
     sft = info["sft_eval"]
     task = world.task
-    console.print(
-        f"toy world [bold]{cfg.name}[/] (seed {cfg.seed}) {'reused from cache' if cached else 'built'}: {world.root}"
-    )
+    how = "reused from cache" if cached else "built"
+    console.print(f"toy world [bold]{cfg.name}[/] (task {cfg.task}, seed {cfg.seed}) {how}: {world.root}")
     console.print(
         f"  model: Llama, {cfg.num_layers} layers, hidden {cfg.hidden_size}; SFT {cfg.sft_steps} steps "
         f"on {cfg.sft_examples} demonstrations; build time {info['build_seconds']:.1f} s"
@@ -195,6 +203,7 @@ def eval_cmd(
     ] = None,
     world: WorldDir = None,
     preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
     seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
     prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
@@ -213,7 +222,7 @@ def eval_cmd(
 
     quiet_libraries()
     with user_errors():
-        w = _world(world, preset, seed, cache_dir)
+        w = _world(world, preset, seed, cache_dir, task)
         loaded = load_model(checkpoint if checkpoint is not None else w.sft_dir, device=device)
         with_ref = vs_ref and loaded.manifest.adapter is not None
         with progress_bars(transient=True) as bar:
@@ -380,6 +389,7 @@ def round_cmd(
     lora_r: Annotated[int, typer.Option(help="Embedded server: rank of round one's fresh adapter.")] = 128,
     world: WorldDir = None,
     preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
     world_seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -389,7 +399,7 @@ def round_cmd(
 
     quiet_libraries()
     with user_errors():
-        w = _world(world, preset, world_seed, cache_dir)
+        w = _world(world, preset, world_seed, cache_dir, task)
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                              seed=seed, eval_prompts=eval_prompts)  # fmt: skip
@@ -487,6 +497,18 @@ def export_cmd(
     console.print(f"{len(rows)} labeled pairs written to {out}")
 
 
+@app.command(
+    "bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
+def bench_cmd(ctx: typer.Context) -> None:
+    """The label-efficiency benchmark: strategies × tasks × seeds, resumable (`bench --help` lists its options)."""
+    from activedpo_client.bench import main as bench_main
+
+    with user_errors():
+        code = bench_main(ctx.args)
+    raise typer.Exit(code)
+
+
 @app.command("quickstart")
 def quickstart_cmd(
     rounds: Annotated[int, typer.Option(help="Rounds per strategy.")] = 3,
@@ -506,6 +528,7 @@ def quickstart_cmd(
     run_dir: Annotated[Path, typer.Option(help="Parent directory of the runs.")] = Path("runs/quickstart"),
     world: WorldDir = None,
     preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
     world_seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
 ) -> None:
@@ -520,7 +543,9 @@ def quickstart_cmd(
 
     quiet_libraries()
     with user_errors():
-        w = _world(world, preset, world_seed, cache_dir)
+        w = _world(world, preset, world_seed, cache_dir, task)
+        if world is None and task != "toy":  # each task's runs in their own directory
+            run_dir = run_dir / "".join(c if c.isalnum() else "_" for c in task)
         results: dict[str, list[dict]] = {}
         wall: dict[str, float] = {}
         for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:
@@ -530,7 +555,9 @@ def quickstart_cmd(
             results[strategy] = _run_rounds(run_dir / strategy, w, config, rounds, "embedded", None, None, proj_dim,
                                             lora_r)  # fmt: skip
             wall[strategy] = time.perf_counter() - t0
-        plot = plot_rewards(results, run_dir / "reward.png", title="toy world: held-out reward per label budget")
+        plot = plot_rewards(
+            results, run_dir / "reward.png", title=f"{w.config.task} task: held-out reward per label budget"
+        )
         table = Table(title=f"held-out oracle reward (mean ± SE over {eval_prompts} prompts)")
         table.add_column("round", justify="right")
         table.add_column("labels", justify="right")

@@ -120,6 +120,11 @@ class Run:
                           data["rounds_done"], data["checkpoint"])  # fmt: skip
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
+            if world is not None and Path(world).resolve() != Path(run.world).resolve():
+                raise ClientError(
+                    f"run dir {run_dir} was started on the toy world {run.world}, not {world} (another --task, "
+                    f"--preset or seed?); use a new --run-dir or the same world"
+                )
             if config is not None and config != run.config:
                 changed = [k for k, v in asdict(config).items() if asdict(run.config)[k] != v]
                 raise ClientError(
@@ -389,6 +394,10 @@ def run_rounds(
     from activedpo_client.report import read_metrics
 
     run_dir = Path(run_dir)
+    held = len(world.task.heldout_prompts())
+    if config.eval_prompts > held:  # found now, not after a round of generation and training
+        raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but this world's task holds out "
+                          f"{held}; pass --eval-prompts {held} or fewer")  # fmt: skip
     run = Run.open(run_dir, str(world.root), config)
     if run.rounds_done >= rounds:  # nothing to do: no server needed
         return read_metrics(run_dir)

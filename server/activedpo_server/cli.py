@@ -102,7 +102,9 @@ def serve_command(
     ] = True,
     feature_checkpoint: Annotated[
         str | None,
-        typer.Option(help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."),
+        typer.Option(
+            help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,

@@ -95,6 +95,8 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
     [
         (["eval", "--checkpoint", "{tmp}/missing"], "base model path does not exist: {tmp}/missing"),
         (["toyworld", "info", "--world", "{tmp}/nowhere"], "no toy world at {tmp}/nowhere"),
+        (["toyworld", "build", "--preset", "tiny", "--task", "nope_module:make"], "cannot import module 'nope_module'"),
+        (["toyworld", "build", "--preset", "tiny", "--task", "best"], "unknown task 'best'"),
         (
             ["generate", "--checkpoint", "{tmp}", "--prompts", "{tmp}/p.txt", "--out", "{tmp}/o"],
             "prompts file not found",

@@ -56,6 +56,29 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     assert "started with other settings (seed)" in err
 
 
+def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from activedpo_trainer.toyworld import load_toyworld
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2] / "examples")  # echo_task.py is importable from here
+    run_dir = tmp_path / "run"
+    args = ["round", "--preset", "tiny", "--task", "echo_task:make_task", "--cache-dir", tmp_path / "cache",
+            "--run-dir", run_dir, "--rounds", 1, "--budget", 4, "--prompts", 8, "--eval-prompts", 8,
+            "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8]  # fmt: skip
+    out = invoke(*args)
+    assert "round 1: 4 labels" in out
+    world = load_toyworld(json.loads((run_dir / "run.json").read_text())["world"])
+    assert world.config.task == "echo_task:make_task" and world.task.name == "echo"
+    batch = json.loads((run_dir / "rounds" / "001" / "batch.json").read_text())
+    assert all(p["prompt"].startswith("say ") for p in batch["pairs"])  # the task's own prompts
+    labels = [json.loads(x) for x in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 4
+    # the same run dir on another task's world is refused, not silently mixed
+    err = invoke(*[a if a != "echo_task:make_task" else "toy" for a in args], code=2)
+    assert "was started on the toy world" in err
+
+
 def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path):
     out = invoke(
         "quickstart", "--world", tiny_world.root, "--run-dir", tmp_path / "qs", "--rounds", 1, "--budget", 4,

@@ -58,6 +58,7 @@ FORMS = ("note", "poem", "story", "line", "verse")
 AUDIENCES = ("kids", "friends", "sailors", "travelers")
 LENGTHS = tuple(range(4, 11))
 MAX_RESPONSE_WORDS = 14
+MAX_POSITIONS = 64  # tokens a toy-world model holds: prompt, response and end of sequence
 PROMPT_WORDS = ("write", "a", "about", "for", "in", "words", ":")
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
@@ -188,6 +189,110 @@ class ToyTask:
         return list(dict.fromkeys(words))  # dedupe, keep order
 
 
+SIGNOFFS: dict[str, str] = {"kids": "byebye", "friends": "cheers", "sailors": "ahoy", "travelers": "farewell"}
+_SIGNOFF_WORDS = frozenset(SIGNOFFS.values())
+
+
+@dataclass(frozen=True)
+class SignoffTask(ToyTask):
+    """A task whose best behaviour the SFT data rarely shows, so the policy has to discover it.
+
+    Same prompts as :class:`ToyTask`, another oracle: a response should end with the sign-off
+    of the prompt's *audience* (kids ``byebye``, friends ``cheers``, sailors ``ahoy``,
+    travelers ``farewell``), worth far more than anything else::
+
+        r* = 1.5·[last word is the audience's sign-off] − 0.5·#other sign-offs
+             + 0.3·|distinct on-topic| − 0.3·#other-topic − 0.2·|#words − n| − 0.3·#repeats
+
+    (sign-offs do not count towards the length; sentiment does not matter here). The toy
+    oracle ignores the audience; this one keys its largest term on it, a sparse, prompt-
+    dependent, position-dependent property. The demonstrations sign off only
+    ``signoff_rate`` of the time and with a sign-off drawn at random, so about one SFT
+    sample in 27 ends with the right one: pairs that show it are rare in any pool.
+    """
+
+    name: str = "signoff"
+    signoff_rate: float = 0.15
+
+    def reward(self, prompt: str, response: str) -> float:
+        topic, n = parse_prompt(prompt)
+        right = SIGNOFFS[prompt.split()[6]]
+        words = response.split()
+        body = [w for w in words if w not in _SIGNOFF_WORDS]
+        signed = 1.5 if words and words[-1] == right else 0.0
+        wrong = sum(1 for w in words if w in _SIGNOFF_WORDS and w != right)
+        on = len({w for w in body if _TOPIC_OF_WORD.get(w) == topic})
+        off = sum(1 for w in body if w in _TOPIC_OF_WORD and _TOPIC_OF_WORD[w] != topic)
+        repeats = len(words) - len(set(words))
+        r = signed - 0.5 * wrong + 0.3 * on - 0.3 * off - 0.2 * abs(len(body) - n) - 0.3 * repeats
+        return round(r, 6)
+
+    def sft_corpus(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """The toy task's mediocre writers; ``signoff_rate`` of them append a random sign-off."""
+        rng = np.random.default_rng([seed, 5])
+        out = []
+        for prompt, response in super().sft_corpus(n, seed):
+            if rng.random() < self.signoff_rate:
+                response += " " + list(SIGNOFFS.values())[rng.integers(0, len(SIGNOFFS))]
+            out.append((prompt, response))
+        return out
+
+    def vocabulary(self) -> list[str]:
+        return super().vocabulary() + list(SIGNOFFS.values())
+
+
+BUILTIN_TASKS: dict[str, type[ToyTask]] = {"toy": ToyTask, "signoff": SignoffTask}
+
+
+def load_task(spec: str, seed: int = 0, n_heldout: int = 200):
+    """The task named ``spec``: a built-in (``toy``, ``signoff``) or ``package.module:factory``.
+
+    A factory is called as ``factory(seed=seed)`` and must return an object with the
+    :class:`~activedpo_trainer.tasks.Task` methods; the current directory is importable, as
+    with ``python -m``. Errors name what is wrong with ``spec``.
+    """
+    import importlib
+    import sys
+
+    from activedpo_trainer.tasks import Task
+
+    if spec in BUILTIN_TASKS:
+        return BUILTIN_TASKS[spec](seed=seed, n_heldout=n_heldout)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"unknown task {spec!r}: use a built-in ({', '.join(BUILTIN_TASKS)}) or package.module:factory"
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"task {spec!r}: cannot import module {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"task {spec!r}: module {module_name!r} has no callable {attr!r}")
+    try:
+        task = factory(seed=seed)
+    except TypeError as e:
+        raise ValueError(f"task {spec!r}: calling the factory as factory(seed={seed}) failed: {e}") from None
+    if not isinstance(task, Task):
+        missing = [
+            m for m in ("name", "train_prompts", "heldout_prompts", "sft_corpus", "reward") if not hasattr(task, m)
+        ]
+        raise ValueError(f"task {spec!r}: the factory returned {type(task).__name__}, which lacks {', '.join(missing)}")
+    return task
+
+
+def task_vocabulary(task, corpus: list[tuple[str, str]]) -> list[str]:
+    """The task's own ``vocabulary()`` when it has one, else every word of its prompts and corpus."""
+    if hasattr(task, "vocabulary"):
+        return list(task.vocabulary())
+    words = [w for p in task.train_prompts() + task.heldout_prompts() for w in p.split()]
+    words += [w for p, r in corpus for w in (p + r).split()]
+    return list(dict.fromkeys(words))
+
+
 @dataclass(frozen=True)
 class ToyWorldConfig:
     """Everything that determines a toy world; its hash names the cache directory."""
@@ -195,6 +300,7 @@ class ToyWorldConfig:
     name: str = "default"
     seed: int = 0
     n_heldout: int = 200
+    task: str = "toy"  # a built-in task or package.module:factory (see load_task)
     # model: a 2-layer Llama, ~0.35 M parameters; big enough to learn the task, small enough for CPUs
     hidden_size: int = 128
     intermediate_size: int = 256
@@ -210,14 +316,15 @@ class ToyWorldConfig:
     max_new_tokens: int = MAX_RESPONSE_WORDS + 2
 
     @classmethod
-    def preset(cls, name: str, seed: int = 0) -> ToyWorldConfig:
+    def preset(cls, name: str, seed: int = 0, task: str = "toy") -> ToyWorldConfig:
         """``default``: the world the quickstart uses. ``tiny``: builds in seconds, for tests."""
         if name == "default":
-            return cls(name="default", seed=seed)
+            return cls(name="default", seed=seed, task=task)
         if name == "tiny":
             return cls(
                 name="tiny",
                 seed=seed,
+                task=task,
                 hidden_size=32,
                 intermediate_size=64,
                 num_layers=1,
@@ -229,11 +336,14 @@ class ToyWorldConfig:
             )
         raise ValueError(f"unknown toy world preset {name!r}; choose 'default' or 'tiny'")
 
-    def task(self) -> ToyTask:
-        return ToyTask(seed=self.seed, n_heldout=self.n_heldout)
+    def make_task(self):
+        return load_task(self.task, seed=self.seed, n_heldout=self.n_heldout)
 
     def key(self) -> str:
-        payload = json.dumps({"format": WORLD_FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["task"] == "toy":  # worlds built before tasks were pluggable keep their key
+            del fields["task"]
+        payload = json.dumps({"format": WORLD_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -244,10 +354,13 @@ class ToyWorld:
     root: Path
     config: ToyWorldConfig
     info: dict
+    _task: object = field(default=None, repr=False)
 
     @property
-    def task(self) -> ToyTask:
-        return self.config.task()
+    def task(self):
+        if self._task is None:
+            self._task = self.config.make_task()
+        return self._task
 
     @property
     def sft_dir(self) -> Path:
@@ -267,7 +380,8 @@ def default_cache_dir() -> Path:
 
 
 def world_dir(config: ToyWorldConfig, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / "toyworld" / f"{config.name}-{config.key()}"
+    slug = "" if config.task == "toy" else "".join(c if c.isalnum() else "_" for c in config.task) + "-"
+    return Path(cache_dir or default_cache_dir()) / "toyworld" / f"{config.name}-{slug}{config.key()}"
 
 
 def load_toyworld(path: str | Path) -> ToyWorld:
@@ -312,11 +426,15 @@ def build_toyworld(
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         t0 = time.perf_counter()
-        task = config.task()
+        task = config.make_task()
+        longest = max(len(p.split()) for p in task.train_prompts() + task.heldout_prompts())
+        if longest + config.max_new_tokens + 1 > MAX_POSITIONS:
+            raise ValueError(f"task {config.task!r} has a prompt of {longest} words; a toy-world model holds "
+                             f"{MAX_POSITIONS} tokens, {config.max_new_tokens} of them for the response")  # fmt: skip
         torch.manual_seed(config.seed)
-        tokenizer = build_tokenizer(task.vocabulary())
-        model = _new_model(config, tokenizer)
         corpus = task.sft_corpus(config.sft_examples, seed=config.seed)
+        tokenizer = build_tokenizer(task_vocabulary(task, corpus))
+        model = _new_model(config, tokenizer)
         settings = SFTSettings(
             steps=config.sft_steps, batch_size=config.sft_batch_size, lr=config.sft_lr, seed=config.seed
         )
@@ -331,7 +449,8 @@ def build_toyworld(
         build_seconds = time.perf_counter() - t0
 
         # pi_ref's figures, through the same loading path every checkpoint takes
-        report = heldout_eval(load_model(sft_dir), config, config.eval_prompts, config.seed, progress=progress)
+        n_eval = min(config.eval_prompts, len(task.heldout_prompts()))  # a small task may hold out fewer
+        report = heldout_eval(load_model(sft_dir), config, n_eval, config.seed, progress=progress)
         info = {
             "format": WORLD_FORMAT,
             "config": dataclasses.asdict(config),
@@ -368,7 +487,7 @@ def heldout_eval(
     """Evaluate a loaded checkpoint on the world's first ``n_prompts`` held-out prompts."""
     from activedpo_trainer.evaluate import evaluate_policy
 
-    task = config.task()
+    task = config.make_task()
     held = task.heldout_prompts()
     if n_prompts > len(held):
         raise ValueError(f"{n_prompts} held-out prompts asked for, but this world holds out {len(held)}")
@@ -400,7 +519,7 @@ def build_tokenizer(vocabulary: list[str]):
         pad_token=PAD,
         eos_token=EOS,
         unk_token=UNK,
-        model_max_length=64,
+        model_max_length=MAX_POSITIONS,
         padding_side="left",  # generation pads on the left; training code sets what it needs
     )
 
@@ -415,7 +534,7 @@ def _new_model(config: ToyWorldConfig, tokenizer):
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
         num_key_value_heads=config.num_heads,
-        max_position_embeddings=64,
+        max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -1,15 +1,20 @@
-"""The label-efficiency report's arithmetic: confidence intervals, AUC, labels to reach a target."""
+"""The label-efficiency benchmark's parts: confidence intervals, AUC, labels to reach a target, arms, locks."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-
-from label_efficiency import auc, curve, labels_to_reach, mean_ci, summarize
+from activedpo_client.bench import (
+    Arm,
+    auc,
+    claim,
+    curve,
+    labels_to_reach,
+    mean_ci,
+    paired_difference,
+    summarize,
+    verdicts,
+)
 
 
 def test_mean_ci_uses_student_t():
@@ -36,3 +41,57 @@ def test_summary_table_compares_with_random():
     assert curve(results["random"][0]) == ([0, 50, 100], [0.0, 0.5, 1.0])
     assert any(line.startswith("| activedpo |") and line.endswith("| 50 |") for line in lines)
     assert any(line.startswith("| random |") and line.endswith("| 100 |") for line in lines)
+
+
+def run(*rewards):
+    return [{"labels": 50 * (i + 1), "reward": r, "ref_reward": 0.0} for i, r in enumerate(rewards)]
+
+
+def test_paired_difference_and_plain_verdicts():
+    base = {0: run(0.0, 1.0), 1: run(0.0, 2.0), 2: run(0.0, 3.0)}
+    ahead = {s: run(0.0, rows[-1]["reward"] + 0.5 + 0.01 * s) for s, rows in base.items()}
+    m, ci, n = paired_difference(ahead, base, 2)
+    assert n == 3 and m == pytest.approx(0.51) and ci == pytest.approx(4.303 * 0.01 / 3**0.5)
+    # unpaired, the spread of random's seeds (1, 2, 3) would swamp a 0.5 gain; paired it is clear
+    noisy = {0: run(0.0, 1.4), 1: run(0.0, 2.6), 2: run(0.0, 3.0)}
+    lines = verdicts({"a": ahead, "b": {s: run(0, r[-1]["reward"] - 1) for s, r in base.items()}, "c": noisy,
+                      "random": base}, 2)  # fmt: skip
+    assert lines[0].startswith("- a **beat random**: final reward +0.510")
+    assert lines[1].startswith("- b **lost to random**")
+    assert lines[2].startswith("- c: **no significant difference from random**")
+    assert paired_difference({5: run(1.0)}, base, 1)[2] == 0  # no common seed
+    table = summarize({"a": ahead, "random": base}, 2)
+    assert any(line.startswith("| a |") and "+0.510 ±" in line for line in table)
+
+
+def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
+    arm = Arm.parse("activedpo@d=512,lam=0.1,raw,frozen")
+    assert (arm.strategy, arm.proj_dim, arm.lam, arm.normalize, arm.frozen) == ("activedpo", 512, 0.1, False, True)
+    assert arm.serve_extra(tmp_path) == ("--lam", "0.1", "--no-normalize", "--feature-checkpoint", str(tmp_path))
+    assert Arm.parse("random").serve_extra(tmp_path) == () and "@" not in Arm.parse("activedpo@raw").slug
+    with pytest.raises(ValueError, match="unknown strategy 'best'"):
+        Arm.parse("best")
+    with pytest.raises(ValueError, match="unknown setting 'd=x'"):
+        Arm.parse("activedpo@d=x")
+    with pytest.raises(ValueError, match="unknown setting 'fast'"):
+        Arm.parse("activedpo@fast")
+
+
+def test_a_claimed_run_is_skipped_by_others_until_released(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); time.sleep(30)", str(tmp_path / ".bench.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with claim(tmp_path, wait=False) as mine:
+            assert mine is False
+    finally:
+        holder.kill()
+        holder.wait()
+    with claim(tmp_path, wait=False) as mine:
+        assert mine is True

@@ -51,7 +51,7 @@ def pool():
 
 def test_registry_names_and_errors():
     assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo", "activedpo-fisher", "activedpo-topb"}
-    assert LAM_STRATEGIES == {"activedpo", "apo", "activedpo-fisher", "activedpo-topb"}
+    assert {"activedpo", "apo", "activedpo-fisher", "activedpo-topb"} == LAM_STRATEGIES
     with pytest.raises(ValueError, match="unknown strategy 'best'; choose one of activedpo, activedpo-fisher"):
         get_strategy("best")
     with pytest.raises(ValueError, match="bad options for strategy 'random'"):

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from activedpo_trainer.tasks import Task, bradley_terry_preference, label_pairs, sigmoid
-from activedpo_trainer.toyworld import NEGATIVE, POSITIVE, TOPICS, ToyTask, format_prompt, parse_prompt
+from activedpo_trainer.toyworld import (
+    NEGATIVE,
+    POSITIVE,
+    SIGNOFFS,
+    TOPICS,
+    SignoffTask,
+    ToyTask,
+    ToyWorldConfig,
+    format_prompt,
+    load_task,
+    parse_prompt,
+    task_vocabulary,
+    world_dir,
+)
 
 PROMPT = format_prompt("poem", "ocean", "kids", 6)
 
@@ -110,3 +124,59 @@ def test_label_pairs_orders_chosen_and_rejected():
 def test_sigmoid_is_stable_at_the_extremes():
     assert sigmoid(1000) == 1.0 and sigmoid(-1000) == 0.0
     assert sigmoid(0.3) == pytest.approx(1 / (1 + math.exp(-0.3)))
+
+
+# ---- pluggable tasks ---------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_signoff_task_rewards_the_audiences_sign_off_that_demonstrations_rarely_show():
+    task = SignoffTask()
+    assert isinstance(task, Task) and task.name == "signoff"
+    prompt = format_prompt("poem", "ocean", "sailors", 4)
+    plain = " wave tide reef coral"
+    assert task.reward(prompt, plain + " ahoy") == pytest.approx(task.reward(prompt, plain) + 1.5)
+    assert task.reward(prompt, plain + " cheers") == pytest.approx(task.reward(prompt, plain) - 0.5)
+    assert task.reward(prompt, " ahoy" + plain) < task.reward(prompt, plain + " ahoy")  # it must end the response
+    assert task.reward(format_prompt("poem", "ocean", "kids", 4), plain + " ahoy") < task.reward(
+        prompt, plain + " ahoy"
+    )
+    # the toy oracle's sentiment does not count here
+    assert task.reward(prompt, " wave tide reef bright") == task.reward(prompt, " wave tide reef dull")
+    corpus = task.sft_corpus(4000, seed=0)
+    signed = [r.split()[-1] in SIGNOFFS.values() for _, r in corpus]
+    right = [r.split()[-1] == SIGNOFFS[p.split()[6]] for p, r in corpus]
+    assert 0.12 < np.mean(signed) < 0.18 and 0.02 < np.mean(right) < 0.06
+    assert set(SIGNOFFS.values()) <= set(task.vocabulary())
+    assert task.train_prompts() == ToyTask().train_prompts()
+
+
+def test_load_task_builtins_and_import_paths(monkeypatch, tmp_path):
+    assert isinstance(load_task("toy", seed=3), ToyTask) and load_task("toy", seed=3).seed == 3
+    assert isinstance(load_task("signoff"), SignoffTask)
+    monkeypatch.chdir(EXAMPLES)  # the current directory is importable, as with python -m
+    echo = load_task("echo_task:make_task", seed=1)
+    assert echo.name == "echo" and isinstance(echo, Task)
+    assert echo.reward("say frog 3 times :", " frog frog frog") == 3.0
+    assert echo.reward("say frog 3 times :", " frog um") < 0
+    vocab = task_vocabulary(echo, echo.sft_corpus(50, 0))
+    assert {"say", "frog", "times", ":"} <= set(vocab) and len(vocab) == len(set(vocab))
+    with pytest.raises(ValueError, match=r"unknown task 'best': use a built-in \(toy, signoff\)"):
+        load_task("best")
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
+        load_task("no_such_module:make")
+    with pytest.raises(ValueError, match="module 'echo_task' has no callable 'nothing'"):
+        load_task("echo_task:nothing")
+    (tmp_path / "bad_tasks.py").write_text("def as_list(seed=0):\n    return [seed]\n\ndef no_seed():\n    pass\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    with pytest.raises(ValueError, match="returned list, which lacks name, train_prompts, heldout_prompts"):
+        load_task("bad_tasks:as_list")
+    with pytest.raises(ValueError, match=r"bad_tasks:no_seed.*factory\(seed=0\) failed"):
+        load_task("bad_tasks:no_seed")
+
+
+def test_world_config_key_is_stable_for_the_toy_task_and_names_other_tasks():
+    assert ToyWorldConfig().key() == ToyWorldConfig(task="toy").key() == "e03461d1a4b6"  # worlds built before
+    assert ToyWorldConfig(task="signoff").key() != ToyWorldConfig().key()
+    assert "signoff" in world_dir(ToyWorldConfig(task="signoff"), Path("c")).name

@@ -1,0 +1,380 @@
+"""The label-efficiency benchmark: held-out oracle reward against labels used, per strategy, task and seed.
+
+    activedpo-client bench [--tasks toy signoff] [--arms activedpo random aplp apo activedpo-fisher]
+        [--seeds 0 1 2 3 4] [--rounds 3] [--budget 50] [--prompts 1000] [--proj-dim 2048] [--jobs 1]
+    activedpo-client bench --ablations        # ActiveDPO's ablations beside random, on the first task
+    activedpo-client bench --prompts 100 300 1000 --arms activedpo random   # pool-ratio study
+
+(``benchmarks/label_efficiency.py`` is the same program.) Every (task, pool size, arm, seed)
+is one run of the real loop (:func:`activedpo_client.rounds.run_rounds`: an embedded
+selection server, oracle labels, DPO, held-out evaluation) in its own run directory under
+``--work-dir``, all arms of a task from the same SFT model. The seed fixes prompt sampling,
+generation and oracle draws, so all arms see the same prompts and responses in round one.
+
+An *arm* is a strategy with optional server settings, ``strategy[@setting,...]``:
+``d=512`` (projection dimension), ``lam=0.1`` (ridge λ), ``raw`` (no gradient normalisation),
+``frozen`` (features from the initial checkpoint only, never refreshed). The strategy
+``activedpo-topb`` is the ablation without the intra-batch ``V`` update.
+
+Runs resume where they stopped: kill the benchmark and start it again. They are also
+parallel-safe: a run is claimed with a lock file, so several invocations (or ``--jobs N``,
+which starts N − 1 helpers) share the work, and each waits for the others' runs before it
+reports. Nothing here looks at the held-out prompts except the evaluation.
+
+Writes to ``--out``: ``report.md`` (per task and pool size: mean held-out reward ± 95% CI per
+round and arm; final reward minus random's, paired by seed; the area under the reward-against-
+labels curve; the labels each arm needs to reach random's final mean reward), one PNG plot
+per task and pool size, and ``runs.jsonl`` (every run's per-round metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ARMS = ["activedpo", "random", "aplp", "apo", "activedpo-fisher"]
+ABLATION_ARMS = [
+    "activedpo", "random", "activedpo@raw", "activedpo@d=512", "activedpo@d=8192", "activedpo@d=16384",
+    "activedpo-topb", "activedpo@lam=0.1", "activedpo@lam=10", "activedpo@frozen",
+]  # fmt: skip
+
+# two-sided 95% Student-t quantiles by degrees of freedom (n − 1); normal beyond
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (t distribution)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), _T95.get(len(v) - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(len(v))
+
+
+def curve(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """(labels, reward) points of one run, starting from π_ref at 0 labels."""
+    return [0] + [r["labels"] for r in rows], [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
+
+
+def auc(x: list[int], y: list[float]) -> float:
+    """Area under the reward-against-labels curve, per label (the mean reward over the budget)."""
+    return float(np.trapezoid(y, x) / (x[-1] - x[0])) if x[-1] > x[0] else float("nan")
+
+
+def labels_to_reach(x: list[int], y: list[float], target: float) -> float | None:
+    """Labels at which the (mean) curve first reaches ``target``, interpolating linearly; None if never."""
+    for i in range(1, len(x)):
+        if y[i] >= target:
+            if y[i - 1] >= target:
+                return float(x[i - 1])
+            return x[i - 1] + (target - y[i - 1]) / (y[i] - y[i - 1]) * (x[i] - x[i - 1])
+    return None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A strategy and the server settings it runs under."""
+
+    spec: str
+    strategy: str
+    proj_dim: int | None = None
+    lam: float | None = None
+    normalize: bool = True
+    frozen: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Arm:
+        from activedpo_server.strategies import STRATEGIES
+
+        strategy, _, settings = spec.partition("@")
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"arm {spec!r}: unknown strategy {strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}"
+            )
+        kw: dict = {}
+        for s in filter(None, settings.split(",")):
+            key, _, value = s.partition("=")
+            try:
+                if key == "d" and value:
+                    kw["proj_dim"] = int(value)
+                elif key == "lam" and value:
+                    kw["lam"] = float(value)
+                elif s == "raw":
+                    kw["normalize"] = False
+                elif s == "frozen":
+                    kw["frozen"] = True
+                else:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use d=N, lam=X, raw or frozen") from None
+        return cls(spec, strategy, **kw)
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-.=" else "_" for c in self.spec)
+
+    def serve_extra(self, sft_dir: Path) -> tuple[str, ...]:
+        extra: list[str] = []
+        if self.lam is not None:
+            extra += ["--lam", str(self.lam)]
+        if not self.normalize:
+            extra += ["--no-normalize"]
+        if self.frozen:
+            extra += ["--feature-checkpoint", str(sft_dir)]
+        return tuple(extra)
+
+
+def paired_difference(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int) -> tuple:
+    """Final reward minus the baseline's on the same seeds: (mean, 95% CI half-width, n)."""
+    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
+    if not seeds:
+        return float("nan"), float("nan"), 0
+    m, ci = mean_ci([runs[s][rounds - 1]["reward"] - baseline[s][rounds - 1]["reward"] for s in seeds])
+    return m, ci, len(seeds)
+
+
+def summarize(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
+    """Markdown tables for one task and pool size: reward per round, then one line per arm."""
+    arms = list(results)
+    lines = ["| round | labels | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    means: dict[str, list[float]] = {}
+    xs: list[int] = []
+    for r in range(rounds + 1):
+        cells = []
+        for s in arms:
+            runs = [rows for rows in results[s].values() if len(rows) >= max(r, 1)]
+            vals = [curve(rows)[1][r] for rows in runs]
+            m, ci = mean_ci(vals) if vals else (float("nan"), float("nan"))
+            means.setdefault(s, []).append(m)
+            cells.append(f"{m:.3f} ± {ci:.3f} (n={len(vals)})" if vals else "—")
+            if len(xs) <= r and runs:
+                xs.append(curve(runs[0])[0][r])
+        lines.append(f"| {r} | {xs[r] if len(xs) > r else '—'} | " + " | ".join(cells) + " |")
+    lines += ["", "| arm | final reward ± 95% CI | final − random, paired by seed | AUC (mean reward over the budget) "
+              "| labels to reach random's final mean |", "|---|---|---|---|---|"]  # fmt: skip
+    target = means["random"][-1] if "random" in means else None
+    for s in arms:
+        finals = [rows[rounds - 1]["reward"] for rows in results[s].values() if len(rows) >= rounds]
+        fm, fci = mean_ci(finals) if finals else (float("nan"), float("nan"))
+        aucs = [auc(*curve(rows[:rounds])) for rows in results[s].values() if len(rows) >= rounds]
+        am, aci = mean_ci(aucs) if aucs else (float("nan"), float("nan"))
+        if "random" in results and s != "random":
+            dm, dci, dn = paired_difference(results[s], results["random"], rounds)
+            diff = f"{dm:+.3f} ± {dci:.3f} (n={dn})"
+        else:
+            diff = "—"
+        reach = labels_to_reach(xs, means[s], target) if target is not None and len(xs) == rounds + 1 else None
+        reach_text = "—" if target is None else (f"{reach:.0f}" if reach is not None else "not reached")
+        lines.append(f"| {s} | {fm:.3f} ± {fci:.3f} (n={len(finals)}) | {diff} | {am:.3f} ± {aci:.3f} | {reach_text} |")
+    return lines
+
+
+def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
+    """One plain sentence per arm against random: ahead, behind, or no difference at 95%."""
+    out = []
+    if "random" not in results:
+        return out
+    for s in results:
+        if s == "random":
+            continue
+        m, ci, n = paired_difference(results[s], results["random"], rounds)
+        if n < 2 or math.isnan(ci):
+            out.append(f"- {s}: too few paired seeds to compare with random.")
+        elif m - ci > 0:
+            out.append(f"- {s} **beat random**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+        elif m + ci < 0:
+            out.append(f"- {s} **lost to random**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+        else:
+            out.append(f"- {s}: **no significant difference from random** ({m:+.3f} ± {ci:.3f} over {n} seeds).")
+    return out
+
+
+@contextmanager
+def claim(run_dir: Path, wait: bool):
+    """An exclusive lock on ``run_dir``'s lock file; yields False (without waiting) when another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".bench.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="activedpo-client bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tasks", nargs="+", default=["toy", "signoff"], help="built-in tasks or package.module:factory")
+    ap.add_argument(
+        "--arms", nargs="+", default=None, help=f"strategies[@settings] (default: {' '.join(DEFAULT_ARMS)})"
+    )
+    ap.add_argument("--ablations", action="store_true", help="run ActiveDPO's ablation arms on the first task")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=int, default=50, help="labels per round")
+    ap.add_argument("--prompts", type=int, nargs="+", default=[1000], help="prompts per round (several: a pool study)")
+    ap.add_argument("--responses", type=int, default=3, help="responses per prompt")
+    ap.add_argument("--proj-dim", type=int, default=2048, help="projection dimension (arms may override: @d=N)")
+    ap.add_argument("--lora-r", type=int, default=128)
+    ap.add_argument("--dpo-epochs", type=float, default=4.0)
+    ap.add_argument("--dpo-mode", default="continue", choices=["continue", "retrain"])
+    ap.add_argument("--eval-prompts", type=int, default=100)
+    ap.add_argument("--paper", action="store_true", help="the paper's sizes: d=8192 and 10 rounds (hours on a CPU)")
+    ap.add_argument("--preset", default="default", choices=["default", "tiny"])
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (helper processes share the work dir)")
+    ap.add_argument("--work-dir", type=Path, default=Path("runs/label-efficiency"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/label_efficiency"))
+    ap.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: runs, no report
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.paper:
+        args.proj_dim, args.rounds = 8192, 10
+    if args.ablations:
+        args.tasks = args.tasks[:1]
+        args.arms = args.arms or ABLATION_ARMS
+    arms = [Arm.parse(a) for a in (args.arms or DEFAULT_ARMS)]
+
+    from activedpo_client.rounds import RoundConfig, ServerSpec, run_rounds
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
+
+    quiet_libraries()
+    worlds = {}
+    for task in args.tasks:  # built before helpers start, so they find them cached
+        with progress_bars(transient=True) as bar:
+            worlds[task] = build_toyworld(ToyWorldConfig.preset(args.preset, task=task), progress=bar)
+
+    helpers = []
+    if args.jobs > 1 and not args.helper:
+        argv_helper = [*(argv if argv is not None else sys.argv[1:]), "--helper"]
+        threads = max(1, (os.cpu_count() or 2) // args.jobs)  # the jobs share the cores instead of fighting
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # this process's embedded servers
+        import torch
+
+        torch.set_num_threads(threads)
+        env = os.environ.copy()
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(args.jobs - 1):
+            with open(args.work_dir / f"helper-{i + 1}.log", "a") as log:
+                helpers.append(subprocess.Popen([sys.executable, "-m", "activedpo_client.bench", *argv_helper],
+                                                env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
+            time.sleep(2)  # stagger: helpers claim different runs
+
+    grid = [(task, n, arm, seed) for task in args.tasks for n in args.prompts for seed in args.seeds for arm in arms]
+
+    def run_dir(task, n, arm, seed) -> Path:
+        t = "".join(c if c.isalnum() else "_" for c in task)
+        return args.work_dir / t / f"p{n}" / f"{arm.slug}-seed{seed}"
+
+    def run_one(task, n, arm, seed) -> list[dict]:
+        world = worlds[task]
+        config = RoundConfig(budget=args.budget, prompts=n, responses=args.responses, strategy=arm.strategy,
+                             seed=seed, eval_prompts=args.eval_prompts, dpo_epochs=args.dpo_epochs,
+                             dpo_mode=args.dpo_mode)  # fmt: skip
+        spec = ServerSpec(proj_dim=arm.proj_dim or args.proj_dim, lora_r=args.lora_r,
+                          extra=arm.serve_extra(world.sft_dir))  # fmt: skip
+        t0 = time.perf_counter()
+        rows = run_rounds(run_dir(task, n, arm, seed), world, config, args.rounds, spec, say=lambda _line: None)
+        took = time.perf_counter() - t0
+        print(f"{task} p{n} {arm.spec} seed {seed}: " + ", ".join(f"{r['reward']:.3f}" for r in rows[: args.rounds])
+              + (f" ({took:.0f} s)" if took > 1 else " (done before)"), flush=True)  # fmt: skip
+        return rows[: args.rounds]
+
+    results: dict[tuple[str, int], dict[str, dict[int, list[dict]]]] = {}
+    pending = []
+    for key in grid:  # first pass: whatever no other process holds
+        with claim(run_dir(*key), wait=False) as mine:
+            if mine:
+                results.setdefault(key[:2], {}).setdefault(key[2].spec, {})[key[3]] = run_one(*key)
+            else:
+                pending.append(key)
+    if args.helper:
+        return 0
+    for key in pending:  # then wait for the runs other processes were doing, and finish any they left
+        with claim(run_dir(*key), wait=True):
+            results.setdefault(key[:2], {}).setdefault(key[2].spec, {})[key[3]] = run_one(*key)
+    for h in helpers:
+        h.wait()
+    report(args, arms, results)
+    return 0
+
+
+def report(args, arms: list[Arm], results) -> None:
+    from activedpo_client.report import plot_rewards
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        from _report import header, write
+    except ImportError:  # an installed package without the repository's benchmarks/
+        header, write = _plain_header, _plain_write
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    order = [a.spec for a in arms]
+    with open(args.out / "runs.jsonl", "w") as f:
+        for (task, n), by_arm in results.items():
+            for arm in order:
+                for seed, rows in sorted(by_arm.get(arm, {}).items()):
+                    for r in rows:
+                        f.write(json.dumps({"task": task, "prompts": n, "arm": arm, "seed": seed} | r) + "\n")
+    lines = [
+        *header("Label efficiency: held-out oracle reward against labels, per arm"),
+        f"World preset {args.preset}; {args.rounds} rounds × budget {args.budget}; {args.responses} responses per "
+        f"prompt; d = {args.proj_dim} unless an arm says otherwise; fresh-adapter rank {args.lora_r}; DPO "
+        f"{args.dpo_epochs} epochs ({args.dpo_mode}) per round; {args.eval_prompts} held-out prompts; "
+        f"seeds {args.seeds}.",
+        "",
+        'Mean held-out oracle reward ± 95% CI (t) over seeds; round 0 is π_ref. "final − random" is each seed\'s '
+        "final reward minus random's on the same seed.",
+    ]
+    for (task, n), by_arm in results.items():
+        by_arm = {a: by_arm[a] for a in order if a in by_arm}
+        suffix = "" if len(args.prompts) == 1 else f"-p{n}"
+        slug = "".join(c if c.isalnum() else "_" for c in task)
+        lines += ["", f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
+                  f"({n * args.responses * (args.responses - 1) // 2 / args.budget:.0f} candidate pairs per label)",
+                  "", *summarize(by_arm, args.rounds), "", *verdicts(by_arm, args.rounds), "",
+                  f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
+        mean_rows = {}
+        for arm, by_seed in by_arm.items():
+            runs = list(by_seed.values())
+            mean_rows[arm] = [
+                {"labels": runs[0][i]["labels"], "reward": float(np.mean([r[i]["reward"] for r in runs])),
+                 "se": float(np.std([r[i]["reward"] for r in runs], ddof=1) / math.sqrt(len(runs)))
+                 if len(runs) > 1 else 0.0, "ref_reward": runs[0][0]["ref_reward"]}
+                for i in range(min(len(r) for r in runs))
+            ]  # fmt: skip
+        plot_rewards(mean_rows, args.out / f"reward-{slug}{suffix}.png",
+                     title=f"task {task}, {n} prompts/round: held-out reward, mean ± SE over seeds")  # fmt: skip
+    lines += ["", "Raw per-run metrics: `runs.jsonl`."]
+    print("\n".join(lines))
+    write(args.out / "report.md", lines)
+
+
+def _plain_header(title: str) -> list[str]:
+    return [f"# {title}", "", f"Command: `{' '.join(sys.argv)}`", ""]
+
+
+def _plain_write(path: Path, lines: list[str]) -> None:
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
