@@ -30,11 +30,14 @@ from pathlib import Path
 from _report import header, write
 
 
-def start(state: Path, checkpoint: Path | None, proj_dim: int) -> tuple[subprocess.Popen, int, float]:
+def start(
+    state: Path, checkpoint: Path | None, proj_dim: int, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, int, float]:
+    """``activedpo-server serve`` on a free port: (process, port, seconds until the port was served)."""
     port_file = state.parent / "port"
     port_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(state), "--port", "0",
-           "--port-file", str(port_file), "--proj-dim", str(proj_dim)]  # fmt: skip
+           "--port-file", str(port_file), "--proj-dim", str(proj_dim), *extra]  # fmt: skip
     if checkpoint is not None:
         cmd += ["--checkpoint", str(checkpoint)]
     t0 = time.perf_counter()

@@ -106,6 +106,9 @@ def serve_command(
             help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."
         ),
     ] = None,
+    feature_dtype: Annotated[
+        str, typer.Option(help="Feature storage: float32, or float16 (half the memory; picks nearly always equal).")
+    ] = "float32",
     seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
     lora_r: Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")] = 128,
@@ -135,7 +138,7 @@ def serve_command(
         engine = Engine(
             EngineConfig(
                 state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy, normalize=normalize,
-                feature_checkpoint=feature_checkpoint,
+                feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
             ),
             checkpoint=checkpoint,

@@ -51,10 +51,13 @@ class EngineConfig:
     lora: LoraSpec = field(default_factory=LoraSpec)  # the fresh adapter of a checkpoint without one
     # ablation: featurize with this fixed checkpoint instead of the current one (log-probs stay current)
     feature_checkpoint: str | None = None
+    feature_dtype: str = "float32"  # how the FAISS store holds features: float32 or float16 (half the memory)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+        if self.feature_dtype not in ("float32", "float16"):
+            raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
         if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
             raise ValueError("proj_dim, lam, lease_seconds and batch_size must be positive")
 
@@ -147,7 +150,8 @@ class Engine:
             if self._fixed is None:
                 self._fixed = self._featurizer(resolve_checkpoint(self.config.feature_checkpoint))
             grad = self._fixed
-        return _Active(manifest, grad, FeatureStore(self.features_dir, grad.feature_key, self.config.proj_dim), policy)
+        store = FeatureStore(self.features_dir, grad.feature_key, self.config.proj_dim, self.config.feature_dtype)
+        return _Active(manifest, grad, store, policy)
 
     def _embedding(self, active: _Active) -> _Active:
         if active.embedding is None:

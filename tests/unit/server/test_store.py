@@ -187,3 +187,21 @@ def test_feature_store_roundtrip_upsert_and_corruption(tmp_path):
     again.path.write_bytes(b"garbage")
     assert len(FeatureStore(tmp_path, "ckpt-1|grad|d=8", 8)) == 0  # corrupt: recomputed, not trusted
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_float16_feature_store_halves_the_rows_and_keeps_its_own_file(tmp_path):
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(300, 64)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    full, half = FeatureStore(tmp_path, "k", 64), FeatureStore(tmp_path, "k", 64, dtype="float16")
+    for fs in (full, half):
+        fs.add(np.arange(300), v)
+        fs.save()
+    assert half.path != full.path and half.path.stat().st_size < 0.6 * full.path.stat().st_size
+    back = FeatureStore(tmp_path, "k", 64, dtype="float16").get(np.arange(300))
+    assert back.dtype == np.float32 and np.abs(back - v).max() < 1e-3  # half precision of unit rows
+    np.testing.assert_array_equal(FeatureStore(tmp_path, "k", 64).get(np.arange(300)), v)  # float32 untouched
+    half.meta_path.write_text(half.meta_path.read_text().replace("float16", "float32"))
+    assert len(FeatureStore(tmp_path, "k", 64, dtype="float16")) == 0  # sidecar disagrees: recomputed
+    with pytest.raises(ValueError, match="feature storage dtype must be one of float32, float16"):
+        FeatureStore(tmp_path, "k", 64, dtype="int8")
