@@ -1,7 +1,7 @@
 """The label-efficiency benchmark: held-out oracle reward against labels used, per strategy, task and seed.
 
     activedpo-client bench [--tasks toy signoff] [--arms activedpo random aplp apo activedpo-fisher]
-        [--seeds 0 1 2 3 4] [--rounds 3] [--budget 50] [--prompts 1000] [--proj-dim 2048] [--jobs 1]
+        [--seeds 0 1 2 3 4] [--rounds 3] [--budget 50] [--prompts 1000] [--proj-dim 2048] [--jobs 2]
     activedpo-client bench --ablations        # ActiveDPO's ablations beside random, on the first task
     activedpo-client bench --prompts 100 300 1000 --arms activedpo random   # pool-ratio study
 
@@ -236,7 +236,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-prompts", type=int, default=100)
     ap.add_argument("--paper", action="store_true", help="the paper's sizes: d=8192 and 10 rounds (hours on a CPU)")
     ap.add_argument("--preset", default="default", choices=["default", "tiny"])
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once (helper processes share the work dir)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="runs at once, each on cpu_count/jobs threads (helper processes share the work dir)")  # fmt: skip
     ap.add_argument("--work-dir", type=Path, default=Path("runs/label-efficiency"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/label_efficiency"))
     ap.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: runs, no report

@@ -180,3 +180,9 @@ def test_world_config_key_is_stable_for_the_toy_task_and_names_other_tasks():
     assert ToyWorldConfig().key() == ToyWorldConfig(task="toy").key() == "e03461d1a4b6"  # worlds built before
     assert ToyWorldConfig(task="signoff").key() != ToyWorldConfig().key()
     assert "signoff" in world_dir(ToyWorldConfig(task="signoff"), Path("c")).name
+
+
+def test_the_readme_shows_the_example_task_as_it_is():
+    src = (EXAMPLES / "echo_task.py").read_text()
+    code = src[src.index("from __future__") :].rstrip()
+    assert code in (EXAMPLES.parent / "README.md").read_text()
