@@ -237,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--paper", action="store_true", help="the paper's sizes: d=8192 and 10 rounds (hours on a CPU)")
     ap.add_argument("--preset", default="default", choices=["default", "tiny"])
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="runs at once, each on cpu_count/jobs threads (helper processes share the work dir)")  # fmt: skip
+                    help="runs at once, each on cpu_count/jobs threads (helpers share the work dir)")  # fmt: skip
     ap.add_argument("--work-dir", type=Path, default=Path("runs/label-efficiency"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/label_efficiency"))
     ap.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)  # a --jobs helper: runs, no report
