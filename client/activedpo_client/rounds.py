@@ -222,12 +222,26 @@ class RoundRunner:
     def _groups(self) -> list[dict]:
         return [json.loads(line) for line in (self.dir / "candidates.jsonl").read_text().splitlines()]
 
+    def _server_has_current_checkpoint(self) -> None:
+        """A server that holds another checkpoint (a fresh remote one, or one another run moved) gets ours.
+
+        The path is the client's: a remote server must see the run dir and the world at the same
+        paths (shared volumes in deploy/compose.yaml and deploy/k8s/).
+        """
+        from activedpo_trainer.checkpoint import CheckpointManifest
+
+        want = CheckpointManifest.load(self.checkpoint).id
+        if self.client.status()["checkpoint_id"] != want:
+            self.say(f"round {self.r}: loading checkpoint {want} into the server")
+            self.client.load_checkpoint(Path(self.checkpoint).resolve())
+
     def _add(self) -> dict:
         res = self.client.add_candidates(((g["prompt"], g["responses"]) for g in self._groups()), pool=self.pool)
         return {"pairs": res["pairs_added"] + res["pairs_deduplicated"]}
 
     def _select(self) -> dict:
         cfg = self.run.config
+        self._server_has_current_checkpoint()
         batch = self.client.select(cfg.budget, cfg.strategy, self.pool, cfg.lease_seconds, cfg.seed, self.run.run_id,
                                    progress=self.progress, request_id=f"{self.pool}-select")  # fmt: skip
         _atomic_json(self.dir / "batch.json", batch)

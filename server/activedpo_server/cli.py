@@ -163,3 +163,35 @@ def serve_command(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command("health")
+def health_command(
+    address: Annotated[str, typer.Option(help="host:port of the server.")] = "127.0.0.1:50051",
+    service: Annotated[str, typer.Option(help="Service to ask about; '' is the whole server.")] = "",
+    tls_ca: Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Exit 0 when the server answers gRPC health with SERVING, 1 otherwise (container health checks).
+
+    Health needs no token: the server exempts it from authentication.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    if tls_ca is not None:
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
+    else:
+        channel = grpc.insecure_channel(address)
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout
+        )
+    except grpc.RpcError as e:
+        err.print(f"not healthy: {address}: {e.code().name} {e.details() or ''}".rstrip())
+        raise typer.Exit(1) from None
+    finally:
+        channel.close()
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    console.print(f"{address} {service or '(server)'}: {status}")
+    raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)

@@ -56,6 +56,22 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     assert "started with other settings (seed)" in err
 
 
+def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_world, tmp_path):
+    # the deployment case: a long-running server (compose, Kubernetes) that no checkpoint was given
+    with EmbeddedServer(
+        tmp_path / "remote", args=["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "32"]
+    ) as server:
+        args = round_args(tiny_world, tmp_path / "run", 1)
+        out = invoke(*args[: args.index("--proj-dim")], "--server", server.target)
+        assert (
+            f"loading checkpoint {tiny_world.sft_checkpoint.id} into the server" in out and "round 1: 8 labels" in out
+        )
+        client = SelectorClient(Connection(server.target))
+        run = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert client.status()["checkpoint_id"] == f"{run['run_id']}-r001"  # the round's own checkpoint now
+        client.close()
+
+
 def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_path, monkeypatch):
     from pathlib import Path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,23 @@ def test_full_cycle_add_select_label_export(server, tiny_world):
     assert {e.chosen for e in exported} == {p.response_a for p in batch.pairs}
     status = stub.GetStatus(pb.GetStatusRequest(), metadata=md)
     assert (status.pool_size, status.labeled, status.annotations, status.feature_dim) == (30, 5, 5, 128)
+
+
+def test_the_health_command_for_container_probes(server):
+    from typer.testing import CliRunner
+
+    from activedpo_server.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["health", "--address", f"127.0.0.1:{server.port}", "--service", "activedpo.v1.Selector"])
+    assert ok.exit_code == 0 and "SERVING" in ok.output  # no token: health is exempt
+    unknown = runner.invoke(app, ["health", "--address", f"127.0.0.1:{server.port}", "--service", "nope"])
+    assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    down = runner.invoke(app, ["health", "--address", f"127.0.0.1:{free}", "--timeout", "1"])
+    assert down.exit_code == 1 and "not healthy" in down.output
 
 
 def test_concurrent_callers_get_disjoint_pairs(server, tiny_world):
@@ -339,7 +357,7 @@ def test_status_and_health_answer_while_a_batch_is_featurized(tmp_path, tiny_wor
 def test_sigterm_lets_an_in_flight_batch_finish(tmp_path, tiny_world):
     server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
     stub, md, _ = server.stub()
-    stub.AddCandidates(groups(tiny_world, 300), metadata=md)
+    stub.AddCandidates(groups(tiny_world, 100), metadata=md)  # featurizing takes seconds, well within the grace
     stream = stub.SelectBatch(pb.SelectBatchRequest(budget=10), metadata=md)
     first = next(stream)
     assert first.WhichOneof("event") == "progress"  # featurization is under way

@@ -1,0 +1,211 @@
+"""deploy/ cannot be built here (no Docker, no cluster), so CI checks it against the code instead.
+
+Every command line in the Dockerfile, compose file and Kubernetes manifests is parsed by the real
+CLI (typer's click option parsing: unknown options, missing values and bad types fail), and the
+ports, probes, environment variables, secrets and shared paths are checked to agree with each
+other and with what the server and client read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.main import get_command
+
+from activedpo_client.cli import app as client_app
+from activedpo_server.cli import app as server_app
+from activedpo_server.server import SERVICE_NAME
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+CLIS = {"activedpo-server": get_command(server_app), "activedpo-client": get_command(client_app)}
+ENV_READ = {"ACTIVEDPO_TOKEN", "ACTIVEDPO_CACHE", "ACTIVEDPO_SERVER", "ACTIVEDPO_IMAGE"}  # checked below
+
+
+def parse(argv: list[str]) -> tuple[str, dict]:
+    """Parse ``argv`` (program first) with the real CLI; return (command path, its parameters)."""
+    program, *args = argv
+    cmd = CLIS[program]  # typer's (vendored) click objects
+    ctx = cmd.make_context(program, list(args))
+    path = [program]
+    while hasattr(cmd, "resolve_command"):  # a group: go down to the subcommand
+        protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args
+        rest = [*protected, *ctx.args]
+        name, cmd, rest = cmd.resolve_command(ctx, rest)
+        path.append(name)
+        ctx = cmd.make_context(name, rest, parent=ctx)
+    return " ".join(path), ctx.params
+
+
+def test_the_code_reads_the_environment_variables_the_manifests_set():
+    sources = "".join(p.read_text() for p in DEPLOY.parent.glob("*/activedpo_*/*.py"))
+    for var in ENV_READ - {"ACTIVEDPO_IMAGE"}:  # the image variable is compose's own
+        assert var in sources, var
+
+
+# ---- Dockerfile ------------------------------------------------------------------------------
+
+
+def dockerfile_stages() -> dict[str, list[str]]:
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r"FROM\s+\S+\s+AS\s+(\w+)", line, re.I)
+        if m:
+            current = m.group(1)
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def instruction(lines: list[str], name: str) -> list[str]:
+    return [line[len(name) :].strip() for line in lines if line.upper().startswith(name + " ")]
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_dockerfile_targets_run_the_server_as_non_root_with_a_working_health_check(target):
+    stages = dockerfile_stages()
+    lines = stages[target]
+    assert instruction(lines, "USER") == ["10001"]
+    entry = yaml.safe_load(instruction(lines, "ENTRYPOINT")[0])
+    cmd = yaml.safe_load(instruction(lines, "CMD")[0])
+    path, params = parse([*entry, *cmd])
+    assert path == "activedpo-server serve"
+    assert params["host"] == "0.0.0.0" and str(params["state_dir"]) == "/var/lib/activedpo"
+    assert instruction(lines, "EXPOSE") == [str(params["port"])]
+    assert "/var/lib/activedpo" in instruction(lines, "VOLUME")[0]
+    health = instruction(lines, "HEALTHCHECK")[0]
+    probe = yaml.safe_load(health[health.index("CMD") + 3 :].strip())
+    hpath, hparams = parse(probe)
+    assert hpath == "activedpo-server health" and hparams["address"] == f"127.0.0.1:{params['port']}"
+    if target == "gpu":
+        assert params["device"] == "cuda"
+        assert any("faiss-gpu" in r for r in instruction(lines, "RUN"))
+    else:
+        assert any("whl/cpu" in r and "torch==" in r for r in instruction(lines, "RUN"))
+    base = stages["base"]
+    assert any("useradd" in r and "10001" in r for r in instruction(base, "RUN"))
+    for src in instruction(base, "COPY"):
+        for part in src.split()[:-1]:
+            assert (DEPLOY.parent / part.rstrip("/")).exists(), f"COPY {part}: no such path"
+
+
+# ---- compose -----------------------------------------------------------------------------------
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def test_compose_server_round_and_world_agree():
+    services = compose()["services"]
+    assert set(services) == {"world", "server", "round"}
+    parsed = {name: parse([*s["entrypoint"], *s["command"]]) for name, s in services.items()}
+    assert parsed["world"][0] == "activedpo-client toyworld build"
+    spath, sp = parsed["server"]
+    rpath, rp = parsed["round"]
+    assert spath == "activedpo-server serve" and rpath == "activedpo-client round"
+    assert sp["host"] == "0.0.0.0"
+    host, port = rp["server"].split(":")
+    assert host == "server" and int(port) == sp["port"]
+    assert services["server"]["ports"] == [f"127.0.0.1:{sp['port']}:{sp['port']}"]
+    hc = services["server"]["healthcheck"]["test"]
+    assert hc[0] == "CMD" and parse(hc[1:])[1]["address"] == f"127.0.0.1:{sp['port']}"
+    # both sides hold the token; checkpoints travel by path, so the mounts must be the same paths
+    for name in ("server", "round"):
+        assert "ACTIVEDPO_TOKEN" in services[name]["environment"]
+    mounts = {name: set(s["volumes"]) for name, s in services.items()}
+    assert {"cache:/var/cache/activedpo", "runs:/runs"} <= mounts["server"] & mounts["round"]
+    assert services["round"]["environment"]["ACTIVEDPO_CACHE"] == "/var/cache/activedpo"
+    assert str(rp["run_dir"]).startswith("/runs/")
+    assert services["round"]["depends_on"]["server"]["condition"] == "service_healthy"
+    assert set(compose()["volumes"]) >= {v.split(":")[0] for m in mounts.values() for v in m}
+    for var in re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()):
+        assert var in ENV_READ, var
+
+
+# ---- Kubernetes ----------------------------------------------------------------------------------
+
+
+def k8s() -> dict[tuple[str, str], dict]:
+    docs = {}
+    for f in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            assert doc["apiVersion"] and doc["metadata"]["name"], f
+            docs[(doc["kind"], doc["metadata"]["name"])] = doc
+    return docs
+
+
+def test_kubernetes_server_service_secret_and_job_fit_together():
+    docs = k8s()
+    sts = docs[("StatefulSet", "activedpo-server")]
+    svc = docs[("Service", "activedpo-server")]
+    job = docs[("Job", "activedpo-round")]
+    secret = docs[("Secret", "activedpo-token")]
+    pvc = docs[("PersistentVolumeClaim", "activedpo-shared")]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+
+    pod = sts["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    path, sp = parse(["activedpo-server", *server["args"]])
+    assert path == "activedpo-server serve" and sp["host"] == "0.0.0.0" and sp["device"] == "cuda"
+    port = {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"]
+    assert port == sp["port"]
+    assert server["readinessProbe"]["grpc"] == {"port": port, "service": SERVICE_NAME}
+    assert server["livenessProbe"]["grpc"]["port"] == port and server["livenessProbe"]["grpc"].get("service", "") == ""
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    state = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}["state"]
+    assert state == str(sp["state_dir"])
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+    assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert sts["spec"]["selector"]["matchLabels"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["port"] == port and svc["spec"]["ports"][0]["targetPort"] == "grpc"
+
+    (client,) = job["spec"]["template"]["spec"]["containers"]
+    jpath, jp = parse([*client["command"], *client["args"]])
+    assert jpath == "activedpo-client round"
+    host, jport = jp["server"].split(":")
+    assert host == svc["metadata"]["name"] and int(jport) == port
+    for spec, container in ((pod, server), (job["spec"]["template"]["spec"], client)):
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 10001
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["ACTIVEDPO_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+        assert set(env) <= ENV_READ
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
+        assert claims["shared"] == pvc["metadata"]["name"]
+    # checkpoints travel by path: the shared volume sits at the same paths in the server and the job
+    shared = [{(m["mountPath"], m.get("subPath")) for m in c["volumeMounts"] if m["name"] == "shared"}
+              for c in (server, client)]  # fmt: skip
+    assert shared[0] == shared[1] and ("/runs", "runs") in shared[0]
+    assert {e["name"]: e.get("value") for e in client["env"]}["ACTIVEDPO_CACHE"] in {p for p, _ in shared[0]}
+
+
+def test_the_readme_walks_through_every_file():
+    readme = (DEPLOY / "README.md").read_text()
+    for f in [*DEPLOY.glob("*"), *(DEPLOY / "k8s").glob("*")]:
+        if f.is_file() and f.name != "README.md":
+            assert f.name in readme, f"deploy/README.md does not explain {f.name}"
+
+
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["activedpo-server", "serve", "--state-dir", "/s", "--no-such-option"], "NoSuchOption"),
+        (["activedpo-server", "serve", "--state-dir", "/s", "--port", "http"], "BadParameter"),
+        (["activedpo-server", "serve"], "MissingParameter"),
+        (["activedpo-client", "rounds"], "UsageError"),
+    ],
+)
+def test_a_bad_command_line_would_be_caught(argv, error):
+    with pytest.raises(Exception) as e:
+        parse(argv)
+    assert error in [c.__name__ for c in type(e.value).__mro__]
