@@ -78,9 +78,52 @@ def checkpoint_check(
     console.print_json(json.dumps(report))
 
 
+ProjDimOpt = Annotated[int, typer.Option(help="Projection dimension d.")]
+SeedOpt = Annotated[int, typer.Option(help="Projection seed.")]
+NormalizeOpt = Annotated[
+    bool, typer.Option(help="Unit-normalise each response's gradient feature (--no-normalize: an ablation).")
+]
+FeatureDtypeOpt = Annotated[
+    str, typer.Option(help="Feature storage: float32, or float16 (half the memory; picks nearly always equal).")
+]
+BackendOpt = Annotated[
+    str, typer.Option(help="Where new responses are featurized: local (this process) or ray (a Ray cluster).")
+]
+RayAddressOpt = Annotated[
+    str | None, typer.Option(help="Ray cluster to join (ray://… or host:port) [default: start a local one].")
+]
+RayActorsOpt = Annotated[int, typer.Option(help="Featurizer actors on Ray, each loading the checkpoint once.")]
+RayGpusOpt = Annotated[
+    float | None, typer.Option(help="GPUs per actor [default: 1 when the cluster has GPUs, else CPUs].")
+]
+LoraROpt = Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")]
+LoraAlphaOpt = Annotated[int, typer.Option(help="Its LoRA α.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")]
+DtypeOpt = Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")]
+StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="Where the database and feature indexes live.")]
+
+
+def _ray_settings(backend: str, address: str | None, actors: int, gpus: float | None):
+    from activedpo_server.distributed import RaySettings
+
+    if backend not in ("local", "ray"):
+        raise ValueError(f"--featurize-backend must be local or ray, got {backend!r}")
+    if backend == "local":
+        if address is not None:
+            raise ValueError("--ray-address needs --featurize-backend ray")
+        return None
+    if actors < 1:
+        raise ValueError(f"--ray-actors must be at least 1, got {actors}")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ValueError('--featurize-backend ray needs Ray: pip install "activedpo[ray]"') from None
+    return RaySettings(address=address, actors=actors, num_gpus=gpus)
+
+
 @app.command("serve")
 def serve_command(
-    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where the database and feature indexes live.")],
+    state_dir: StateDirOpt,
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint to load at start [default: the one the state dir last served].")
     ] = None,
@@ -95,26 +138,26 @@ def serve_command(
     strategy: Annotated[
         str, typer.Option(help="Default strategy: activedpo, random, aplp, apo, activedpo-fisher or activedpo-topb.")
     ] = "activedpo",
-    proj_dim: Annotated[int, typer.Option(help="Projection dimension d.")] = 8192,
+    proj_dim: ProjDimOpt = 8192,
     lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
-    normalize: Annotated[
-        bool, typer.Option(help="Unit-normalise each response's gradient feature (--no-normalize: an ablation).")
-    ] = True,
+    normalize: NormalizeOpt = True,
     feature_checkpoint: Annotated[
         str | None,
         typer.Option(
             help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."
         ),
     ] = None,
-    feature_dtype: Annotated[
-        str, typer.Option(help="Feature storage: float32, or float16 (half the memory; picks nearly always equal).")
-    ] = "float32",
-    seed: Annotated[int, typer.Option(help="Projection seed.")] = 0,
+    feature_dtype: FeatureDtypeOpt = "float32",
+    featurize_backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_gpus_per_actor: RayGpusOpt = None,
+    seed: SeedOpt = 0,
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
-    lora_r: Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")] = 128,
-    lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = 512,
-    device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
-    dtype: Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")] = "float32",
+    lora_r: LoraROpt = 128,
+    lora_alpha: LoraAlphaOpt = 512,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "float32",
     port_file: Annotated[
         Path | None, typer.Option(help="Write the bound port here once serving (for --port 0).")
     ] = None,
@@ -139,6 +182,7 @@ def serve_command(
             EngineConfig(
                 state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy, normalize=normalize,
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
+                ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
                 lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
             ),
             checkpoint=checkpoint,
@@ -195,3 +239,59 @@ def health_command(
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     console.print(f"{address} {service or '(server)'}: {status}")
     raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+
+
+@app.command("featurize")
+def featurize_command(
+    state_dir: StateDirOpt,
+    checkpoint: Annotated[
+        str | None, typer.Option(help="Checkpoint to featurize under [default: the one the state dir last served].")
+    ] = None,
+    backend: BackendOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = 2,
+    ray_gpus_per_actor: RayGpusOpt = None,
+    proj_dim: ProjDimOpt = 8192,
+    seed: SeedOpt = 0,
+    normalize: NormalizeOpt = True,
+    feature_dtype: FeatureDtypeOpt = "float32",
+    lora_r: LoraROpt = 128,
+    lora_alpha: LoraAlphaOpt = 512,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Featurize every response in a state dir ahead of serving (a batch job; Ray spreads it over a cluster).
+
+    Features land in the state dir's store under the same key ``serve`` computes with the same
+    settings, so a server started afterwards selects at once. The job holds the state dir's lock:
+    stop the server first (or run ``serve --featurize-backend ray`` to featurize while serving).
+    """
+    import time
+
+    from activedpo_server.engine import Engine, EngineConfig, NotReady
+    from activedpo_server.features import LoraSpec
+    from activedpo_server.store import StoreError
+    from activedpo_trainer.checkpoint import CheckpointError
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
+
+    quiet_libraries()
+    t0 = time.perf_counter()
+    try:
+        engine = Engine(
+            EngineConfig(
+                state_dir=state_dir, proj_dim=proj_dim, seed=seed, normalize=normalize, feature_dtype=feature_dtype,
+                ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor), device=device, dtype=dtype,
+                lora=LoraSpec(r=lora_r, alpha=lora_alpha),
+            ),
+            checkpoint=checkpoint,
+        )  # fmt: skip
+        with progress_bars() as bar:
+            report = engine.featurize_all(progress=bar)
+    except (CheckpointError, StoreError, ValueError, NotReady, RuntimeError, ImportError) as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    engine.store.close()
+    console.print(
+        f"{report['computed']} of {report['responses']} responses featurized under {report['checkpoint_id']} "
+        f"({backend}) in {time.perf_counter() - t0:.1f} s; the rest were already there"
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from activedpo_server import __version__
+from activedpo_server.distributed import RaySettings
 from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
@@ -52,6 +53,7 @@ class EngineConfig:
     # ablation: featurize with this fixed checkpoint instead of the current one (log-probs stay current)
     feature_checkpoint: str | None = None
     feature_dtype: str = "float32"  # how the FAISS store holds features: float32 or float16 (half the memory)
+    ray: RaySettings | None = None  # featurize new responses on a Ray cluster instead of in this process
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -94,16 +96,28 @@ class _StoreSource:
         texts = self.engine.store.response_texts(rows)
         return [texts[int(r)][1] for r in rows], [texts[int(r)][2] for r in rows]
 
-    def _cached(self, store: FeatureStore, featurizer, idx: np.ndarray) -> np.ndarray:
+    def _cached(self, store: FeatureStore, featurizer, idx: np.ndarray, ray: RaySettings | None = None) -> np.ndarray:
         rows = self.rows[idx]
         missing = store.missing(rows)
         if missing.size:
-            store.add(missing, featurizer.featurize(*self._texts(missing), progress=self.progress))
+            prompts, responses = self._texts(missing)
+            if ray is not None:  # the same rows, computed by Ray actors (activedpo_server.distributed)
+                from activedpo_server.distributed import featurize_on_ray
+
+                c = self.engine.config
+                feats = featurize_on_ray(
+                    featurizer.loaded.manifest, prompts, responses, missing, proj_dim=c.proj_dim, seed=c.seed,
+                    normalize=c.normalize, dtype=c.dtype, lora=c.lora, batch_size=c.batch_size, ray_settings=ray,
+                    progress=self.progress,
+                )  # fmt: skip
+            else:
+                feats = featurizer.featurize(prompts, responses, progress=self.progress)
+            store.add(missing, feats)
             store.save()
         return store.get(rows)
 
     def gradient_features(self, idx):
-        return self._cached(self.active.features, self.active.gradient, idx)
+        return self._cached(self.active.features, self.active.gradient, idx, self.engine.config.ray)
 
     def embedding_features(self, idx):
         a = self.engine._embedding(self.active)
@@ -240,6 +254,20 @@ class Engine:
         for d, p in zip(details, picks, strict=True):
             d.update(score=p.score, rank=p.rank)
         return Batch(details, active.manifest.id, name, lease_id, expires, len(view.pair_rows))
+
+    def featurize_all(self, progress: StageProgress | None = None) -> dict:
+        """Gradient features for every response in the store (candidates, leased and labeled) not yet featurized."""
+        active = self._active
+        if active is None:
+            raise NotReady("no checkpoint is loaded: pass --checkpoint (the state dir has never served one)")
+        view = self.store.pool_view(now=float("inf"))  # every lease counts as expired: all pairs
+        rows = np.unique(np.concatenate([view.pairs.ravel(), view.labeled.ravel()]))
+        before = len(active.features)
+        if rows.size:
+            with self._select_lock:
+                _StoreSource(self, active, rows, progress).gradient_features(np.arange(len(rows)))
+        return dict(responses=int(rows.size), computed=len(active.features) - before,
+                    checkpoint_id=active.manifest.id, feature_key=active.gradient.feature_key)  # fmt: skip
 
     def submit_labels(self, labels: list[LabelIn]) -> list[LabelOut]:
         """Durably record labels (V grows with them at the next selection)."""
