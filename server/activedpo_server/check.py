@@ -1,0 +1,132 @@
+"""A host check, end to end on the toy world: ``python -m activedpo_server.check`` (``deploy/gpu-check.sh``).
+
+Builds (or reuses) the toy world, generates a pool with π_ref, featurizes it (batched per-example
+LoRA gradients, projected), checks those features against the one-example-at-a-time autograd
+reference and times both, selects a batch with greedy V⁻¹, writes and reads the features through
+the FAISS store, and trains one DPO round on oracle labels. It prints one line per step with its
+time, then a JSON summary. Sized to take a few minutes on a GPU host; ``--device cpu --preset
+tiny`` runs it anywhere in seconds (CI does, so the script cannot rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default=None, help="cuda or cpu [default: cuda when present]")
+    ap.add_argument("--dtype", default=None, help="model weights [default: bfloat16 on cuda, float32 on cpu]")
+    ap.add_argument("--preset", default="default", choices=["default", "tiny"])
+    ap.add_argument("--responses", type=int, default=1024, help="pool size in responses (2 per prompt)")
+    ap.add_argument("--reference", type=int, default=64, help="responses featurized one at a time for the speed-up")
+    ap.add_argument("--proj-dim", type=int, default=8192)
+    ap.add_argument("--lora-r", type=int, default=128)
+    ap.add_argument("--budget", type=int, default=50)
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from activedpo_server.features import GradientFeaturizer, LoraSpec, pair_features
+    from activedpo_server.featurestore import FeatureStore
+    from activedpo_server.selection import greedy_select_scored
+    from activedpo_trainer.checkpoint import load_model, resolve_device
+    from activedpo_trainer.dpo import DPOSettings, train_dpo
+    from activedpo_trainer.generation import GenerationSettings, generate
+    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_trainer.tasks import label_pairs
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
+
+    quiet_libraries()
+    device = resolve_device(args.device)
+    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "none"
+    summary: dict = {"device": device, "gpu": gpu, "dtype": dtype, "proj_dim": args.proj_dim}
+    print(f"device {device} ({gpu}), weights {dtype}, d = {args.proj_dim}", flush=True)
+
+    def step(name: str, key: str, fn):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        summary[f"{key}_s"] = round(time.perf_counter() - t, 3)
+        print(f"{name:<28} {summary[f'{key}_s']:8.2f} s", flush=True)
+        return out
+
+    world = step("toy world", "world", lambda: build_toyworld(ToyWorldConfig.preset(args.preset)))
+    prompts = world.task.train_prompts()[: max(1, args.responses // 2)]
+    sft = load_model(world.sft_dir, device=device)
+    settings = GenerationSettings(max_new_tokens=world.config.max_new_tokens)
+
+    def sample():
+        return generate(sft.model, sft.tokenizer, prompts, 2, settings, seed=0)
+
+    groups = step(f"generate {2 * len(prompts)} responses", "generate", sample)
+    groups = [[r if r.strip() else " a" for r in g] for g in groups]
+    sft = None  # free the generation copy of the model
+    resp_prompts = [p for p in prompts for _ in range(2)]
+    responses = [r for g in groups for r in g]
+    n = len(responses)
+
+    f = GradientFeaturizer(world.sft_dir, proj_dim=args.proj_dim, device=device, dtype=dtype,
+                           lora=LoraSpec(r=args.lora_r, alpha=4 * args.lora_r))  # fmt: skip
+    step("featurize, first pass", "featurize_first", lambda: f.featurize(resp_prompts, responses))  # + kernels, blocks
+    feats = step("featurize, steady state", "featurize", lambda: f.featurize(resp_prompts, responses))
+    summary["featurize_responses_per_s"] = round(n / summary["featurize_s"], 1)
+    m = min(args.reference, n)
+    fast = f.featurize(resp_prompts[:m], responses[:m])
+    step(f"featurize {m}, batched", "subset", lambda: f.featurize(resp_prompts[:m], responses[:m]))
+    ref = step(f"featurize {m}, one at a time", "reference",
+               lambda: f.featurize(resp_prompts[:m], responses[:m], reference=True))  # fmt: skip
+    err = float((np.linalg.norm(fast - ref, axis=1) / np.linalg.norm(ref, axis=1)).max())
+    summary["speedup_over_reference"] = round(summary["reference_s"] / summary["subset_s"], 2)
+    summary["max_relative_feature_error"] = err
+    print(f"featurizer speed-up over one-at-a-time autograd: {summary['speedup_over_reference']:.1f}× "
+          f"(features agree to {err:.1e} relative)", flush=True)  # fmt: skip
+
+    pairs = np.arange(n).reshape(-1, 2)
+    cand = pair_features(feats, pairs)
+    picks, _ = step(
+        f"select {args.budget} of {len(cand)} pairs",
+        "select",
+        lambda: greedy_select_scored(cand, None, args.budget, 1.0),
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FeatureStore(Path(tmp) / "features", f.feature_key, args.proj_dim)
+        step("FAISS add + save", "faiss_write", lambda: (store.add(np.arange(n), feats), store.save()))
+        back = step("FAISS load + read", "faiss_read", lambda: FeatureStore(Path(tmp) / "features", f.feature_key,
+                                                               args.proj_dim).get(np.arange(n)))  # fmt: skip
+        assert np.array_equal(back, feats)
+        chosen = [prompts[i] for i in picks]
+        rows = label_pairs(world.task, chosen, [tuple(groups[i]) for i in picks], np.random.default_rng(0))
+        # TRL places training itself: on the GPU when there is one
+        step(
+            f"DPO, {len(rows)} pairs, 1 epoch",
+            "dpo",
+            lambda: train_dpo(world.sft_checkpoint, rows, Path(tmp) / "dpo", DPOSettings(epochs=1.0)),
+        )
+    summary["faiss_gpu"] = _faiss_gpus()
+    print(json.dumps(summary))
+    ok = err < (1e-3 if dtype == "float32" else 5e-2)  # half-precision weights: batching changes roundings
+    if not ok:
+        print(f"FAILED: batched features differ from the reference by {err:.1e}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
