@@ -387,6 +387,12 @@ def round_cmd(
     tls_ca: TlsCaOpt = None,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
     lora_r: Annotated[int, typer.Option(help="Embedded server: rank of round one's fresh adapter.")] = 128,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Generation, DPO, evaluation and an embedded server: cuda or cpu [default: cuda when present]."
+        ),
+    ] = None,
     world: WorldDir = None,
     preset: PresetOpt = Preset.default,
     task: TaskOpt = "toy",
@@ -406,13 +412,13 @@ def round_cmd(
         from activedpo_client.rounds import AwaitingLabels
 
         try:
-            _run_rounds(run_dir, w, config, rounds, server, token, tls_ca, proj_dim, lora_r)
+            _run_rounds(run_dir, w, config, rounds, server, token, tls_ca, proj_dim, lora_r, device)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")
             raise typer.Exit(3) from None
 
 
-def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim, lora_r) -> list[dict]:
+def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim, lora_r, device=None) -> list[dict]:
     from activedpo_client.rounds import ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars
 
@@ -422,8 +428,9 @@ def _run_rounds(run_dir, world, config, rounds, server, token, tls_ca, proj_dim,
             f"± {m['se']:.3f} (π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}"
         )
 
-    spec = ServerSpec(server, token, tls_ca, proj_dim, lora_r)
-    return run_rounds(run_dir, world, config, rounds, spec, progress_bars, say=err.print, report=report)
+    extra = ("--device", device) if device else ()  # the embedded server featurizes on the same device
+    spec = ServerSpec(server, token, tls_ca, proj_dim, lora_r, extra)
+    return run_rounds(run_dir, world, config, rounds, spec, progress_bars, say=err.print, report=report, device=device)
 
 
 def _server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | None):

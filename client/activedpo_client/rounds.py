@@ -152,10 +152,11 @@ class RoundRunner:
     """Runs round ``run.rounds_done + 1`` against a selection server, step by step."""
 
     def __init__(self, run: Run, client: SelectorClient, progress: Callable[[str, int, int], None] | None = None,
-                 say: Callable[[str], None] = print):  # fmt: skip
+                 say: Callable[[str], None] = print, device: str | None = None):  # fmt: skip
         from activedpo_trainer.toyworld import load_toyworld
 
         self.run, self.client, self.progress, self.say = run, client, progress, say
+        self.device = device  # generation, DPO and evaluation; None: cuda when present (not part of the run's identity)
         self.world = load_toyworld(run.world)
         self.r = run.rounds_done + 1
         self.dir = run.round_dir(self.r)
@@ -204,7 +205,7 @@ class RoundRunner:
         pool = self.world.task.train_prompts()
         rng = np.random.default_rng([cfg.seed, self.r])
         prompts = [pool[i] for i in rng.choice(len(pool), size=min(cfg.prompts, len(pool)), replace=False)]
-        loaded = load_model(self.checkpoint)
+        loaded = load_model(self.checkpoint, device=self.device)
         settings = GenerationSettings(max_new_tokens=self.world.config.max_new_tokens)
         report = (lambda d, t: self.progress("generate", d, t)) if self.progress else None
         seed = cfg.seed * 1000 + self.r
@@ -332,7 +333,7 @@ class RoundRunner:
         if out.exists():  # an interrupted earlier attempt: train again from scratch
             shutil.rmtree(out)
         parent = CheckpointManifest.load(self.run.checkpoint) if self.run.checkpoint else None
-        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, seed=cfg.seed + self.r)
+        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, seed=cfg.seed + self.r, device=self.device)
         work = self.dir / "checkpoint.partial"
         if work.exists():
             shutil.rmtree(work)
@@ -352,8 +353,9 @@ class RoundRunner:
         from activedpo_trainer.toyworld import heldout_eval
 
         cfg = self.run.config
-        report = heldout_eval(load_model(self.dir / "checkpoint"), self.world.config, cfg.eval_prompts, cfg.seed,
-                              with_reference=True, progress=self.progress)  # fmt: skip
+        policy = load_model(self.dir / "checkpoint", device=self.device)
+        report = heldout_eval(policy, self.world.config, cfg.eval_prompts, cfg.seed, with_reference=True,
+                              progress=self.progress)  # fmt: skip
         _atomic_json(self.dir / "eval.json", report.to_dict())
         return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate}
 
@@ -397,6 +399,7 @@ def run_rounds(
     bars=None,
     say: Callable[[str], None] = print,
     report: Callable[[dict], None] | None = None,
+    device: str | None = None,
 ) -> list[dict]:
     """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
 
@@ -427,7 +430,7 @@ def run_rounds(
             client.wait_ready()
             while run.rounds_done < rounds:
                 with bars(transient=True) if bars else nullcontext(None) as bar:
-                    metrics = RoundRunner(run, client, bar, say=say).run_round()
+                    metrics = RoundRunner(run, client, bar, say=say, device=device).run_round()
                 if report:
                     report(metrics)
     finally:

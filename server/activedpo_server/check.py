@@ -108,11 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         assert np.array_equal(back, feats)
         chosen = [prompts[i] for i in picks]
         rows = label_pairs(world.task, chosen, [tuple(groups[i]) for i in picks], np.random.default_rng(0))
-        # TRL places training itself: on the GPU when there is one
         step(
             f"DPO, {len(rows)} pairs, 1 epoch",
             "dpo",
-            lambda: train_dpo(world.sft_checkpoint, rows, Path(tmp) / "dpo", DPOSettings(epochs=1.0)),
+            lambda: train_dpo(world.sft_checkpoint, rows, Path(tmp) / "dpo", DPOSettings(epochs=1.0, device=device)),
         )
     summary["faiss_gpu"] = _faiss_gpus()
     print(json.dumps(summary))

@@ -15,7 +15,7 @@ runner = CliRunner()
 def round_args(world, run_dir, rounds):
     return [
         "round", "--world", world.root, "--run-dir", run_dir, "--rounds", rounds, "--budget", 8, "--prompts", 12,
-        "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+        "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8, "--device", "cpu",
     ]  # fmt: skip
 
 
