@@ -52,12 +52,18 @@ def test_cycle_leases_labels_and_restart(tiny_world, tmp_path):
 def test_expired_leases_return_and_strategies_are_selectable(tiny_world, tmp_path):
     e = Engine(config(tmp_path), checkpoint=tiny_world.sft_dir)
     e.add_candidates(candidates(tiny_world, 4))
-    for name in ("random", "aplp", "apo", "activedpo"):
-        batch = e.select(3, strategy=name, lease_seconds=1)
+    names = ("random", "aplp", "apo", "activedpo", "activedpo-fisher", "activedpo-topb")
+    for name in names[:4]:
+        batch = e.select(3, strategy=name, lease_seconds=60)
         assert batch.strategy == name and len(batch.pairs) == 3
     assert len(e.select(12).pairs) == 0  # everything is leased
-    time.sleep(1.1)
-    assert len(e.select(12).pairs) == 12
+    assert len(e.store.pool_view(now=time.time() + 61).pairs) == 12  # ... until the leases run out
+    short = Engine(config(tmp_path / "short"), checkpoint=tiny_world.sft_dir)
+    short.add_candidates(candidates(tiny_world, 4))
+    for name in names[4:]:
+        assert len(short.select(6, strategy=name, lease_seconds=1).pairs) == 6
+    time.sleep(1.1)  # however slow the machine, both leases have expired by now
+    assert len(short.select(12).pairs) == 12
     with pytest.raises(ValueError, match="unknown strategy 'best'"):
         e.select(1, strategy="best")
     with pytest.raises(ValueError, match="budget must be a positive integer"):

@@ -14,8 +14,7 @@ from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, dpo_check
 @pytest.mark.slow
 def test_default_world_makes_dpo_pay(tmp_path_factory):
     cache = tmp_path_factory.mktemp("default-world")
-    world = build_toyworld(ToyWorldConfig.preset("default"), cache_dir=cache)
-    assert world.info["build_seconds"] < 180
+    world = build_toyworld(ToyWorldConfig.preset("default"), cache_dir=cache)  # its time: benchmarks/toyworld.py
 
     sft = world.info["sft_eval"]
     assert -1.5 < sft["mean"] < 0.5, "pi_ref must be mediocre: room to improve, not hopeless"
