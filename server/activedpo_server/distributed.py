@@ -1,7 +1,7 @@
 """Scale-out featurization on Ray: a pool split across actors, each loading the checkpoint once.
 
 When one device is not enough to featurize a large pool, :func:`featurize_on_ray` hands the
-(prompt, response) rows to Ray Data: ``map_batches`` with a pool of actors (``concurrency``),
+(prompt, response) rows to Ray Data: ``map_batches`` with a pool of actors (``ActorPoolStrategy``),
 each actor building one :class:`~activedpo_server.features.GradientFeaturizer` for the checkpoint
 (one model load per actor, not per batch) and featurizing the batches it is given. An actor asks
 for ``num_gpus`` GPUs when GPUs exist, else ``num_cpus`` CPUs. Rows come back keyed by their id,
@@ -34,7 +34,7 @@ class RaySettings:
     """Where and how to run: ``address`` None starts (or joins) a local Ray instance."""
 
     address: str | None = None
-    actors: int = 2  # featurizers running at once (Ray Data's actor pool size)
+    actors: int = 2  # featurizers running at once (Ray Data's actor pool size); started per call
     num_gpus: float | None = None  # per actor; None: 1 when the cluster has GPUs, else 0
     num_cpus: float = 1.0  # per actor when it runs on CPUs
     batch_size: int = 64  # rows per map_batches call (each actor featurizes them in its own sub-batches)
@@ -130,7 +130,7 @@ def featurize_on_ray(
         fn_constructor_kwargs=dict(checkpoint=manifest, settings=settings, device="cuda" if gpus > 0 else "cpu"),
         batch_size=rs.batch_size,
         batch_format="numpy",
-        concurrency=rs.actors,
+        compute=ray.data.ActorPoolStrategy(size=rs.actors),
         **resources,
     )
     result = np.empty((n, proj_dim), dtype=np.float32)
