@@ -140,7 +140,11 @@ class _GreedyV:
         if len(pool.pairs) == 0 or budget == 0:
             return []
         cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
-        return _picks(*greedy_select_scored(cand, labeled, budget, self.lam))
+        return _picks(*self._choose(pool, cand, labeled, budget))
+
+    def _choose(self, pool: Pool, cand: np.ndarray, labeled: np.ndarray, budget: int):
+        """(indices, scores) of the picks among the candidates' pair features."""
+        return greedy_select_scored(cand, labeled, budget, self.lam)
 
 
 @register
@@ -159,12 +163,8 @@ class TopScores(ActiveDPO):
 
     name = "activedpo-topb"
 
-    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
-        _check_budget(budget)
-        if len(pool.pairs) == 0 or budget == 0:
-            return []
-        cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
-        return _picks(*top_scores_select(cand, labeled, budget, self.lam))
+    def _choose(self, pool, cand, labeled, budget):
+        return top_scores_select(cand, labeled, budget, self.lam)
 
 
 def _implicit_margins(pool: Pool, beta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -203,15 +203,11 @@ class FisherActiveDPO(ActiveDPO):
             raise ValueError(f"beta must be positive, got {beta}")
         self.beta = beta
 
-    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
-        _check_budget(budget)
-        if len(pool.pairs) == 0 or budget == 0:
-            return []
-        cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
+    def _choose(self, pool, cand, labeled, budget):
         m_cand, m_lab = _implicit_margins(pool, self.beta)
         cand = cand * np.sqrt(fisher_weight(m_cand))[:, None].astype(cand.dtype)
         labeled = labeled * np.sqrt(fisher_weight(m_lab))[:, None].astype(labeled.dtype)
-        return _picks(*greedy_select_scored(cand, labeled, budget, self.lam))
+        return greedy_select_scored(cand, labeled, budget, self.lam)
 
 
 @register
