@@ -136,7 +136,8 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path
             events = list(stub.SelectBatch(pb.SelectBatchRequest(budget=BUDGET, lease_seconds=1), timeout=3600))
             times.append(time.perf_counter() - t)
             batch = events[-1].batch
-            assert len(batch.pairs) == BUDGET and batch.candidates == n - k, (len(batch.pairs), batch.candidates)
+            want = 3 * prompts - k  # N rounded up to whole prompts of 3 pairs
+            assert len(batch.pairs) == BUDGET and batch.candidates == want, (len(batch.pairs), batch.candidates, want)
             picks = picks or [p.pair_id for p in batch.pairs]
         peak = peak_gib(proc.pid)
     finally:
