@@ -149,8 +149,8 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path
                   start_s, times, peak, picks)  # fmt: skip
 
 
-def featurize_rate(world, d: int, n: int = 128) -> float:
-    """Responses per second through the gradient featurizer (round one: fresh r = 128 adapter)."""
+def featurize_rate(world, d: int, n: int = 256, repeats: int = 2) -> float:
+    """Responses per second through the gradient featurizer (round one: fresh r = 128 adapter), steady state."""
     from activedpo_server.features import GradientFeaturizer
     from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
@@ -160,10 +160,13 @@ def featurize_rate(world, d: int, n: int = 128) -> float:
     responses = [g[0] if g[0].strip() else " a" for g in generate(ref.model, ref.tokenizer, prompts, 1,
                                                                   GenerationSettings(), seed=0)]  # fmt: skip
     f = GradientFeaturizer(world.sft_dir, proj_dim=d)
-    f.featurize(prompts[:16], responses[:16])  # warm-up: the first projection blocks
-    t = time.perf_counter()
-    f.featurize(prompts, responses)
-    return n / (time.perf_counter() - t)
+    f.featurize(prompts, responses)  # warm-up on the same rows: kernels, cached projection blocks
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f.featurize(prompts, responses)
+        times.append(time.perf_counter() - t)
+    return n / statistics.median(times)
 
 
 def slope(xs: list[float], ys: list[float]) -> str:

@@ -355,15 +355,16 @@ def report(args, arms: list[Arm], results) -> None:
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
         mean_rows = {}
         for arm, by_seed in by_arm.items():
-            runs = list(by_seed.values())
+            runs = [by_seed[s] for s in sorted(by_seed)]
+            ref = float(np.mean([r[0]["ref_reward"] for r in runs]))  # π_ref on each seed's held-out sample
             mean_rows[arm] = [
                 {"labels": runs[0][i]["labels"], "reward": float(np.mean([r[i]["reward"] for r in runs])),
                  "se": float(np.std([r[i]["reward"] for r in runs], ddof=1) / math.sqrt(len(runs)))
-                 if len(runs) > 1 else 0.0, "ref_reward": runs[0][0]["ref_reward"]}
+                 if len(runs) > 1 else 0.0, "ref_reward": ref}
                 for i in range(min(len(r) for r in runs))
             ]  # fmt: skip
         plot_rewards(mean_rows, args.out / f"reward-{slug}{suffix}.png",
-                     title=f"task {task}, {n} prompts/round: held-out reward, mean ± SE over seeds")  # fmt: skip
+                     title=f"{task}, {n} prompts/round: mean ± SE over {len(args.seeds)} seeds")  # fmt: skip
     lines += ["", "Raw per-run metrics: `runs.jsonl`."]
     print("\n".join(lines))
     write(args.out / "report.md", lines)
