@@ -234,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dpo-epochs", type=float, default=4.0)
     ap.add_argument("--dpo-mode", default="continue", choices=["continue", "retrain"])
     ap.add_argument("--eval-prompts", type=int, default=100)
-    ap.add_argument("--paper", action="store_true", help="the paper's sizes: d=8192 and 10 rounds (hours on a CPU)")
+    ap.add_argument("--paper", action="store_true", help="paper's d=8192 over 10 rounds (our T; hours)")
     ap.add_argument("--preset", default="default", choices=["default", "tiny"])
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="runs at once, each on cpu_count/jobs threads (helpers share the work dir)")  # fmt: skip
