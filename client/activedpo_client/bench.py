@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from activedpo_client.rounds import RoundConfig, ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars, quiet_libraries
-    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, task_slug
 
     quiet_libraries()
     worlds = {}
@@ -282,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = [(task, n, arm, seed) for task in args.tasks for n in args.prompts for seed in args.seeds for arm in arms]
 
     def run_dir(task, n, arm, seed) -> Path:
-        t = "".join(c if c.isalnum() else "_" for c in task)
-        return args.work_dir / t / f"p{n}" / f"{arm.slug}-seed{seed}"
+        return args.work_dir / task_slug(task) / f"p{n}" / f"{arm.slug}-seed{seed}"
 
     def run_one(task, n, arm, seed) -> list[dict]:
         world = worlds[task]
@@ -320,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, arms: list[Arm], results) -> None:
     from activedpo_client.report import plot_rewards
+    from activedpo_trainer.toyworld import task_slug
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
@@ -348,7 +348,7 @@ def report(args, arms: list[Arm], results) -> None:
     for (task, n), by_arm in results.items():
         by_arm = {a: by_arm[a] for a in order if a in by_arm}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
-        slug = "".join(c if c.isalnum() else "_" for c in task)
+        slug = task_slug(task)
         lines += ["", f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
                   f"({n * args.responses * (args.responses - 1) // 2 / args.budget:.0f} candidate pairs per label)",
                   "", *summarize(by_arm, args.rounds), "", *verdicts(by_arm, args.rounds), "",

@@ -552,7 +552,9 @@ def quickstart_cmd(
     with user_errors():
         w = _world(world, preset, world_seed, cache_dir, task)
         if world is None and task != "toy":  # each task's runs in their own directory
-            run_dir = run_dir / "".join(c if c.isalnum() else "_" for c in task)
+            from activedpo_trainer.toyworld import task_slug
+
+            run_dir = run_dir / task_slug(task)
         results: dict[str, list[dict]] = {}
         wall: dict[str, float] = {}
         for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:

@@ -284,6 +284,11 @@ def load_task(spec: str, seed: int = 0, n_heldout: int = 200):
     return task
 
 
+def task_slug(spec: str) -> str:
+    """A task spec as a file-name part: ``pkg.mod:make`` → ``pkg_mod_make``."""
+    return "".join(c if c.isalnum() else "_" for c in spec)
+
+
 def task_vocabulary(task, corpus: list[tuple[str, str]]) -> list[str]:
     """The task's own ``vocabulary()`` when it has one, else every word of its prompts and corpus."""
     if hasattr(task, "vocabulary"):
@@ -380,7 +385,7 @@ def default_cache_dir() -> Path:
 
 
 def world_dir(config: ToyWorldConfig, cache_dir: Path | None = None) -> Path:
-    slug = "" if config.task == "toy" else "".join(c if c.isalnum() else "_" for c in config.task) + "-"
+    slug = "" if config.task == "toy" else task_slug(config.task) + "-"
     return Path(cache_dir or default_cache_dir()) / "toyworld" / f"{config.name}-{slug}{config.key()}"
 
 
