@@ -13,8 +13,10 @@ generation and oracle draws, so all arms see the same prompts and responses in r
 
 An *arm* is a strategy with optional server settings, ``strategy[@setting,...]``:
 ``d=512`` (projection dimension), ``lam=0.1`` (ridge λ), ``raw`` (no gradient normalisation),
-``frozen`` (features from the initial checkpoint only, never refreshed). The strategy
-``activedpo-topb`` is the ablation without the intra-batch ``V`` update.
+``frozen`` (features from the initial checkpoint only, never refreshed). Besides the server's
+strategies an arm may name a research strategy: ``activedpo-topb`` (the ablation without the
+intra-batch ``V`` update) or ``activedpo-fisher`` (ours); their servers are started with
+``--research-strategies``.
 
 Runs resume where they stopped: kill the benchmark and start it again. They are also
 parallel-safe: a run is claimed with a lock file, so several invocations (or ``--jobs N``,
@@ -94,13 +96,13 @@ class Arm:
 
     @classmethod
     def parse(cls, spec: str) -> Arm:
-        from activedpo_server.strategies import STRATEGIES
+        from activedpo_server.strategies import strategy_class
 
         strategy, _, settings = spec.partition("@")
-        if strategy not in STRATEGIES:
-            raise ValueError(
-                f"arm {spec!r}: unknown strategy {strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}"
-            )
+        try:
+            strategy_class(strategy, research=True)
+        except ValueError as e:
+            raise ValueError(f"arm {spec!r}: {e}") from None
         kw: dict = {}
         for s in filter(None, settings.split(",")):
             key, _, value = s.partition("=")
@@ -124,7 +126,9 @@ class Arm:
         return "".join(c if c.isalnum() or c in "-.=" else "_" for c in self.spec)
 
     def serve_extra(self, sft_dir: Path) -> tuple[str, ...]:
-        extra: list[str] = []
+        from activedpo_server.strategies import RESEARCH_STRATEGIES
+
+        extra: list[str] = ["--research-strategies"] if self.strategy in RESEARCH_STRATEGIES else []
         if self.lam is not None:
             extra += ["--lam", str(self.lam)]
         if not self.normalize:

@@ -135,9 +135,14 @@ def serve_command(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (with --tls-key) for TLS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
     tls_client_ca: Annotated[Path | None, typer.Option(help="Require client certificates signed by this CA.")] = None,
-    strategy: Annotated[
-        str, typer.Option(help="Default strategy: activedpo, random, aplp, apo, activedpo-fisher or activedpo-topb.")
-    ] = "activedpo",
+    strategy: Annotated[str, typer.Option(help="Default strategy: activedpo, random, aplp or apo.")] = "activedpo",
+    research_strategies: Annotated[
+        bool,
+        typer.Option(
+            "--research-strategies",
+            help="Also answer the benchmark's research strategies (activedpo-fisher, activedpo-topb).",
+        ),
+    ] = False,
     proj_dim: ProjDimOpt = 8192,
     lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
     normalize: NormalizeOpt = True,
@@ -181,6 +186,7 @@ def serve_command(
         engine = Engine(
             EngineConfig(
                 state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy, normalize=normalize,
+                research_strategies=research_strategies,
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
                 lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
@@ -203,10 +209,6 @@ def serve_command(
     except OSError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
-
-
-if __name__ == "__main__":
-    app()
 
 
 @app.command("health")
@@ -295,3 +297,7 @@ def featurize_command(
         f"{report['computed']} of {report['responses']} responses featurized under {report['checkpoint_id']} "
         f"({backend}) in {time.perf_counter() - t0:.1f} s; the rest were already there"
     )
+
+
+if __name__ == "__main__":
+    app()

@@ -24,7 +24,7 @@ from activedpo_server.distributed import RaySettings
 from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
-from activedpo_server.strategies import LAM_STRATEGIES, STRATEGIES, Pool, get_strategy
+from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_trainer.progress import StageProgress
 
@@ -45,6 +45,7 @@ class EngineConfig:
     normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
     lam: float = 1.0  # ridge λ of V
     strategy: str = "activedpo"
+    research_strategies: bool = False  # also answer the benchmark's research strategies (activedpo-fisher, -topb)
     lease_seconds: int = 3600  # how long selected pairs are withheld from other callers
     batch_size: int = 16
     device: str | None = None  # cuda when present, else cpu
@@ -56,8 +57,7 @@ class EngineConfig:
     ray: RaySettings | None = None  # featurize new responses on a Ray cluster instead of in this process
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+        strategy_class(self.strategy, self.research_strategies)  # raises, naming the choices
         if self.feature_dtype not in ("float32", "float16"):
             raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
         if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
@@ -219,7 +219,9 @@ class Engine:
         if not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
         name = strategy or self.config.strategy
-        chooser = get_strategy(name, **({"lam": self.config.lam} if name in LAM_STRATEGIES else {}))
+        chooser = get_strategy(
+            name, self.config.research_strategies, **({"lam": self.config.lam} if name in LAM_STRATEGIES else {})
+        )
         active = self._active
         if active is None:
             raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")

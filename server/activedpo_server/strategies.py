@@ -13,6 +13,12 @@ pick order, each with the score that chose it. Strategies are small classes in a
   ``r = β·log π_θ/π_ref``; score: the margin.
 * ``apo`` — Das et al. 2024 (arXiv 2402.10500): the same greedy ``V⁻¹`` rule on a fixed,
   policy-independent embedding from π_ref; score: ``φᵀV⁻¹φ``.
+
+Research strategies live in a registry of their own, :data:`RESEARCH_STRATEGIES`: the
+label-efficiency benchmark runs them as arms, and a server answers them only when started with
+``--research-strategies``. They stay out of the product: one is an ablation, and our variant
+has not beaten ``activedpo`` (``benchmarks/README.md`` has the figures):
+
 * ``activedpo-fisher`` — ours, beyond the paper: ActiveDPO with every pair weighted by the
   Bradley–Terry Fisher information of its current implicit-reward margin; see
   :class:`FisherActiveDPO`.
@@ -86,7 +92,8 @@ class Strategy(Protocol):
     def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]: ...
 
 
-STRATEGIES: dict[str, type] = {}
+STRATEGIES: dict[str, type] = {}  # what a server answers
+RESEARCH_STRATEGIES: dict[str, type] = {}  # benchmark arms; a server answers them under --research-strategies
 
 
 def register(cls: type) -> type:
@@ -94,12 +101,32 @@ def register(cls: type) -> type:
     return cls
 
 
-def get_strategy(name: str, **options) -> Strategy:
-    """The strategy called ``name``, built with ``options`` (its constructor's keyword arguments)."""
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}") from None
+def register_research(cls: type) -> type:
+    RESEARCH_STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str, research: bool = False) -> type:
+    """The class of strategy ``name``; research strategies only when ``research`` is true."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if name in RESEARCH_STRATEGIES:
+        if research:
+            return RESEARCH_STRATEGIES[name]
+        raise ValueError(
+            f"strategy {name!r} is a research strategy, not a product one; "
+            "start the server with --research-strategies to use it"
+        )
+    known = sorted(STRATEGIES) + (sorted(RESEARCH_STRATEGIES) if research else [])
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(known)}")
+
+
+def get_strategy(name: str, research: bool = False, **options) -> Strategy:
+    """The strategy called ``name``, built with ``options`` (its constructor's keyword arguments).
+
+    Research strategies (:data:`RESEARCH_STRATEGIES`) are found only when ``research`` is true.
+    """
+    cls = strategy_class(name, research)
     try:
         return cls(**options)
     except TypeError as e:
@@ -157,7 +184,7 @@ class ActiveDPO(_GreedyV):
         return source.gradient_features(responses)
 
 
-@register
+@register_research
 class TopScores(ActiveDPO):
     """Ablation: ActiveDPO's scores without the intra-batch ``V`` update (plain top-B of ``φᵀV₀⁻¹φ``)."""
 
@@ -183,7 +210,7 @@ def fisher_weight(margin: np.ndarray) -> np.ndarray:
     return 4.0 * p * (1.0 - p)
 
 
-@register
+@register_research
 class FisherActiveDPO(ActiveDPO):
     """ActiveDPO weighted by each pair's Bradley–Terry Fisher information (ours, beyond the paper).
 
@@ -281,4 +308,6 @@ class APLP:
         return _picks(order, [score[int(i)] for i in order])
 
 
-LAM_STRATEGIES = frozenset(n for n, c in STRATEGIES.items() if issubclass(c, _GreedyV))  # those taking λ
+LAM_STRATEGIES = frozenset(  # those taking λ
+    n for n, c in (STRATEGIES | RESEARCH_STRATEGIES).items() if issubclass(c, _GreedyV)
+)

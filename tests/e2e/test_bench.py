@@ -1,4 +1,7 @@
-"""`activedpo-client bench` end to end on the tiny world: two processes share the runs, a re-run resumes."""
+"""`activedpo-client bench` end to end on the tiny world: two processes share the runs, a re-run resumes.
+
+The arms are a research strategy (its embedded servers need ``--research-strategies``) and random.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ CLIENT = str(Path(sys.executable).parent / "activedpo-client")
 
 
 def bench(tmp_path, cache_dir, *extra, check=True):
-    cmd = [CLIENT, "bench", "--preset", "tiny", "--tasks", "toy", "--arms", "activedpo", "random",
+    cmd = [CLIENT, "bench", "--preset", "tiny", "--tasks", "toy", "--arms", "activedpo-fisher", "random",
            "--seeds", "0", "1", "--rounds", "1", "--budget", "4", "--prompts", "8", "--eval-prompts", "8",
            "--dpo-epochs", "1", "--proj-dim", "128", "--lora-r", "8", "--work-dir", str(tmp_path / "work"),
            "--out", str(tmp_path / "out"), *extra]  # fmt: skip
@@ -29,12 +32,12 @@ def test_bench_shares_runs_between_jobs_reports_and_resumes(tiny_world, cache_di
     fresh = [line for line in ran_here + ran_by_helper if "done before" not in line]
     assert len(fresh) == 4  # each (arm, seed) ran exactly once between the two processes
     rows = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
-    assert sorted((r["arm"], r["seed"]) for r in rows) == [("activedpo", 0), ("activedpo", 1), ("random", 0),
-                                                           ("random", 1)]  # fmt: skip
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("activedpo-fisher", 0), ("activedpo-fisher", 1),
+                                                           ("random", 0), ("random", 1)]  # fmt: skip
     assert all(r["task"] == "toy" and r["prompts"] == 8 and r["labels"] == 4 for r in rows)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Task `toy`, 8 prompts × 3 responses per round" in report
-    assert "| activedpo |" in report and "paired by seed" in report and "random" in report
+    assert "| activedpo-fisher |" in report and "paired by seed" in report and "random" in report
     assert (tmp_path / "out" / "reward-toy.png").stat().st_size > 1000
     # a second invocation finds every run finished: nothing is trained again, the report is the same
     again = bench(tmp_path, cache_dir)

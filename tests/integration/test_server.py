@@ -153,6 +153,7 @@ def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
     cases = [
         (lambda: select(stub, md, 0), "budget must be between 1"),
         (lambda: select(stub, md, 1, strategy="best"), "unknown strategy 'best'"),
+        (lambda: select(stub, md, 1, strategy="activedpo-fisher"), "start the server with --research-strategies"),
         (lambda: select(stub, md, 1, lease_seconds=-5), "lease_seconds"),
         (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=" ", responses=[
             pb.CandidateResponse(text="a"), pb.CandidateResponse(text="b")]))]), metadata=md), "prompt is empty"),

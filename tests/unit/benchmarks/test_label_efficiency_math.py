@@ -69,6 +69,7 @@ def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
     assert (arm.strategy, arm.proj_dim, arm.lam, arm.normalize, arm.frozen) == ("activedpo", 512, 0.1, False, True)
     assert arm.serve_extra(tmp_path) == ("--lam", "0.1", "--no-normalize", "--feature-checkpoint", str(tmp_path))
     assert Arm.parse("random").serve_extra(tmp_path) == () and "@" not in Arm.parse("activedpo@raw").slug
+    assert Arm.parse("activedpo-topb@lam=10").serve_extra(tmp_path) == ("--research-strategies", "--lam", "10.0")
     with pytest.raises(ValueError, match="unknown strategy 'best'"):
         Arm.parse("best")
     with pytest.raises(ValueError, match="unknown setting 'd=x'"):

@@ -58,7 +58,9 @@ def test_expired_leases_return_and_strategies_are_selectable(tiny_world, tmp_pat
         assert batch.strategy == name and len(batch.pairs) == 3
     assert len(e.select(12).pairs) == 0  # everything is leased
     assert len(e.store.pool_view(now=time.time() + 61).pairs) == 12  # ... until the leases run out
-    short = Engine(config(tmp_path / "short"), checkpoint=tiny_world.sft_dir)
+    with pytest.raises(ValueError, match="'activedpo-topb' is a research strategy"):
+        e.select(3, strategy="activedpo-topb")  # not without research_strategies
+    short = Engine(config(tmp_path / "short", research_strategies=True), checkpoint=tiny_world.sft_dir)
     short.add_candidates(candidates(tiny_world, 4))
     for name in names[4:]:
         assert len(short.select(6, strategy=name, lease_seconds=1).pairs) == 6
@@ -98,6 +100,9 @@ def test_without_a_checkpoint_selection_says_what_to_do(tmp_path):
         e.select(1)
     with pytest.raises(ValueError, match="unknown strategy"):
         EngineConfig(state_dir=tmp_path, strategy="nope")
+    with pytest.raises(ValueError, match="research strategy"):
+        EngineConfig(state_dir=tmp_path, strategy="activedpo-fisher")
+    assert EngineConfig(state_dir=tmp_path, strategy="activedpo-fisher", research_strategies=True).strategy
 
 
 def test_a_retried_selection_gets_the_batch_already_leased_for_it(tiny_world, tmp_path):
@@ -115,7 +120,7 @@ def test_a_retried_selection_gets_the_batch_already_leased_for_it(tiny_world, tm
 
 def test_ablation_settings_fixed_feature_checkpoint_and_no_normalisation(tiny_world, random_adapter, tmp_path):
     # features from the initial checkpoint only: a hot-swap changes the log-probs, never the features
-    e = Engine(config(tmp_path, feature_checkpoint=str(tiny_world.sft_dir), lease_seconds=1),
+    e = Engine(config(tmp_path, feature_checkpoint=str(tiny_world.sft_dir), lease_seconds=1, research_strategies=True),
                checkpoint=tiny_world.sft_dir)  # fmt: skip
     e.add_candidates(candidates(tiny_world))
     before = e.select(5)

@@ -10,7 +10,14 @@ import pytest
 from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec, pair_features
 from activedpo_server.selection import greedy_select_scored
 from activedpo_server.source import ModelFeatureSource
-from activedpo_server.strategies import LAM_STRATEGIES, STRATEGIES, Pool, fisher_weight, get_strategy
+from activedpo_server.strategies import (
+    LAM_STRATEGIES,
+    RESEARCH_STRATEGIES,
+    STRATEGIES,
+    Pool,
+    fisher_weight,
+    get_strategy,
+)
 
 
 class ArraySource:
@@ -50,10 +57,15 @@ def pool():
 
 
 def test_registry_names_and_errors():
-    assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo", "activedpo-fisher", "activedpo-topb"}
+    assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo"}  # what a server answers
+    assert set(RESEARCH_STRATEGIES) == {"activedpo-fisher", "activedpo-topb"}  # benchmark arms
     assert {"activedpo", "apo", "activedpo-fisher", "activedpo-topb"} == LAM_STRATEGIES
-    with pytest.raises(ValueError, match="unknown strategy 'best'; choose one of activedpo, activedpo-fisher"):
+    with pytest.raises(ValueError, match=r"unknown strategy 'best'; choose one of activedpo, aplp, apo, random$"):
         get_strategy("best")
+    with pytest.raises(ValueError, match=r"'activedpo-fisher' is a research strategy.*--research-strategies"):
+        get_strategy("activedpo-fisher")
+    with pytest.raises(ValueError, match="one of activedpo, aplp, apo, random, activedpo-fisher, activedpo-topb"):
+        get_strategy("best", research=True)
     with pytest.raises(ValueError, match="bad options for strategy 'random'"):
         get_strategy("random", lam=2.0)
     with pytest.raises(ValueError, match="lam must be positive"):
@@ -83,7 +95,7 @@ def test_topb_ranks_by_the_labeled_only_scores_without_batch_diversity():
         direction = np.eye(6)[0] * 1.2 if i < 6 else np.eye(6)[1]
         grad[2 * i] = direction + 0.01 * rng.normal(size=6)
     pool = Pool(pairs, prompt_of, ArraySource(grad, None, None, None))
-    top = get_strategy("activedpo-topb").select(pool, 4, None)
+    top = get_strategy("activedpo-topb", research=True).select(pool, 4, None)
     assert len({p.index for p in top}) == 4
     assert all(p.index < 6 for p in top)  # all from the larger-norm cluster
     assert all(x.score >= y.score for x, y in itertools.pairwise(top))
@@ -103,17 +115,17 @@ def test_fisher_weights_pairs_by_bradley_terry_information(pool):
     w_c = fisher_weight(reward[pool.pairs[:, 0]] - reward[pool.pairs[:, 1]])
     w_l = fisher_weight(reward[pool.labeled[:, 0]] - reward[pool.labeled[:, 1]])
     want, scores = greedy_select_scored(cand * np.sqrt(w_c)[:, None], lab * np.sqrt(w_l)[:, None], 8, 1.0)
-    picks = get_strategy("activedpo-fisher", beta=0.1).select(pool, 8, None)
+    picks = get_strategy("activedpo-fisher", research=True, beta=0.1).select(pool, 8, None)
     assert [p.index for p in picks] == want
     np.testing.assert_allclose([p.score for p in picks], scores, rtol=1e-5)
     assert want != [p.index for p in get_strategy("activedpo").select(pool, 8, None)]  # the weights matter here
     # at π_θ = π_ref every margin is 0, every weight 1: the picks are activedpo's
     same = Pool(pool.pairs, pool.response_prompt, ArraySource(src.grad, None, src.policy, src.policy), pool.labeled)
-    assert [p.index for p in get_strategy("activedpo-fisher").select(same, 8, None)] == [
+    assert [p.index for p in get_strategy("activedpo-fisher", research=True).select(same, 8, None)] == [
         p.index for p in get_strategy("activedpo").select(same, 8, None)
     ]
     with pytest.raises(ValueError, match="beta must be positive"):
-        get_strategy("activedpo-fisher", beta=0)
+        get_strategy("activedpo-fisher", research=True, beta=0)
 
 
 def test_apo_uses_the_fixed_embedding(pool):
@@ -180,8 +192,8 @@ def test_all_strategies_on_real_models_reuse_each_response_gradient(tiny_world, 
     )
     pool = Pool(pairs[3:], prompt_of, source, labeled=pairs[:3])
     results = {}
-    for name in sorted(STRATEGIES):
-        picks = get_strategy(name).select(pool, 4, np.random.default_rng(0))
+    for name in sorted(STRATEGIES | RESEARCH_STRATEGIES):
+        picks = get_strategy(name, research=True).select(pool, 4, np.random.default_rng(0))
         assert len({p.index for p in picks}) == 4 and all(np.isfinite(p.score) for p in picks)
         results[name] = [p.index for p in picks]
     assert source.computed == {"gradient": 15, "embedding": 15, "logprobs": 15}  # once per response
