@@ -24,8 +24,9 @@ which starts N − 1 helpers) share the work, and each waits for the others' run
 reports. Nothing here looks at the held-out prompts except the evaluation.
 
 Writes to ``--out``: ``report.md`` (per task and pool size: mean held-out reward ± 95% CI per
-round and arm; final reward minus random's, paired by seed; the area under the reward-against-
-labels curve; the labels each arm needs to reach random's final mean reward), one PNG plot
+round and arm; final reward minus random's, paired by seed, and for ActiveDPO's variants also
+minus ``activedpo``'s; the area under the reward-against-labels curve; the labels each arm
+needs to reach random's final mean reward), one PNG plot
 per task and pool size, and ``runs.jsonl`` (every run's per-round metrics).
 """
 
@@ -183,24 +184,33 @@ def summarize(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[st
     return lines
 
 
-def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
-    """One plain sentence per arm against random: ahead, behind, or no difference at 95%."""
+def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: str = "random") -> list[str]:
+    """One plain sentence per arm against ``baseline``: ahead, behind, or no difference at 95%."""
     out = []
-    if "random" not in results:
+    if baseline not in results:
         return out
     for s in results:
-        if s == "random":
+        if s == baseline or (baseline != "random" and s == "random"):
             continue
-        m, ci, n = paired_difference(results[s], results["random"], rounds)
+        m, ci, n = paired_difference(results[s], results[baseline], rounds)
         if n < 2 or math.isnan(ci):
-            out.append(f"- {s}: too few paired seeds to compare with random.")
+            out.append(f"- {s}: too few paired seeds to compare with {baseline}.")
         elif m - ci > 0:
-            out.append(f"- {s} **beat random**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+            out.append(f"- {s} **beat {baseline}**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
         elif m + ci < 0:
-            out.append(f"- {s} **lost to random**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+            out.append(f"- {s} **lost to {baseline}**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
         else:
-            out.append(f"- {s}: **no significant difference from random** ({m:+.3f} ± {ci:.3f} over {n} seeds).")
+            out.append(f"- {s}: **no significant difference from {baseline}** ({m:+.3f} ± {ci:.3f} over {n} seeds).")
     return out
+
+
+def variant_verdicts(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
+    """Arms that vary ActiveDPO (settings, ablations, our variants) against ``activedpo`` itself, paired by seed."""
+    variants = {a: r for a, r in results.items() if a != "activedpo" and a.startswith("activedpo")}
+    if "activedpo" not in results or not variants:
+        return []
+    return ["Against `activedpo` at the default settings, paired by seed:", "",
+            *verdicts({"activedpo": results["activedpo"], **variants}, rounds, baseline="activedpo")]  # fmt: skip
 
 
 @contextmanager
@@ -353,9 +363,11 @@ def report(args, arms: list[Arm], results) -> None:
         by_arm = {a: by_arm[a] for a in order if a in by_arm}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
         slug = task_slug(task)
+        against_activedpo = variant_verdicts(by_arm, args.rounds)
         lines += ["", f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
                   f"({n * args.responses * (args.responses - 1) // 2 / args.budget:.0f} candidate pairs per label)",
                   "", *summarize(by_arm, args.rounds), "", *verdicts(by_arm, args.rounds), "",
+                  *against_activedpo, *([""] if against_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
         mean_rows = {}
         for arm, by_seed in by_arm.items():

@@ -13,6 +13,7 @@ from activedpo_client.bench import (
     mean_ci,
     paired_difference,
     summarize,
+    variant_verdicts,
     verdicts,
 )
 
@@ -62,6 +63,18 @@ def test_paired_difference_and_plain_verdicts():
     assert paired_difference({5: run(1.0)}, base, 1)[2] == 0  # no common seed
     table = summarize({"a": ahead, "random": base}, 2)
     assert any(line.startswith("| a |") and "+0.510 ±" in line for line in table)
+
+
+def test_activedpo_variants_are_also_compared_with_activedpo():
+    default = {0: run(0.0, 1.0), 1: run(0.0, 2.0), 2: run(0.0, 3.0)}
+    worse = {s: run(0.0, rows[-1]["reward"] - 0.5 + 0.01 * s) for s, rows in default.items()}
+    results = {"activedpo": default, "random": default, "activedpo@raw": worse, "apo": worse}
+    lines = variant_verdicts(results, 2)
+    assert lines[0] == "Against `activedpo` at the default settings, paired by seed:"
+    assert lines[2].startswith("- activedpo@raw **lost to activedpo**: final reward -0.490")
+    assert len(lines) == 3  # neither random nor apo is an activedpo variant
+    assert variant_verdicts({"activedpo": default, "random": default}, 2) == []
+    assert variant_verdicts({"activedpo@raw": worse, "random": default}, 2) == []
 
 
 def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
