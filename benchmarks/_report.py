@@ -32,6 +32,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{threads}, Python {platform.python_version()}"
 
 
+def _script(path: str) -> str:
+    """The script as run from the repository root: no machine's paths in a committed report."""
+    p = Path(path).resolve()
+    root = Path(__file__).resolve().parents[1]
+    if p.is_relative_to(root):
+        return str(p.relative_to(root))
+    return path if not Path(path).is_absolute() else p.name
+
+
 def header(title: str) -> list[str]:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(
@@ -44,7 +53,7 @@ def header(title: str) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ",
+        f"Command: `{' '.join([Path(sys.executable).name, _script(sys.argv[0]), *sys.argv[1:]])}`  ",
         f"Revision {rev or 'unknown'}; {machine()}; {time.strftime('%Y-%m-%d', time.gmtime())}",
         "",
     ]
