@@ -190,7 +190,7 @@ def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: s
     if baseline not in results:
         return out
     for s in results:
-        if s == baseline or (baseline != "random" and s == "random"):
+        if s == baseline:
             continue
         m, ci, n = paired_difference(results[s], results[baseline], rounds)
         if n < 2 or math.isnan(ci):
