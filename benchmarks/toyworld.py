@@ -32,8 +32,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from activedpo_trainer.dpo import DPOSettings
+    from activedpo_trainer.heldout import dpo_check
     from activedpo_trainer.progress import quiet_libraries
-    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, dpo_check
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()
     rows = []

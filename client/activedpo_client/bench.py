@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from activedpo_client.rounds import RoundConfig, ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars, quiet_libraries
-    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, task_slug
+    from activedpo_trainer.tasks import task_slug
+    from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()
     worlds = {}
@@ -302,9 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         world = worlds[task]
         config = RoundConfig(budget=args.budget, prompts=n, responses=args.responses, strategy=arm.strategy,
                              seed=seed, eval_prompts=args.eval_prompts, dpo_epochs=args.dpo_epochs,
-                             dpo_mode=args.dpo_mode)  # fmt: skip
-        spec = ServerSpec(proj_dim=arm.proj_dim or args.proj_dim, lora_r=args.lora_r,
-                          extra=arm.serve_extra(world.sft_dir))  # fmt: skip
+                             dpo_mode=args.dpo_mode, lora_r=args.lora_r, lora_alpha=4 * args.lora_r)  # fmt: skip
+        spec = ServerSpec(proj_dim=arm.proj_dim or args.proj_dim, extra=arm.serve_extra(world.sft_dir))
         t0 = time.perf_counter()
         rows = run_rounds(run_dir(task, n, arm, seed), world, config, args.rounds, spec, say=lambda _line: None)
         took = time.perf_counter() - t0
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, arms: list[Arm], results) -> None:
     from activedpo_client.report import plot_rewards
-    from activedpo_trainer.toyworld import task_slug
+    from activedpo_trainer.tasks import task_slug
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from activedpo_client.messages import Batch
+from activedpo_trainer.atomic import write_text
+
 LABEL_CONFIG = """<View>
   <Header value="Which response is better?"/>
   <Text name="prompt" value="$prompt"/>
@@ -22,20 +25,22 @@ LABEL_CONFIG = """<View>
 """
 
 
-def write_label_files(batch: dict, directory: Path) -> list[Path]:
-    """The files people label from, written atomically into ``directory``."""
-    rows = [{k: p[k] for k in ("pair_id", "prompt", "response_a", "response_b")} for p in batch["pairs"]]
+TO_LABEL_FIELDS = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id",
+                   "response_b_id")  # fmt: skip
+
+
+def write_label_files(batch: Batch, directory: Path, name: str = "to_label.jsonl", prefix: str = "") -> list[Path]:
+    """The files people label from, written atomically into ``directory``: ``name`` (one pair per
+    line: pair id, prompt, both responses, score, rank and ids), ``label_studio.json`` and
+    ``label_config.xml`` (a Label Studio import and its pairwise interface), each name after ``prefix``."""
+    rows = [{k: getattr(p, k) for k in TO_LABEL_FIELDS} for p in batch.pairs]
     out = []
-    for name, text in (
-        ("to_label.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
-        ("label_studio.json", json.dumps([{"data": r} for r in rows], indent=1) + "\n"),
-        ("label_config.xml", LABEL_CONFIG),
+    for file, text in (
+        (name, "".join(json.dumps(r) + "\n" for r in rows)),
+        (prefix + "label_studio.json", json.dumps([{"data": r} for r in rows], indent=1) + "\n"),
+        (prefix + "label_config.xml", LABEL_CONFIG),
     ):
-        path = directory / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        out.append(path)
+        out.append(write_text(directory / file, text))
     return out
 
 
@@ -58,10 +63,10 @@ def _label_studio_rows(tasks: list) -> list[tuple[str, dict]]:
     return rows
 
 
-def read_labels(path: Path, batch: dict) -> tuple[list[dict], list[str]]:
+def read_labels(path: Path, batch: Batch) -> tuple[list[dict], list[str]]:
     """Valid labels (``pair_id``, ``preference``, ``annotator``) and one error line per bad row."""
     text = Path(path).read_text()
-    known = {p["pair_id"] for p in batch["pairs"]}
+    known = {p.pair_id for p in batch.pairs}
     if text.lstrip().startswith("["):
         try:
             rows = _label_studio_rows(json.loads(text))

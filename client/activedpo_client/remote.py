@@ -1,6 +1,7 @@
 """Talking to a selection server: one small client over the activedpo.v1 stubs, and the embedded server.
 
-``SelectorClient`` turns messages into plain dicts and gRPC failures into :class:`ClientError`
+``SelectorClient`` turns messages into the typed dataclasses of :mod:`activedpo_client.messages`
+and gRPC failures into :class:`ClientError`
 with one line that names the cause and what to do. ``EmbeddedServer`` starts
 ``activedpo-server serve`` as a child process on a free 127.0.0.1 port (the same gRPC path as a
 remote server, nothing bypassed) and stops it on exit.
@@ -16,6 +17,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from activedpo_client.messages import (
+    AddResult,
+    Batch,
+    CandidateGroup,
+    CandidatePair,
+    ExportedLabel,
+    Label,
+    LabelResult,
+    LoadResult,
+    ServerStatus,
+)
 
 MAX_MESSAGE_BYTES = 64 << 20  # the server's limit too
 
@@ -114,30 +127,31 @@ class SelectorClient:
 
     # ---- RPCs -----------------------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self) -> ServerStatus:
         res = self._call(self.stub.GetStatus, self._pb.GetStatusRequest())
-        return {f.name: getattr(res, f.name) for f in res.DESCRIPTOR.fields}
+        return ServerStatus(**{f.name: getattr(res, f.name) for f in res.DESCRIPTOR.fields})
 
-    def load_checkpoint(self, checkpoint: str | Path) -> dict:
+    def load_checkpoint(self, checkpoint: str | Path) -> LoadResult:
         res = self._call(self.stub.LoadCheckpoint, self._pb.LoadCheckpointRequest(manifest=str(checkpoint)))
-        return {"checkpoint_id": res.checkpoint_id, "loaded": res.loaded, "seconds": res.seconds}
+        return LoadResult(res.checkpoint_id, res.loaded, res.previous_checkpoint_id, res.refeaturized, res.seconds)
 
-    def add_candidates(self, groups: Iterable[tuple[str, list[str]]], pool: str = "") -> dict:
-        """Each ``(prompt, responses)`` adds all pairs of its responses."""
+    def add_candidates(self, items: Iterable[CandidateGroup | CandidatePair | tuple], pool: str = "") -> AddResult:
+        """Stream candidates in one call: groups add all pairs of their responses, pairs add themselves.
+
+        A ``(prompt, responses)`` tuple is a group. One call is one transaction on the server
+        (all or nothing); ids default to content hashes, so sending the same items again adds nothing.
+        """
         pb = self._pb
-        requests = (
-            pb.AddCandidatesRequest(
-                group=pb.PromptGroup(prompt=p, responses=[pb.CandidateResponse(text=r) for r in rs]), pool=pool
-            )
-            for p, rs in groups
-        )
-        res = self._call(self.stub.AddCandidates, requests)
-        return {
-            "prompts_added": res.prompts_added,
-            "responses_added": res.responses_added,
-            "pairs_added": res.pairs_added,
-            "pairs_deduplicated": res.pairs_deduplicated,
-        }
+
+        def message(item) -> object:
+            if isinstance(item, tuple):
+                item = CandidateGroup(*item)
+            if isinstance(item, CandidatePair):
+                return pb.AddCandidatesRequest(pair=item.to_pb(pb), pool=pool)
+            return pb.AddCandidatesRequest(group=item.to_pb(pb), pool=pool)
+
+        res = self._call(self.stub.AddCandidates, (message(i) for i in items))
+        return AddResult(res.prompts_added, res.responses_added, res.pairs_added, res.pairs_deduplicated)
 
     def select(
         self,
@@ -149,7 +163,7 @@ class SelectorClient:
         client: str = "activedpo-client",
         progress: Callable[[str, int, int], None] | None = None,
         request_id: str = "",
-    ) -> dict:
+    ) -> Batch:
         import grpc
 
         pb = self._pb
@@ -174,55 +188,31 @@ class SelectorClient:
             raise self._error(e) from None
         if batch is None:
             raise ClientError("the server ended SelectBatch without a batch")
-        return {
-            "checkpoint_id": batch.checkpoint_id,
-            "strategy": batch.strategy,
-            "lease_id": batch.lease_id,
-            "candidates": batch.candidates,
-            "pairs": [
-                {f: getattr(p, f) for f in ("pair_id", "prompt", "response_a", "response_b", "score", "rank")}
-                for p in batch.pairs
-            ],
-        }
+        return Batch.from_pb(batch)
 
-    def submit_labels(self, labels: Iterable[dict]) -> list[dict]:
-        """``labels``: dicts with pair_id, preference ("A", "B" or "TIE"), annotator, idempotency_key."""
+    def submit_labels(self, labels: Iterable[Label]) -> list[LabelResult]:
+        """Record labels; each result says whether it was accepted, and why not."""
         pb = self._pb
         prefs = {"A": pb.PREFERENCE_A, "B": pb.PREFERENCE_B, "TIE": pb.PREFERENCE_TIE}
         msgs = []
         for lab in labels:
-            if lab["preference"] not in prefs:
-                raise ClientError(f"preference must be A, B or TIE, got {lab['preference']!r} for {lab['pair_id']}")
-            msgs.append(
-                pb.Label(
-                    pair_id=lab["pair_id"],
-                    preference=prefs[lab["preference"]],
-                    annotator=lab["annotator"],
-                    idempotency_key=lab.get("idempotency_key", ""),
-                )
-            )
+            if lab.preference not in prefs:
+                raise ClientError(f"preference must be A, B or TIE, got {lab.preference!r} for {lab.pair_id}")
+            msgs.append(pb.Label(pair_id=lab.pair_id, preference=prefs[lab.preference], annotator=lab.annotator,
+                                 idempotency_key=lab.idempotency_key))  # fmt: skip
         res = self._call(self.stub.SubmitLabels, pb.SubmitLabelsRequest(labels=msgs))
-        return [
-            {f: getattr(r, f) for f in ("pair_id", "accepted", "reason", "label_id", "late", "replayed")}
-            for r in res.results
-        ]
+        return [LabelResult(r.pair_id, r.accepted, r.reason, r.label_id, r.late, r.replayed) for r in res.results]
 
-    def export_labels(self, include_ties: bool = False) -> Iterator[dict]:
+    def export_labels(self, include_ties: bool = False) -> Iterator[ExportedLabel]:
         import grpc
 
-        request = self._pb.ExportLabelsRequest(include_ties=include_ties)
+        pb = self._pb
+        names = {pb.PREFERENCE_A: "A", pb.PREFERENCE_B: "B", pb.PREFERENCE_TIE: "TIE"}
+        request = pb.ExportLabelsRequest(include_ties=include_ties)
         try:
             for r in self.stub.ExportLabels(request, metadata=self.metadata, timeout=self.connection.timeout):
-                yield {
-                    "label_id": r.label_id,
-                    "pair_id": r.pair_id,
-                    "prompt": r.prompt,
-                    "chosen": r.chosen,
-                    "rejected": r.rejected,
-                    "annotator": r.annotator,
-                    "checkpoint_id": r.checkpoint_id,
-                    "late": r.late,
-                }
+                yield ExportedLabel(r.label_id, r.pair_id, r.prompt, r.chosen, r.rejected, r.annotator,
+                                    r.checkpoint_id, r.late, names.get(r.preference, ""))  # fmt: skip
         except grpc.RpcError as e:
             raise self._error(e) from None
 

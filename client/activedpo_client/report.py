@@ -43,9 +43,9 @@ def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveD
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    from activedpo_trainer.atomic import atomic_write
+
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,4 +1,4 @@
-"""Rounds of the ActiveDPO loop, resumable from a run directory.
+"""Rounds of the ActiveDPO loop over a workload, resumable from a run directory.
 
 A round is eight steps: generate → add → select → annotate → submit → train → load → evaluate.
 Each step writes its output atomically into ``run_dir/rounds/NNN/`` and then records itself in
@@ -7,13 +7,19 @@ repeats at most the step it interrupted. Paid work is never repeated or duplicat
 pairs and labels are files before they are used, and labels go to the server with idempotency
 keys derived from the run, the pair and the annotator.
 
+What is aligned comes from a :class:`~activedpo_trainer.workload.Workload`: a user's model and
+prompt file, or the embedded toy world. Annotators: ``file`` (people: the batch is handed out
+as files and the round waits), ``reward-model:PATH`` (a sequence-classification reward model)
+and ``oracle`` (the toy world's hidden reward). Evaluators: ``reward-model:PATH``, ``oracle``
+or ``none``.
+
 Layout::
 
-    run_dir/run.json                 config, run id, rounds done, current checkpoint
+    run_dir/run.json                 workload, config, run id, rounds done, current checkpoint
     run_dir/rounds/001/state.json    steps done, with their summaries and wall times
     run_dir/rounds/001/candidates.jsonl, batch.json, labels.jsonl, checkpoint/, eval.json
     run_dir/metrics.jsonl            one line per finished round
-    run_dir/reward.png               held-out reward against labels used, redrawn after each round
+    run_dir/reward.png               held-out reward (or agreement) against labels, redrawn each round
     run_dir/server/                  the embedded server's state (when --server embedded)
 """
 
@@ -24,16 +30,22 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
+from activedpo_trainer.atomic import replace_dir, write_json, write_jsonl
 
 
 class AwaitingLabels(ClientError):
     """The round waits for people: the batch is written out for labeling (not an error of the run)."""
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
@@ -49,21 +61,25 @@ def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
     batch_file = directory / "batch.json"
     if not batch_file.exists():
         raise ClientError(f"round {r} of {run.dir} has no selected batch yet; run `activedpo-client round` first")
-    good, errors = read_labels(path, json.loads(batch_file.read_text()))
+    good, errors = read_labels(path, Batch.from_dict(json.loads(batch_file.read_text())))
     out = directory / "labels.jsonl"
-    held = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    held = _read_jsonl(out) if out.exists() else []
     have = {(x["pair_id"], x["annotator"]) for x in held}
     for g in good:
         if (g["pair_id"], g["annotator"]) not in have:
             held.append(g | {"idempotency_key": f"{run.run_id}:{g['pair_id']}:{g['annotator']}"})
     if held:
-        tmp = out.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in held))
-        os.replace(tmp, out)
+        write_jsonl(out, held)
     return len(held), errors
 
 
 STEPS = ("generate", "add", "select", "annotate", "submit", "train", "load", "evaluate")
+NEEDS_ORACLE = "the toy world's hidden reward"
+
+
+def _check_judge(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed and not (value.startswith("reward-model:") and len(value) > len("reward-model:")):
+        raise ValueError(f"unknown {kind} {value!r}; use {', '.join(allowed)} or reward-model:PATH")
 
 
 @dataclass(frozen=True)
@@ -74,90 +90,101 @@ class RoundConfig:
     prompts: int = 1000  # prompts sampled per round
     responses: int = 3  # responses generated per prompt (3 → 3 pairs)
     strategy: str = "activedpo"
-    annotator: str = "oracle"
+    annotator: str = "oracle"  # oracle (toy world) | file (people) | reward-model:PATH
     dpo_mode: str = "continue"  # or "retrain": a fresh adapter from the base on all labels so far
     dpo_epochs: float = 4.0
     dpo_lr: float = 1e-4
     seed: int = 0
     eval_prompts: int = 100
     lease_seconds: int = 3600
+    evaluate: str = "oracle"  # oracle (toy world) | reward-model:PATH | none
+    lora_r: int = 128  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
+    lora_alpha: int = 512
+    target_modules: str = "all-linear"  # "auto": PEFT's defaults for the architecture; or "q_proj,v_proj"
+    device: str = ""  # generation, DPO, evaluation, embedded server; "" until the run resolves it
 
     def __post_init__(self) -> None:
         if self.budget < 1 or self.prompts < 1 or self.responses < 2:
             raise ValueError("budget and prompts must be positive and responses at least 2")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        if self.annotator not in ("oracle", "file") and not self.annotator.startswith("reward-model:"):
-            raise ValueError(f"unknown annotator {self.annotator!r}; use oracle, file or reward-model:PATH")
+        _check_judge("annotator", self.annotator, ("oracle", "file"))
+        _check_judge("evaluator", self.evaluate, ("oracle", "none"))
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise ValueError(f"LoRA rank and alpha must be positive, got r={self.lora_r}, alpha={self.lora_alpha}")
+        if not self.target_modules.strip() or any(not t.strip() for t in self.target_modules.split(",")):
+            raise ValueError(f"--target-modules must be auto, all-linear or a comma list, got {self.target_modules!r}")
 
-
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    @property
+    def targets(self) -> str | tuple[str, ...] | None:
+        """LoRA targets as PEFT takes them: None (its per-architecture defaults), "all-linear" or names."""
+        t = self.target_modules
+        return None if t == "auto" else t if t == "all-linear" else tuple(s.strip() for s in t.split(","))
 
 
 @dataclass
 class Run:
-    """A run directory: its config and where it stands."""
+    """A run directory: its workload, its config and where it stands."""
 
     dir: Path
-    world: str  # toy world directory
+    workload: dict  # the workload's description (activedpo_trainer.workload.open_workload reopens it)
     config: RoundConfig
     run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:10]}")
     rounds_done: int = 0
-    checkpoint: str = ""  # the current policy's checkpoint directory ("" = the world's SFT model)
+    checkpoint: str = ""  # the current policy's checkpoint directory ("" = the workload's base model)
 
     @classmethod
-    def open(cls, run_dir: Path, world: str | None = None, config: RoundConfig | None = None) -> Run:
+    def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None) -> Run:
         path = Path(run_dir) / "run.json"
-        if path.exists():
-            try:
-                data = json.loads(path.read_text())
-                run = cls(Path(run_dir), data["world"], RoundConfig(**data["config"]), data["run_id"],
-                          data["rounds_done"], data["checkpoint"])  # fmt: skip
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
-            if world is not None and Path(world).resolve() != Path(run.world).resolve():
-                raise ClientError(
-                    f"run dir {run_dir} was started on the toy world {run.world}, not {world} (another --task, "
-                    f"--preset or seed?); use a new --run-dir or the same world"
-                )
-            if config is not None and config != run.config:
-                changed = [k for k, v in asdict(config).items() if asdict(run.config)[k] != v]
+        if not path.exists():
+            if workload is None or config is None:
+                raise ClientError(f"no run in {run_dir}; start one with `activedpo-client round`")
+            run = cls(Path(run_dir), workload, config)
+            run.save()
+            return run
+        try:
+            data = json.loads(path.read_text())
+            stored = data["workload"] if "workload" in data else {"kind": "toy", "world": data["world"]}
+            run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
+                      data["checkpoint"])  # fmt: skip
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
+        if workload is not None:
+            changed = [k for k, v in run.workload.items() if workload.get(k) != v]
+            if changed:
+                what = ", ".join(f"{k}: {run.workload[k]!r} → {workload.get(k)!r}" for k in changed)
+                raise ClientError(f"run dir {run_dir} was started on another workload ({what}); use a new "
+                                  f"--run-dir or the same model, prompts and settings")  # fmt: skip
+            run.workload = {**workload, **run.workload}  # a run from before a setting was recorded adopts it
+        if config is not None:
+            if not run.config.device:  # recorded since the device became part of the run
+                run.config = replace(run.config, device=config.device)
+            if config != run.config:
+                old, new = asdict(run.config), asdict(config)
+                changed = [k for k, v in new.items() if old[k] != v]
                 raise ClientError(
                     f"run dir {run_dir} was started with other settings ({', '.join(changed)}); "
                     f"use a new --run-dir or the same settings"
                 )
-            return run
-        if world is None or config is None:
-            raise ClientError(f"no run in {run_dir}; start one with `activedpo-client round`")
-        run = cls(Path(run_dir), world, config)
-        run.save()
         return run
 
     def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        data = dict(world=self.world, config=asdict(self.config), run_id=self.run_id,
+        data = dict(workload=self.workload, config=asdict(self.config), run_id=self.run_id,
                     rounds_done=self.rounds_done, checkpoint=self.checkpoint)  # fmt: skip
-        _atomic_json(self.dir / "run.json", data)
+        write_json(self.dir / "run.json", data)
 
     def round_dir(self, r: int) -> Path:
         return self.dir / "rounds" / f"{r:03d}"
 
 
 class RoundRunner:
-    """Runs round ``run.rounds_done + 1`` against a selection server, step by step."""
+    """Runs round ``run.rounds_done + 1`` of ``workload`` against a selection server, step by step."""
 
-    def __init__(self, run: Run, client: SelectorClient, progress: Callable[[str, int, int], None] | None = None,
-                 say: Callable[[str], None] = print, device: str | None = None):  # fmt: skip
-        from activedpo_trainer.toyworld import load_toyworld
-
-        self.run, self.client, self.progress, self.say = run, client, progress, say
-        self.device = device  # generation, DPO and evaluation; None: cuda when present (not part of the run's identity)
-        self.world = load_toyworld(run.world)
+    def __init__(self, run: Run, workload, client: SelectorClient,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 say: Callable[[str], None] = print):  # fmt: skip
+        self.run, self.workload, self.client, self.progress, self.say = run, workload, client, progress, say
+        self.device = run.config.device or None
         self.r = run.rounds_done + 1
         self.dir = run.round_dir(self.r)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +194,15 @@ class RoundRunner:
 
     @property
     def checkpoint(self) -> str:
-        return self.run.checkpoint or str(self.world.sft_dir)
+        return self.run.checkpoint or self.workload.base.base
+
+    def _load_policy(self, checkpoint=None):
+        from activedpo_trainer.checkpoint import load_model
+
+        return load_model(checkpoint or self._checkpoint_ref(), dtype=self.workload.dtype, device=self.device)
+
+    def _checkpoint_ref(self):
+        return self.run.checkpoint or self.workload.base
 
     def run_round(self) -> dict:
         for step in STEPS:
@@ -177,9 +212,9 @@ class RoundRunner:
             summary = getattr(self, f"_{step}")()
             summary["seconds"] = round(time.perf_counter() - t0, 2)
             self.state["steps"][step] = summary
-            _atomic_json(self.state_path, self.state)
+            write_json(self.state_path, self.state)
             self.say(f"round {self.r} {step}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
-        from activedpo_client.report import read_metrics
+        from activedpo_client.report import plot_rewards, read_metrics
 
         metrics = self._metrics()
         if all(m["round"] != self.r for m in read_metrics(self.run.dir)):  # a crash may have written it already
@@ -190,135 +225,133 @@ class RoundRunner:
         self.run.rounds_done = self.r
         self.run.checkpoint = str(self.dir / "checkpoint")
         self.run.save()
-        from activedpo_client.report import plot_rewards
-
         plot_rewards({self.run.config.strategy: read_metrics(self.run.dir)}, self.run.dir / "reward.png")
         return metrics
 
     # ---- steps ----------------------------------------------------------------------------
 
     def _generate(self) -> dict:
-        from activedpo_trainer.checkpoint import load_model
-        from activedpo_trainer.generation import GenerationSettings, generate
+        from activedpo_trainer.generation import generate
 
         cfg = self.run.config
-        pool = self.world.task.train_prompts()
+        pool = self.workload.train_prompts()
         rng = np.random.default_rng([cfg.seed, self.r])
         prompts = [pool[i] for i in rng.choice(len(pool), size=min(cfg.prompts, len(pool)), replace=False)]
-        loaded = load_model(self.checkpoint, device=self.device)
-        settings = GenerationSettings(max_new_tokens=self.world.config.max_new_tokens)
+        loaded = self._load_policy()
         report = (lambda d, t: self.progress("generate", d, t)) if self.progress else None
         seed = cfg.seed * 1000 + self.r
-        sampled = generate(loaded.model, loaded.tokenizer, prompts, cfg.responses, settings, seed=seed, progress=report)
+        sampled = generate(loaded.model, loaded.tokenizer, prompts, cfg.responses, self.workload.generation,
+                           seed=seed, progress=report)  # fmt: skip
         groups = []
         for p, rs in zip(prompts, sampled, strict=True):
             kept = list(dict.fromkeys(r for r in rs if r.strip()))  # non-empty, distinct
             if len(kept) >= 2:
                 groups.append({"prompt": p, "responses": kept})
-        tmp = self.dir / "candidates.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(g) + "\n" for g in groups))
-        os.replace(tmp, self.dir / "candidates.jsonl")
+        write_jsonl(self.dir / "candidates.jsonl", groups)
         return {"prompts": len(prompts), "with_pairs": len(groups)}
-
-    def _groups(self) -> list[dict]:
-        return [json.loads(line) for line in (self.dir / "candidates.jsonl").read_text().splitlines()]
 
     def _server_has_current_checkpoint(self) -> None:
         """A server that holds another checkpoint (a fresh remote one, or one another run moved) gets ours.
 
-        The path is the client's: a remote server must see the run dir and the world at the same
-        paths (shared volumes in deploy/compose.yaml and deploy/k8s/).
+        The path is the client's: a remote server must see the run dir and the base model at the
+        same paths (shared volumes in deploy/compose.yaml and deploy/k8s/).
         """
-        from activedpo_trainer.checkpoint import CheckpointManifest
+        from activedpo_trainer.checkpoint import resolve_checkpoint
 
-        want = CheckpointManifest.load(self.checkpoint).id
-        if self.client.status()["checkpoint_id"] != want:
+        want = resolve_checkpoint(self._checkpoint_ref()).id
+        if self.client.status().checkpoint_id != want:
             self.say(f"round {self.r}: loading checkpoint {want} into the server")
-            self.client.load_checkpoint(Path(self.checkpoint).resolve())
+            ref = self.run.checkpoint or self.workload.base.base
+            self.client.load_checkpoint(Path(ref).resolve() if Path(ref).exists() else ref)
 
     def _add(self) -> dict:
-        res = self.client.add_candidates(((g["prompt"], g["responses"]) for g in self._groups()), pool=self.pool)
-        return {"pairs": res["pairs_added"] + res["pairs_deduplicated"]}
+        groups = (CandidateGroup(g["prompt"], g["responses"]) for g in _read_jsonl(self.dir / "candidates.jsonl"))
+        return {"pairs": self.client.add_candidates(groups, pool=self.pool).pairs}
 
     def _select(self) -> dict:
         cfg = self.run.config
         self._server_has_current_checkpoint()
         batch = self.client.select(cfg.budget, cfg.strategy, self.pool, cfg.lease_seconds, cfg.seed, self.run.run_id,
                                    progress=self.progress, request_id=f"{self.pool}-select")  # fmt: skip
-        _atomic_json(self.dir / "batch.json", batch)
-        return {"pairs": len(batch["pairs"]), "from": batch["candidates"], "checkpoint": batch["checkpoint_id"]}
+        write_json(self.dir / "batch.json", batch.to_dict())
+        return {"pairs": len(batch.pairs), "from": batch.candidates, "checkpoint": batch.checkpoint_id}
+
+    def _batch(self) -> Batch:
+        return Batch.from_dict(json.loads((self.dir / "batch.json").read_text()))
 
     def _annotate(self) -> dict:
-        if self.run.config.annotator == "file":
+        annotator = self.run.config.annotator
+        if annotator == "file":
             return self._annotate_by_people()
-        if self.run.config.annotator.startswith("reward-model:"):
-            return self._annotate_by_reward_model(self.run.config.annotator.split(":", 1)[1])
-        from activedpo_trainer.tasks import bradley_terry_preference
+        batch = self._batch()
+        if annotator.startswith("reward-model:"):
+            from activedpo_trainer.rewardmodel import RewardModel
 
-        batch = json.loads((self.dir / "batch.json").read_text())
-        rng = np.random.default_rng([self.run.config.seed, self.r, 7])
-        labels = []
-        for p in batch["pairs"]:
-            pref = bradley_terry_preference(self.world.task, p["prompt"], p["response_a"], p["response_b"], rng)
-            key = f"{self.run.run_id}:{p['pair_id']}:oracle"
-            labels.append(
-                {
-                    "pair_id": p["pair_id"],
-                    "preference": "AB"[pref.chosen],
-                    "annotator": "oracle",
-                    "idempotency_key": key,
-                }
-            )
-        tmp = self.dir / "labels.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in labels))
-        os.replace(tmp, self.dir / "labels.jsonl")
-        return {"labels": len(labels), "A": sum(x["preference"] == "A" for x in labels)}
+            path = annotator.split(":", 1)[1]
+            rm = RewardModel(path, device=self.device)
+            a = rm.score([(p.prompt, p.response_a) for p in batch.pairs])
+            b = rm.score([(p.prompt, p.response_b) for p in batch.pairs])
+            name = f"reward-model:{Path(path).name}"
+            prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in zip(a, b, strict=True)]
+        else:
+            from activedpo_trainer.tasks import bradley_terry_preference
 
-    def _annotate_by_reward_model(self, path: str) -> dict:
-        """Label with a Hugging Face sequence-classification reward model: the higher score wins."""
-        from activedpo_client.rewardmodel import RewardModel
-
-        batch = json.loads((self.dir / "batch.json").read_text())
-        rm = RewardModel(path)
-        texts = [(p["prompt"], p["response_a"]) for p in batch["pairs"]] + [
-            (p["prompt"], p["response_b"]) for p in batch["pairs"]
-        ]
-        scores = rm.score(texts)
-        n = len(batch["pairs"])
-        name = f"reward-model:{Path(path).name}"
-        labels = []
-        for p, a, b in zip(batch["pairs"], scores[:n], scores[n:], strict=True):
-            pref = "A" if a > b else "B" if b > a else "TIE"
-            key = f"{self.run.run_id}:{p['pair_id']}:{name}"
-            labels.append({"pair_id": p["pair_id"], "preference": pref, "annotator": name, "idempotency_key": key})
-        tmp = self.dir / "labels.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in labels))
-        os.replace(tmp, self.dir / "labels.jsonl")
-        return {"labels": len(labels), "A": sum(x["preference"] == "A" for x in labels)}
+            rng = np.random.default_rng([self.run.config.seed, self.r, 7])
+            oracle = self.workload.oracle
+            name = "oracle"
+            prefs = ["AB"[bradley_terry_preference(oracle, p.prompt, p.response_a, p.response_b, rng).chosen]
+                     for p in batch.pairs]  # fmt: skip
+        labels = [Label(p.pair_id, pref, name, f"{self.run.run_id}:{p.pair_id}:{name}")
+                  for p, pref in zip(batch.pairs, prefs, strict=True)]  # fmt: skip
+        write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in labels))
+        return {"labels": len(labels), "A": prefs.count("A")}
 
     def _annotate_by_people(self) -> dict:
         from activedpo_client.labelfiles import write_label_files
 
         labels = self.dir / "labels.jsonl"
         if labels.exists():  # written by `activedpo-client labels import`
-            rows = [json.loads(line) for line in labels.read_text().splitlines()]
+            rows = _read_jsonl(labels)
             return {"labels": len(rows), "A": sum(x["preference"] == "A" for x in rows)}
-        batch = json.loads((self.dir / "batch.json").read_text())
+        batch = self._batch()
         files = write_label_files(batch, self.dir)
         raise AwaitingLabels(
-            f"round {self.r}: {len(batch['pairs'])} pairs to label in {files[0]} (Label Studio: {files[1].name} "
+            f"round {self.r}: {len(batch.pairs)} pairs to label in {files[0]} (Label Studio: {files[1].name} "
             f"with {files[2].name}); import the finished labels with `activedpo-client labels import FILE "
             f"--run-dir {self.run.dir}`, then run `activedpo-client round` again"
         )
 
     def _submit(self) -> dict:
-        labels = [json.loads(line) for line in (self.dir / "labels.jsonl").read_text().splitlines()]
+        labels = [Label.from_dict(x) for x in _read_jsonl(self.dir / "labels.jsonl")]
         results = self.client.submit_labels(labels)
-        rejected = [r for r in results if not r["accepted"]]
+        rejected = [r for r in results if not r.accepted]
         if rejected:
-            raise ClientError(f"the server rejected {len(rejected)} labels, e.g. {rejected[0]['pair_id']}: "
-                              f"{rejected[0]['reason']}")  # fmt: skip
-        return {"accepted": len(results), "replayed": sum(r["replayed"] for r in results)}
+            raise ClientError(f"the server rejected {len(rejected)} labels, e.g. {rejected[0].pair_id}: "
+                              f"{rejected[0].reason}")  # fmt: skip
+        return {"accepted": len(results), "replayed": sum(r.replayed for r in results)}
+
+    def _agreement(self) -> float | None:
+        """Share of this round's A/B labels whose preferred response the current policy already ranked
+        higher by its implicit reward log π_θ/π_ref (before training on them); None while the policy is π_ref."""
+        from activedpo_trainer.sequences import sequence_logprobs
+
+        if not self.run.checkpoint:
+            return None
+        pairs = {p.pair_id: p for p in self._batch().pairs}
+        labels = [x for x in _read_jsonl(self.dir / "labels.jsonl") if x["preference"] in ("A", "B")]
+        if not labels:
+            return None
+        policy = self._load_policy()
+        model, tok = policy.model, policy.tokenizer
+        prompts = [pairs[x["pair_id"]].prompt for x in labels]
+        chosen = [getattr(pairs[x["pair_id"]], "response_a" if x["preference"] == "A" else "response_b")
+                  for x in labels]  # fmt: skip
+        rejected = [getattr(pairs[x["pair_id"]], "response_b" if x["preference"] == "A" else "response_a")
+                    for x in labels]  # fmt: skip
+        margin = sequence_logprobs(model, tok, prompts, chosen) - sequence_logprobs(model, tok, prompts, rejected)
+        with model.disable_adapter():
+            margin -= sequence_logprobs(model, tok, prompts, chosen) - sequence_logprobs(model, tok, prompts, rejected)
+        return round(float(np.mean(margin > 0)), 4)
 
     def _train(self) -> dict:
         import shutil
@@ -327,36 +360,51 @@ class RoundRunner:
         from activedpo_trainer.dpo import DPOSettings, train_dpo
 
         cfg = self.run.config
-        rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-                for r in self.client.export_labels()]  # fmt: skip
+        agreement = self._agreement()
+        rows = [x.dpo_row() for x in self.client.export_labels()]
         out = self.dir / "checkpoint"
         if out.exists():  # an interrupted earlier attempt: train again from scratch
             shutil.rmtree(out)
         parent = CheckpointManifest.load(self.run.checkpoint) if self.run.checkpoint else None
-        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, seed=cfg.seed + self.r, device=self.device)
+        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, seed=cfg.seed + self.r, device=self.device,
+                               lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.targets,
+                               dtype=self.workload.dtype)  # fmt: skip
         work = self.dir / "checkpoint.partial"
         if work.exists():
             shutil.rmtree(work)
-        manifest = train_dpo(self.world.sft_checkpoint, rows, work, settings, parent=parent, mode=cfg.dpo_mode,
-                             checkpoint_id=f"{self.run.run_id}-r{self.r:03d}")  # fmt: skip
+        report = (lambda d, t: self.progress("dpo", d, t)) if self.progress else None
+        manifest = train_dpo(self.workload.base, rows, work, settings, parent=parent, mode=cfg.dpo_mode,
+                             checkpoint_id=f"{self.run.run_id}-r{self.r:03d}", progress=report)  # fmt: skip
         # the adapter path becomes relative to the manifest, so the finished directory can be renamed into place
         CheckpointManifest(manifest.id, manifest.base, "adapter", manifest.parent_id, manifest.created).save(work)
-        os.replace(work, out)
-        return {"labels": len(rows), "checkpoint": manifest.id}
+        replace_dir(work, out)
+        return {"labels": len(rows), "checkpoint": manifest.id, "agreement": agreement}
 
     def _load(self) -> dict:
         res = self.client.load_checkpoint(self.dir / "checkpoint")
-        return {"server_checkpoint": res["checkpoint_id"]}
+        return {"server_checkpoint": res.checkpoint_id}
 
     def _evaluate(self) -> dict:
-        from activedpo_trainer.checkpoint import load_model
-        from activedpo_trainer.toyworld import heldout_eval
+        from activedpo_trainer.evaluate import evaluate_policy, task_scorer
 
         cfg = self.run.config
-        policy = load_model(self.dir / "checkpoint", device=self.device)
-        report = heldout_eval(policy, self.world.config, cfg.eval_prompts, cfg.seed, with_reference=True,
-                              progress=self.progress)  # fmt: skip
-        _atomic_json(self.dir / "eval.json", report.to_dict())
+        if cfg.evaluate == "none":
+            write_json(self.dir / "eval.json", {"evaluate": "none"})
+            return {"evaluate": "none"}
+        policy = self._load_policy(self.dir / "checkpoint")
+        if cfg.evaluate == "oracle":
+            scorer = task_scorer(self.workload.oracle)
+        else:
+            from activedpo_trainer.rewardmodel import RewardModel
+
+            scorer = RewardModel(cfg.evaluate.split(":", 1)[1], device=self.device)
+        gen = self.workload.generation
+        report = evaluate_policy(
+            policy.model, policy.tokenizer, scorer, self.workload.heldout_prompts()[: cfg.eval_prompts],
+            seed=cfg.seed, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+            with_reference=True, progress=(lambda d, t: self.progress("evaluate", d, t)) if self.progress else None,
+        )  # fmt: skip
+        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict()})
         return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate}
 
     def _metrics(self) -> dict:
@@ -365,10 +413,12 @@ class RoundRunner:
         return {
             "round": self.r,
             "labels": steps["train"]["labels"],
-            "reward": ev["mean"],
-            "se": ev["se"],
-            "win_rate": ev["win_rate"],
-            "ref_reward": ev["ref_mean"],
+            "reward": ev.get("mean"),  # None without an evaluator
+            "se": ev.get("se"),
+            "win_rate": ev.get("win_rate"),
+            "ref_reward": ev.get("ref_mean"),
+            "agreement": steps["train"].get("agreement"),
+            "evaluate": self.run.config.evaluate,
             "checkpoint": steps["train"]["checkpoint"],
             "seconds": {s: steps[s]["seconds"] for s in STEPS},
         }
@@ -382,55 +432,83 @@ class ServerSpec:
     token: str | None = None
     tls_ca: Path | None = None
     proj_dim: int = 8192  # embedded server only
-    lora_r: int = 128  # embedded server only: rank of round one's fresh adapter (α = 4r)
     extra: tuple[str, ...] = ()  # further `activedpo-server serve` options (embedded only)
 
-    def serve_args(self) -> list[str]:
-        return ["--proj-dim", str(self.proj_dim), "--lora-r", str(self.lora_r), "--lora-alpha", str(4 * self.lora_r),
-                *self.extra]  # fmt: skip
+    def serve_args(self, config: RoundConfig, dtype: str = "float32") -> list[str]:
+        """The embedded server's options: its fresh round-one adapter is the run's LoRA."""
+        args = ["--proj-dim", str(self.proj_dim), "--lora-r", str(config.lora_r), "--lora-alpha",
+                str(config.lora_alpha), "--lora-targets", config.target_modules, "--dtype", dtype]  # fmt: skip
+        if config.device:
+            args += ["--device", config.device]
+        return [*args, *self.extra]
+
+
+def check_workload(workload, config: RoundConfig) -> None:
+    """Refuse, before any work, what this workload cannot do with this config."""
+    if workload.oracle is None:
+        if config.annotator == "oracle":
+            raise ClientError(f"--annotator oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
+                              f"--annotator file (people) or reward-model:PATH")  # fmt: skip
+        if config.evaluate == "oracle":
+            raise ClientError(f"--evaluate oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
+                              f"--evaluate reward-model:PATH or none")  # fmt: skip
+    if config.evaluate != "none":
+        held = len(workload.heldout_prompts())
+        if config.eval_prompts > held:  # found now, not after a round of generation and training
+            raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but {workload.label()} holds out "
+                              f"{held}; pass --eval-prompts {held} or fewer")  # fmt: skip
+    for judge in (config.annotator, config.evaluate):  # a wrong path found now, not after a round's work
+        if judge.startswith("reward-model:"):
+            path = Path(judge.split(":", 1)[1])
+            if not (path / "config.json").is_file():
+                raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
+    if not workload.train_prompts():
+        raise ClientError(f"{workload.label()} has no prompts to train on")
 
 
 def run_rounds(
     run_dir: Path,
-    world,
+    workload,
     config: RoundConfig,
     rounds: int,
     spec: ServerSpec,
     bars=None,
     say: Callable[[str], None] = print,
     report: Callable[[dict], None] | None = None,
-    device: str | None = None,
 ) -> list[dict]:
     """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
 
-    ``bars`` is a context manager factory yielding a progress callback (the CLI's rich bars).
+    ``workload`` is a :class:`~activedpo_trainer.workload.Workload` (a built toy world is wrapped
+    as one). ``bars`` is a context manager factory yielding a progress callback (the CLI's rich bars).
     """
     from contextlib import nullcontext
 
     from activedpo_client.remote import Connection, EmbeddedServer
     from activedpo_client.report import read_metrics
+    from activedpo_trainer.checkpoint import resolve_device
+    from activedpo_trainer.workload import ToyWorkload, Workload
 
+    if not isinstance(workload, Workload):
+        workload = ToyWorkload(workload)
     run_dir = Path(run_dir)
-    held = len(world.task.heldout_prompts())
-    if config.eval_prompts > held:  # found now, not after a round of generation and training
-        raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but this world's task holds out "
-                          f"{held}; pass --eval-prompts {held} or fewer")  # fmt: skip
-    run = Run.open(run_dir, str(world.root), config)
+    config = replace(config, device=resolve_device(config.device or None))
+    check_workload(workload, config)
+    run = Run.open(run_dir, workload.describe(), config)
     if run.rounds_done >= rounds:  # nothing to do: no server needed
         return read_metrics(run_dir)
     embedded = None
     server = spec.server
     if server == "embedded":
-        (run_dir / "server").mkdir(parents=True, exist_ok=True)
-        (run_dir / "server" / "args.json").write_text(json.dumps(spec.serve_args()))  # status/export reuse them
-        embedded = EmbeddedServer(run_dir / "server", run.checkpoint or world.sft_dir, args=spec.serve_args()).start()
+        args = spec.serve_args(config, workload.dtype)
+        write_json(run_dir / "server" / "args.json", args, indent=None)  # status/export reuse them
+        embedded = EmbeddedServer(run_dir / "server", run.checkpoint or workload.base.base, args=args).start()
         server = embedded.target
     try:
         with SelectorClient(Connection(server, token=spec.token, tls_ca=spec.tls_ca)) as client:
             client.wait_ready()
             while run.rounds_done < rounds:
                 with bars(transient=True) if bars else nullcontext(None) as bar:
-                    metrics = RoundRunner(run, client, bar, say=say, device=device).run_round()
+                    metrics = RoundRunner(run, workload, client, bar, say=say).run_round()
                 if report:
                     report(metrics)
     finally:

@@ -98,6 +98,10 @@ RayGpusOpt = Annotated[
 ]
 LoraROpt = Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")]
 LoraAlphaOpt = Annotated[int, typer.Option(help="Its LoRA α.")]
+LoraTargetsOpt = Annotated[
+    str,
+    typer.Option(help="Its target modules: all-linear, auto (PEFT's defaults for the architecture) or a comma list."),
+]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")]
 DtypeOpt = Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")]
 StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="Where the database and feature indexes live.")]
@@ -161,6 +165,7 @@ def serve_command(
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
     lora_r: LoraROpt = 128,
     lora_alpha: LoraAlphaOpt = 512,
+    lora_targets: LoraTargetsOpt = "all-linear",
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
     port_file: Annotated[
@@ -189,7 +194,8 @@ def serve_command(
                 research_strategies=research_strategies,
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
-                lease_seconds=lease_seconds, device=device, dtype=dtype, lora=LoraSpec(r=lora_r, alpha=lora_alpha),
+                lease_seconds=lease_seconds, device=device, dtype=dtype,
+                lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
             ),
             checkpoint=checkpoint,
         )  # fmt: skip
@@ -199,9 +205,9 @@ def serve_command(
 
     def ready(bound: int) -> None:
         if port_file is not None:
-            tmp = port_file.with_suffix(".tmp")
-            tmp.write_text(str(bound))
-            tmp.replace(port_file)
+            from activedpo_trainer.atomic import write_text
+
+            write_text(port_file, str(bound))
         err.print(f"activedpo-server listening on {host}:{bound} (checkpoint {engine.checkpoint_id or 'none'})")
 
     try:
@@ -259,6 +265,7 @@ def featurize_command(
     feature_dtype: FeatureDtypeOpt = "float32",
     lora_r: LoraROpt = 128,
     lora_alpha: LoraAlphaOpt = 512,
+    lora_targets: LoraTargetsOpt = "all-linear",
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
 ) -> None:
@@ -283,7 +290,7 @@ def featurize_command(
             EngineConfig(
                 state_dir=state_dir, proj_dim=proj_dim, seed=seed, normalize=normalize, feature_dtype=feature_dtype,
                 ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor), device=device, dtype=dtype,
-                lora=LoraSpec(r=lora_r, alpha=lora_alpha),
+                lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
             ),
             checkpoint=checkpoint,
         )  # fmt: skip

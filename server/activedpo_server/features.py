@@ -50,7 +50,7 @@ class LoraSpec:
 
     r: int = 128  # the paper's LoRA rank
     alpha: int = 512
-    target_modules: str | tuple[str, ...] = "all-linear"
+    target_modules: str | tuple[str, ...] = "all-linear"  # or "auto" (PEFT's defaults) or names
     init_seed: int = 0  # A is drawn from this seed on the CPU, so round-one features are reproducible
 
     def key(self) -> str:
@@ -151,8 +151,10 @@ class GradientFeaturizer:
         import torch
         from peft import LoraConfig, get_peft_model
 
+        from activedpo_trainer.lora import resolve_targets
+
         spec = self.lora
-        targets = spec.target_modules if isinstance(spec.target_modules, str) else list(spec.target_modules)
+        targets = resolve_targets(spec.target_modules, model)
         config = LoraConfig(
             r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
         )
@@ -162,6 +164,7 @@ class GradientFeaturizer:
             return get_peft_model(model.to("cpu"), config).to(device)
 
     def _find_layers(self):
+        import torch
         from peft.tuners.lora import LoraLayer
 
         name = self.adapter_name
@@ -169,7 +172,17 @@ class GradientFeaturizer:
         params = []
         offset = 0
         for module_name, module in self.model.named_modules():
-            if not isinstance(module, LoraLayer) or name not in getattr(module, "lora_A", {}):
+            if not isinstance(module, LoraLayer):
+                continue
+            wrapped = type(module.get_base_layer()).__name__
+            if name in getattr(module, "lora_embedding_A", {}) or (
+                name in getattr(module, "lora_A", {}) and not isinstance(module.lora_A[name], torch.nn.Linear)
+            ):
+                raise FeaturizerError(
+                    f"LoRA layer {module_name} wraps a {wrapped}; per-example gradients are implemented for linear "
+                    f"layers only (nn.Linear, GPT-2's Conv1D): leave it out of the LoRA target modules"
+                )
+            if name not in getattr(module, "lora_A", {}):
                 continue
             if name in getattr(module, "lora_variant", {}):
                 raise FeaturizerError(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activedpo_server.store import atomic_write
+from activedpo_trainer.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

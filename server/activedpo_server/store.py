@@ -515,16 +515,3 @@ def _label_problem(lab: LabelIn) -> str:
     if len(lab.annotator) > MAX_ID_CHARS:
         return f"annotator is longer than {MAX_ID_CHARS} characters"
     return ""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``: a crash leaves the old file intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

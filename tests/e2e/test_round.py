@@ -41,10 +41,10 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
         client = SelectorClient(Connection(server.target))
         status, labels = client.status(), list(client.export_labels())
         client.close()
-    assert status["checkpoint_id"] == metrics[1]["checkpoint"] and status["annotations"] == 16
-    assert len({x["pair_id"] for x in labels}) == 16
+    assert status.checkpoint_id == metrics[1]["checkpoint"] and status.annotations == 16
+    assert len({x.pair_id for x in labels}) == 16
     assert (run_dir / "reward.png").stat().st_size > 1000  # the plot, redrawn each round
-    status = invoke("status", "--run-dir", run_dir)
+    status = " ".join(invoke("status", "--run-dir", run_dir).split())  # the table wraps at 80 columns
     assert "2 rounds of activedpo" in status and "16 labeled" in status
     invoke("export", "--run-dir", run_dir, "--out", tmp_path / "labels.jsonl")
     from datasets import load_dataset
@@ -68,7 +68,7 @@ def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_w
         )
         client = SelectorClient(Connection(server.target))
         run = json.loads((tmp_path / "run" / "run.json").read_text())
-        assert client.status()["checkpoint_id"] == f"{run['run_id']}-r001"  # the round's own checkpoint now
+        assert client.status().checkpoint_id == f"{run['run_id']}-r001"  # the round's own checkpoint now
         client.close()
 
 
@@ -84,7 +84,7 @@ def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_
             "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8]  # fmt: skip
     out = invoke(*args)
     assert "round 1: 4 labels" in out
-    world = load_toyworld(json.loads((run_dir / "run.json").read_text())["world"])
+    world = load_toyworld(json.loads((run_dir / "run.json").read_text())["workload"]["world"])
     assert world.config.task == "echo_task:make_task" and world.task.name == "echo"
     batch = json.loads((run_dir / "rounds" / "001" / "batch.json").read_text())
     assert all(p["prompt"].startswith("say ") for p in batch["pairs"])  # the task's own prompts
@@ -92,7 +92,7 @@ def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_
     assert len(labels) == 4
     # the same run dir on another task's world is refused, not silently mixed
     err = invoke(*[a if a != "echo_task:make_task" else "toy" for a in args], code=2)
-    assert "was started on the toy world" in err
+    assert "was started on another workload (world:" in err
 
 
 def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path):

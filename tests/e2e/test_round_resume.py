@@ -32,7 +32,7 @@ def outcome(run_dir) -> dict:
     r = run_dir / "rounds" / "001"
     with EmbeddedServer(run_dir / "server", args=["--proj-dim", "128", "--lora-r", "8"]) as server:
         client = SelectorClient(Connection(server.target))
-        exported = [(x["pair_id"], x["chosen"]) for x in client.export_labels()]
+        exported = [(x.pair_id, x.chosen) for x in client.export_labels()]
         client.close()
     return {
         "batch": [p["pair_id"] for p in json.loads((r / "batch.json").read_text())["pairs"]],

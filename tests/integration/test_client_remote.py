@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from activedpo_client.messages import Label
 from activedpo_client.remote import ClientError, Connection, EmbeddedServer, SelectorClient
 
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
@@ -23,23 +24,26 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
         with SelectorClient(Connection(server.target, token="tok")) as client:
             client.wait_ready()
             added = client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
-            assert added["pairs_added"] == 18
+            assert added.pairs_added == 18
             seen = []
             batch = client.select(4, progress=lambda *a: seen.append(a))
-            assert len(batch["pairs"]) == 4 and seen and batch["checkpoint_id"] == tiny_world.sft_checkpoint.id
-            labels = [
-                {"pair_id": p["pair_id"], "preference": "A", "annotator": "t", "idempotency_key": p["pair_id"]}
-                for p in batch["pairs"]
-            ]
-            assert all(r["accepted"] for r in client.submit_labels(labels))
-            assert all(r["replayed"] for r in client.submit_labels(labels))
-            assert [r["pair_id"] for r in client.export_labels()] == [p["pair_id"] for p in batch["pairs"]]
+            assert len(batch.pairs) == 4 and seen and batch.checkpoint_id == tiny_world.sft_checkpoint.id
+            # every id comes back: the pair's, its prompt's and its two responses'
+            assert all(p.prompt_id and p.response_a_id and p.response_b_id for p in batch.pairs)
+            assert all(p.prompt in prompts for p in batch.pairs) and [p.rank for p in batch.pairs] == [0, 1, 2, 3]
+            labels = [Label(p.pair_id, "A", "t", p.pair_id) for p in batch.pairs]
+            assert all(r.accepted for r in client.submit_labels(labels))
+            assert all(r.replayed for r in client.submit_labels(labels))
+            exported = list(client.export_labels())
+            assert [r.pair_id for r in exported] == [p.pair_id for p in batch.pairs]
+            assert [r.chosen for r in exported] == [p.response_a for p in batch.pairs]
+            assert {r.preference for r in exported} == {"A"}
             status = client.status()
-            assert status["labeled"] == 4 and status["pool_size"] == 18 and isinstance(status["pool_size"], int)
+            assert status.labeled == 4 and status.pool_size == 18 and isinstance(status.pool_size, int)
             with pytest.raises(ClientError, match=r"the server refused the request: .*does not exist"):
                 client.load_checkpoint(tmp_path / "missing")
             with pytest.raises(ClientError, match="preference must be A, B or TIE"):
-                client.submit_labels([{"pair_id": "x", "preference": "left", "annotator": "t"}])
+                client.submit_labels([Label("x", "left", "t")])
         wrong = SelectorClient(Connection(server.target, token="wrong"))
         with pytest.raises(ClientError, match=r"refused the token .* pass --token or set ACTIVEDPO_TOKEN"):
             wrong.status()

@@ -12,7 +12,6 @@ Every model activedpo touches, the toy world's tiny Llama included, is loaded by
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -50,11 +49,9 @@ class CheckpointManifest:
         """Write ``directory/manifest.json`` atomically (temp file + rename)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / MANIFEST
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        from activedpo_trainer.atomic import write_json
+
+        return write_json(directory / MANIFEST, asdict(self), indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> CheckpointManifest:

@@ -36,7 +36,7 @@ class DPOSettings:
     lora_r: int = 128
     lora_alpha: int = 512
     lora_dropout: float = 0.0  # dropout makes per-example features noisy; the paper does not use it
-    target_modules: str | tuple[str, ...] = "all-linear"  # every linear layer but the LM head
+    target_modules: str | tuple[str, ...] | None = "all-linear"  # every linear layer but the LM head; None: auto
     max_length: int | None = 1024  # tokens of prompt + response; longer rows are truncated by TRL
     warmup_steps: float = 0.0  # an int counts steps, a float in (0, 1) is a fraction of them
     seed: int = 0
@@ -51,15 +51,16 @@ class DPOSettings:
             raise ValueError("lora_r, lora_alpha and batch_size must be positive")
 
 
-def _lora_config(settings: DPOSettings):
+def _lora_config(settings: DPOSettings, model):
     from peft import LoraConfig
 
-    targets = settings.target_modules
+    from activedpo_trainer.lora import resolve_targets
+
     return LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
-        target_modules=targets if isinstance(targets, str) else list(targets),
+        target_modules=resolve_targets(settings.target_modules, model),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -126,7 +127,7 @@ def build_dpo_trainer(
     if start_from is not None:
         model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
     else:
-        peft_config = _lora_config(settings)
+        peft_config = _lora_config(settings, model)
 
     class _Progress(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

@@ -42,18 +42,27 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), se
 
 
+Scorer = Callable[[Sequence[str], Sequence[str]], Sequence[float]]  # (prompts, responses) -> one reward each
+
+
+def task_scorer(task: Task) -> Scorer:
+    """A task's hidden oracle as a scorer."""
+    return lambda prompts, responses: [task.reward(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
 def evaluate_policy(
     model,
     tokenizer,
-    task: Task,
+    scorer: Scorer | Task,
     prompts: Sequence[str],
     seed: int = 0,
     max_new_tokens: int = 128,
     temperature: float = 1.0,
     with_reference: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    top_p: float = 1.0,
 ) -> EvalReport:
-    """Sample one response per prompt, score it with the task's oracle, and average.
+    """Sample one response per prompt, score it (a task's oracle or a reward model), and average.
 
     With ``with_reference`` (a PEFT model), pi_ref's responses come from the same model with
     its adapter disabled, and the win-rate counts prompts where the policy's reward is higher.
@@ -62,15 +71,16 @@ def evaluate_policy(
         raise ValueError("no prompts to evaluate on")
     if with_reference and not hasattr(model, "disable_adapter"):
         raise ValueError("a win-rate against pi_ref needs a model with a LoRA adapter")
-    settings = GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+    score = task_scorer(scorer) if isinstance(scorer, Task) else scorer
+    settings = GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     responses = [g[0] for g in generate(model, tokenizer, prompts, 1, settings, seed=seed, progress=progress)]
-    rewards = [task.reward(p, r) for p, r in zip(prompts, responses, strict=True)]
+    rewards = [float(x) for x in score(prompts, responses)]
     mean, se = mean_and_se(rewards)
     if not with_reference:
         return EvalReport(mean=mean, se=se, n=len(rewards))
     with model.disable_adapter():
         ref = [g[0] for g in generate(model, tokenizer, prompts, 1, settings, seed=seed)]
-    ref_rewards = [task.reward(p, r) for p, r in zip(prompts, ref, strict=True)]
+    ref_rewards = [float(x) for x in score(prompts, ref)]
     ref_mean, ref_se = mean_and_se(ref_rewards)
     wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, ref_rewards, strict=True)]
     return EvalReport(mean, se, len(rewards), win_rate=float(np.mean(wins)), ref_mean=ref_mean, ref_se=ref_se)

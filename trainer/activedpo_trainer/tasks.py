@@ -99,3 +99,58 @@ def label_pairs(
         chosen, rejected = (a, b) if pref.chosen == 0 else (b, a)
         rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return rows
+
+
+def load_task(spec: str, seed: int = 0, n_heldout: int = 200):
+    """The task named ``spec``: a built-in (``toy``, ``signoff``) or ``package.module:factory``.
+
+    A factory is called as ``factory(seed=seed)`` and must return an object with the
+    :class:`~activedpo_trainer.tasks.Task` methods; the current directory is importable, as
+    with ``python -m``. Errors name what is wrong with ``spec``.
+    """
+    import importlib
+    import os
+    import sys
+
+    from activedpo_trainer.toytasks import BUILTIN_TASKS
+
+    if spec in BUILTIN_TASKS:
+        return BUILTIN_TASKS[spec](seed=seed, n_heldout=n_heldout)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(
+            f"unknown task {spec!r}: use a built-in ({', '.join(BUILTIN_TASKS)}) or package.module:factory"
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"task {spec!r}: cannot import module {module_name!r} ({e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"task {spec!r}: module {module_name!r} has no callable {attr!r}")
+    try:
+        task = factory(seed=seed)
+    except TypeError as e:
+        raise ValueError(f"task {spec!r}: calling the factory as factory(seed={seed}) failed: {e}") from None
+    if not isinstance(task, Task):
+        missing = [
+            m for m in ("name", "train_prompts", "heldout_prompts", "sft_corpus", "reward") if not hasattr(task, m)
+        ]
+        raise ValueError(f"task {spec!r}: the factory returned {type(task).__name__}, which lacks {', '.join(missing)}")
+    return task
+
+
+def task_slug(spec: str) -> str:
+    """A task spec as a file-name part: ``pkg.mod:make`` → ``pkg_mod_make``."""
+    return "".join(c if c.isalnum() else "_" for c in spec)
+
+
+def task_vocabulary(task, corpus: list[tuple[str, str]]) -> list[str]:
+    """The task's own ``vocabulary()`` when it has one, else every word of its prompts and corpus."""
+    if hasattr(task, "vocabulary"):
+        return list(task.vocabulary())
+    words = [w for p in task.train_prompts() + task.heldout_prompts() for w in p.split()]
+    words += [w for p, r in corpus for w in (p + r).split()]
+    return list(dict.fromkeys(words))

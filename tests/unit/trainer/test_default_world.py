@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, dpo_check
+from activedpo_trainer.heldout import dpo_check
+from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
 
 @pytest.mark.slow

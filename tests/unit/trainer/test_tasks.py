@@ -8,21 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from activedpo_trainer.tasks import Task, bradley_terry_preference, label_pairs, sigmoid
-from activedpo_trainer.toyworld import (
+from activedpo_trainer.tasks import Task, bradley_terry_preference, label_pairs, load_task, sigmoid, task_vocabulary
+from activedpo_trainer.toytasks import (
     NEGATIVE,
     POSITIVE,
     SIGNOFFS,
     TOPICS,
     SignoffTask,
     ToyTask,
-    ToyWorldConfig,
     format_prompt,
-    load_task,
     parse_prompt,
-    task_vocabulary,
-    world_dir,
 )
+from activedpo_trainer.toyworld import ToyWorldConfig, world_dir
 
 PROMPT = format_prompt("poem", "ocean", "kids", 6)
 

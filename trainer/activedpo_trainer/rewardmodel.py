@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from activedpo_client.remote import ClientError
+
+class RewardModelError(ValueError):
+    """A reward model that cannot be loaded or used; the message names the path."""
 
 
 class RewardModel:
@@ -19,14 +21,15 @@ class RewardModel:
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
+            raise RewardModelError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError) as e:
-            raise ClientError(f"cannot load reward model {path}: {e}") from None
+            raise RewardModelError(f"cannot load reward model {path}: {e}") from None
         if self.model.config.num_labels != 1:
-            raise ClientError(f"reward model {path} has {self.model.config.num_labels} labels; a reward model has 1")
+            n = self.model.config.num_labels
+            raise RewardModelError(f"reward model {path} has {n} labels; a reward model has 1")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
@@ -35,6 +38,10 @@ class RewardModel:
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
         self.batch_size = batch_size
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """The scorer interface of :func:`activedpo_trainer.evaluate.evaluate_policy`."""
+        return self.score(list(zip(prompts, responses, strict=True)))
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """One reward per (prompt, response); the response continues the prompt."""

@@ -1,0 +1,3 @@
+from activedpo_client.cli import app
+
+app()

@@ -1,0 +1,329 @@
+"""`activedpo-client round`, `status`, `export`, `quickstart`, `bench` and `labels import`: runs of the loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from activedpo_client.cli.common import (
+    CacheDir,
+    ChatTemplate,
+    DPOMode,
+    Dtype,
+    Preset,
+    PresetOpt,
+    RunDirOpt,
+    SeedOpt,
+    ServerOpt,
+    TaskOpt,
+    TlsCaOpt,
+    TokenOpt,
+    WorldDir,
+    console,
+    err,
+    open_world,
+    resolve_dtype,
+    server_for,
+    user_errors,
+)
+from activedpo_trainer.atomic import write_jsonl
+
+labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
+
+
+def round_cmd(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Your policy's base model (π_ref): a Hugging Face directory or hub id in the local cache."),
+    ] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(help="Prompts for --model: JSONL, JSON, CSV, Parquet or a datasets save_to_disk directory."),
+    ] = None,
+    heldout_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Held-out prompts for evaluation \\[default: --eval-prompts of --prompt-file, never trained on]."
+        ),
+    ] = None,
+    prompt_field: Annotated[str, typer.Option(help="The column holding the prompt.")] = "prompt",
+    chat_template: Annotated[
+        ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
+    ] = ChatTemplate.auto,
+    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
+    responses: Annotated[int, typer.Option(help="Responses generated per prompt.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Rounds to run (resumes an interrupted one first).")] = 1,
+    strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
+    annotator: Annotated[
+        str | None,
+        typer.Option(
+            help="Who labels: file (people: the batch is written out and the round waits), reward-model:PATH, "
+            "or oracle (the toy world's hidden reward) \\[default: oracle in the toy world, file with --model]."
+        ),
+    ] = None,
+    evaluate: Annotated[
+        str | None,
+        typer.Option(
+            help="Held-out evaluation after each round: reward-model:PATH, none, or oracle (toy world) "
+            "\\[default: oracle in the toy world, none with --model]."
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per response \\[default: 256; the toy world's own length there].", min=1)
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.", min=0.0)] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.", min=0.0, max=1.0)] = 1.0,
+    dtype: Annotated[
+        Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU with --model, else float32).")
+    ] = Dtype.auto,
+    dpo_mode: Annotated[DPOMode, typer.Option(help="Continue the last adapter or retrain from the base.")] = (
+        DPOMode.continue_
+    ),
+    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
+    dpo_lr: Annotated[float, typer.Option(help="DPO learning rate.")] = 1e-4,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)] = 128,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = 512,
+    target_modules: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA targets: auto (PEFT's defaults for the architecture), all-linear, or q_proj,v_proj,… "
+            "\\[default: auto with --model, all-linear in the toy world]."
+        ),
+    ] = None,
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts evaluated after each round.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = 0,
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+    proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Generation, DPO, evaluation and an embedded server: cuda or cpu \\[default: cuda when present]."
+        ),
+    ] = None,
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    task: Annotated[
+        str | None,
+        typer.Option(help="Toy world task: toy, signoff or package.module:factory \\[default: toy without --model]."),
+    ] = None,
+    world_seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Run ActiveDPO rounds end to end on --model and --prompt-file (or the toy world): generate, select, label,
+    train DPO, reload, evaluate."""
+    from activedpo_client.rounds import AwaitingLabels, RoundConfig
+    from activedpo_trainer.generation import GenerationSettings
+    from activedpo_trainer.progress import quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        if model is not None:
+            from activedpo_trainer.workload import ModelSpec, ModelWorkload
+
+            if task is not None or world is not None:
+                raise ValueError("--model names your own model; --task and --world name a toy world: pass one or the "
+                                 "other")  # fmt: skip
+            if prompt_file is None:
+                raise ValueError("--model needs --prompt-file (a JSONL, JSON, CSV or Parquet file of prompts)")
+            evaluate = evaluate or "none"
+            held = 0 if heldout_file is not None or evaluate == "none" else eval_prompts
+            spec = ModelSpec(model, str(prompt_file), str(heldout_file) if heldout_file else None, prompt_field,
+                             chat_template.value, heldout=held)  # fmt: skip
+            gen = GenerationSettings(temperature, top_p, max_new_tokens or 256)
+            workload = ModelWorkload(spec, gen, resolve_dtype(dtype))
+            annotator, targets = annotator or "file", target_modules or "auto"
+        else:
+            from activedpo_trainer.workload import ToyWorkload
+
+            for name, value in (("--prompt-file", prompt_file), ("--heldout-file", heldout_file)):
+                if value is not None:
+                    raise ValueError(f"{name} needs --model (the toy world brings its own prompts)")
+            w = open_world(world, preset, world_seed, cache_dir, task or "toy")
+            gen = GenerationSettings(temperature, top_p, max_new_tokens or w.config.max_new_tokens)
+            workload = ToyWorkload(w, gen, "float32" if dtype == Dtype.auto else dtype.value)
+            annotator, evaluate, targets = annotator or "oracle", evaluate or "oracle", target_modules or "all-linear"
+        config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
+                             annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
+                             seed=seed, eval_prompts=eval_prompts, evaluate=evaluate, lora_r=lora_r,
+                             lora_alpha=lora_alpha, target_modules=targets, device=device or "")  # fmt: skip
+        try:
+            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim)
+        except AwaitingLabels as e:
+            console.print(f"[yellow]waiting for labels:[/] {e}")
+            raise typer.Exit(3) from None
+
+
+def metrics_line(strategy: str, m: dict) -> str:
+    """One round's outcome; without an evaluator, the labels and the policy's agreement with them."""
+    agree = f", agreement with the new labels {m['agreement']:.1%}" if m.get("agreement") is not None else ""
+    if m.get("reward") is None:
+        return (f"{strategy} round {m['round']}: {m['labels']} labels{agree}; evaluation: none "
+                f"(pass --evaluate reward-model:PATH for held-out reward)")  # fmt: skip
+    return (f"{strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} ± {m['se']:.3f} "
+            f"(π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}{agree}")  # fmt: skip
+
+
+def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
+                   proj_dim=8192) -> list[dict]:  # fmt: skip
+    from activedpo_client.rounds import ServerSpec, run_rounds
+    from activedpo_trainer.progress import progress_bars
+
+    spec = ServerSpec(server, token, tls_ca, proj_dim)
+    return run_rounds(run_dir, workload, config, rounds, spec, progress_bars, say=err.print,
+                      report=lambda m: console.print(metrics_line(config.strategy, m)))  # fmt: skip
+
+
+def status_cmd(
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Show a run: rounds done, labels and reward per round, and the server's state."""
+    from rich.table import Table
+
+    from activedpo_client.report import read_metrics
+    from activedpo_client.rounds import Run
+
+    with user_errors():
+        run = Run.open(run_dir)
+        rows = read_metrics(run_dir)
+        table = Table(title=f"{run_dir}: {run.rounds_done} rounds of {run.config.strategy}, budget {run.config.budget}")
+        for col in ("round", "labels", "reward ± SE", "π_ref", "win-rate", "agreement", "wall s"):
+            table.add_column(col, justify="right")
+        for m in rows:
+            cells = [str(m["round"]), str(m["labels"])]
+            if m.get("reward") is None:
+                cells += ["not evaluated", "—", "—"]
+            else:
+                cells += [f"{m['reward']:.3f} ± {m['se']:.3f}", f"{m['ref_reward']:.3f}", f"{m['win_rate']:.1%}"]
+            agree = m.get("agreement")
+            cells += ["—" if agree is None else f"{agree:.1%}", f"{sum(m['seconds'].values()):.0f}"]
+            table.add_row(*cells)
+        console.print(table)
+        stack, client = server_for(run_dir, server, token, tls_ca)
+        with stack:
+            s = client.status()
+        console.print(
+            f"server: checkpoint {s.checkpoint_id}, {s.pool_size} pairs, {s.labeled} labeled "
+            f"({s.annotations} annotations), {s.leased} leased, d = {s.feature_dim}"
+        )
+
+
+def export_cmd(
+    out: Annotated[Path, typer.Option(help="JSONL file of prompt/chosen/rejected rows.")],
+    run_dir: RunDirOpt = Path("runs/default"),
+    server: ServerOpt = "embedded",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
+    """Write every labeled pair as JSONL that `datasets.load_dataset("json", data_files=...)` reads."""
+    with user_errors():
+        stack, client = server_for(run_dir, server, token, tls_ca)
+        with stack:
+            rows = [r.dpo_row() for r in client.export_labels()]
+        write_jsonl(out, rows)
+    console.print(f"{len(rows)} labeled pairs written to {out}")
+
+
+def bench_cmd(ctx: typer.Context) -> None:
+    """The label-efficiency benchmark: strategies × tasks × seeds, resumable (`bench --help` lists its options)."""
+    from activedpo_client.bench import main as bench_main
+
+    with user_errors():
+        code = bench_main(ctx.args)
+    raise typer.Exit(code)
+
+
+def quickstart_cmd(
+    rounds: Annotated[int, typer.Option(help="Rounds per strategy.")] = 3,
+    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
+    responses: Annotated[int, typer.Option(help="Responses per prompt.")] = 3,
+    compare: Annotated[list[str], typer.Option(help="Strategies run beside activedpo from the same start.")] = [  # noqa: B006
+        "random"
+    ],
+    proj_dim: Annotated[
+        int, typer.Option(help="Projection dimension (the paper's 8192 takes about 3× longer on two CPU cores).")
+    ] = 2048,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.")] = 128,
+    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per evaluation.")] = 100,
+    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed shared by every strategy's run.")] = 0,
+    run_dir: Annotated[Path, typer.Option(help="Parent directory of the runs.")] = Path("runs/quickstart"),
+    world: WorldDir = None,
+    preset: PresetOpt = Preset.default,
+    task: TaskOpt = "toy",
+    world_seed: SeedOpt = 0,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Build the toy world, run ActiveDPO and the baselines side by side, and print reward per round."""
+    import time
+
+    from rich.table import Table
+
+    from activedpo_client.report import plot_rewards
+    from activedpo_client.rounds import RoundConfig
+    from activedpo_trainer.progress import quiet_libraries
+
+    quiet_libraries()
+    with user_errors():
+        w = open_world(world, preset, world_seed, cache_dir, task)
+        if world is None and task != "toy":  # each task's runs in their own directory
+            from activedpo_trainer.tasks import task_slug
+
+            run_dir = run_dir / task_slug(task)
+        results: dict[str, list[dict]] = {}
+        wall: dict[str, float] = {}
+        for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:
+            config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy, seed=seed,
+                                 eval_prompts=eval_prompts, dpo_epochs=dpo_epochs, lora_r=lora_r,
+                                 lora_alpha=4 * lora_r)  # fmt: skip
+            t0 = time.perf_counter()
+            results[strategy] = run_rounds_cli(run_dir / strategy, w, config, rounds, proj_dim=proj_dim)
+            wall[strategy] = time.perf_counter() - t0
+        plot = plot_rewards(
+            results, run_dir / "reward.png", title=f"{w.config.task} task: held-out reward per label budget"
+        )
+        table = Table(title=f"held-out oracle reward (mean ± SE over {eval_prompts} prompts)")
+        table.add_column("round", justify="right")
+        table.add_column("labels", justify="right")
+        for strategy in results:
+            table.add_column(strategy, justify="right")
+        first = next(iter(results.values()))
+        table.add_row("0 (π_ref)", "0", *[f"{r[0]['ref_reward']:.3f}" if r else "—" for r in results.values()])
+        for i, m in enumerate(first):
+            cells = [f"{r[i]['reward']:.3f} ± {r[i]['se']:.3f}" if i < len(r) else "—" for r in results.values()]
+            table.add_row(str(m["round"]), str(m["labels"]), *cells)
+        console.print(table)
+        for strategy, rows in results.items():
+            steps = {s: sum(m["seconds"][s] for m in rows) for s in rows[0]["seconds"]} if rows else {}
+            detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())
+            console.print(f"{strategy}: {wall[strategy]:.0f} s this invocation; all rounds: {detail}")
+        console.print(f"plot: {plot}")
+
+
+@labels_app.command("import")
+def labels_import_cmd(
+    file: Annotated[
+        Path, typer.Argument(help="JSONL ({pair_id, preference: A|B|TIE, annotator}) or a Label Studio export.")
+    ],
+    run_dir: RunDirOpt = Path("runs/default"),
+) -> None:
+    """Validate finished labels against the round's batch and keep the valid rows for `round` to submit."""
+    from activedpo_client.rounds import Run, import_labels
+
+    with user_errors():
+        run = Run.open(run_dir)
+        held, errors = import_labels(run, file)
+    for e in errors:
+        err.print(f"[red]rejected:[/] {e}")
+    console.print(f"{held} labels held for round {run.rounds_done + 1}; run `activedpo-client round` to submit them")
+    if errors:
+        raise typer.Exit(1)

@@ -1,0 +1,164 @@
+"""What the client and the selection server exchange, as typed dataclasses.
+
+``SelectorClient`` turns protobuf messages into these at the edge (``from_pb``/``to_pb``), and
+the round loop, the CLI and the label files use them; nothing past the edge touches ``pb2``.
+Batches are stored in a run directory as JSON (``Batch.to_dict``/``from_dict``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    checkpoint_id: str = ""
+    strategy: str = ""
+    pool_size: int = 0
+    featurized: int = 0
+    labeled: int = 0
+    leased: int = 0
+    feature_dim: int = 0
+    lam: float = 0.0
+    version: str = ""
+    prompts: int = 0
+    responses: int = 0
+    annotations: int = 0
+    loading_checkpoint_id: str = ""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    checkpoint_id: str
+    loaded: bool  # False: it was already current
+    previous_checkpoint_id: str = ""
+    refeaturized: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class AddResult:
+    prompts_added: int
+    responses_added: int
+    pairs_added: int
+    pairs_deduplicated: int
+
+    @property
+    def pairs(self) -> int:
+        return self.pairs_added + self.pairs_deduplicated
+
+    def __add__(self, other: AddResult) -> AddResult:
+        return AddResult(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class CandidateGroup:
+    """A prompt with K ≥ 2 responses: every unordered pair of them is a candidate."""
+
+    prompt: str
+    responses: list[str] | tuple[str, ...]
+    prompt_id: str = ""  # empty: the server hashes the content
+    response_ids: tuple[str, ...] = ()
+
+    def to_pb(self, pb):
+        ids = self.response_ids or ("",) * len(self.responses)
+        responses = [pb.CandidateResponse(id=i, text=r) for i, r in zip(ids, self.responses, strict=True)]
+        return pb.PromptGroup(id=self.prompt_id, prompt=self.prompt, responses=responses)
+
+
+@dataclass(frozen=True)
+class CandidatePair:
+    """One explicit pair of responses to a prompt."""
+
+    prompt: str
+    response_a: str
+    response_b: str
+    pair_id: str = ""
+    prompt_id: str = ""
+
+    def to_pb(self, pb):
+        return pb.CandidatePair(id=self.pair_id, prompt_id=self.prompt_id, prompt=self.prompt,
+                                a=pb.CandidateResponse(text=self.response_a),
+                                b=pb.CandidateResponse(text=self.response_b))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SelectedPair:
+    pair_id: str
+    prompt: str
+    response_a: str
+    response_b: str
+    score: float  # what chose it: φᵀV⁻¹φ for activedpo/apo, the margin for aplp
+    rank: int  # 0 = picked first
+    prompt_id: str = ""
+    response_a_id: str = ""
+    response_b_id: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Batch:
+    checkpoint_id: str
+    strategy: str
+    lease_id: str
+    candidates: int  # unleased, unlabeled candidates it was chosen from
+    pairs: tuple[SelectedPair, ...]
+
+    @classmethod
+    def from_pb(cls, batch) -> Batch:
+        pairs = tuple(SelectedPair(**{f.name: getattr(p, f.name) for f in fields(SelectedPair)}) for p in batch.pairs)
+        return cls(batch.checkpoint_id, batch.strategy, batch.lease_id, batch.candidates, pairs)
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in ("checkpoint_id", "strategy", "lease_id", "candidates")},
+                "pairs": [p.to_dict() for p in self.pairs]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Batch:
+        known = {f.name for f in fields(SelectedPair)}
+        pairs = tuple(SelectedPair(**{k: v for k, v in p.items() if k in known}) for p in data["pairs"])
+        return cls(data["checkpoint_id"], data["strategy"], data["lease_id"], data["candidates"], pairs)
+
+
+@dataclass(frozen=True)
+class Label:
+    pair_id: str
+    preference: str  # A, B or TIE
+    annotator: str
+    idempotency_key: str = ""  # a retry with the same key is recorded once
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Label:
+        return cls(data["pair_id"], data["preference"], data["annotator"], data.get("idempotency_key", ""))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    pair_id: str
+    accepted: bool
+    reason: str = ""
+    label_id: int = 0
+    late: bool = False
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ExportedLabel:
+    label_id: int
+    pair_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    annotator: str
+    checkpoint_id: str
+    late: bool
+    preference: str = ""  # A, B or TIE
+
+    def dpo_row(self) -> dict:
+        """The ``{"prompt", "chosen", "rejected"}`` row TRL's DPOTrainer and ``datasets`` read."""
+        return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
