@@ -51,3 +51,36 @@ def random_adapter(tiny_world, tmp_path_factory):
     )
     manifest.save(out)
     return manifest
+
+
+# ---- a user's own model: not a toy world ------------------------------------------------------
+
+
+def build_user_model(root, arch: str):
+    """A tiny ``arch`` model (gpt2: Conv1D layers; gpt_neox: fused query_key_value; llama) from a fresh
+    transformers config, with a word-level tokenizer trained by ``tokenizers`` that has a chat template
+    and an EOS but no pad token (as GPT-2's)."""
+    from transformers import AutoTokenizer
+
+    from activedpo_trainer.localmodels import build_local_model
+
+    build_local_model(root, arch)
+    assert AutoTokenizer.from_pretrained(root).pad_token is None  # the no-pad-token path is under test too
+    return root
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+    return build_user_model(tmp_path_factory.mktemp("gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def neox_dir(tmp_path_factory):
+    return build_user_model(tmp_path_factory.mktemp("neox"), "gpt_neox")
+
+
+@pytest.fixture(scope="session")
+def reward_dir(tmp_path_factory, gpt2_dir):
+    from activedpo_trainer.localmodels import build_local_reward_model
+
+    return build_local_reward_model(tmp_path_factory.mktemp("rm"), gpt2_dir)

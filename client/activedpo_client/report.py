@@ -23,22 +23,39 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveDPO") -> Path:
-    """Held-out reward ± SE against labels used, one line per run; written atomically as PNG."""
+    """Held-out reward ± SE against labels used, one line per run; written atomically as PNG.
+
+    Runs without an evaluator (``--evaluate none``) have no reward: the plot then shows, against
+    labels used, the policy's agreement with each round's new labels (from round two on).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    evaluated = any(r.get("reward") is not None for rows in series.values() for r in rows)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, rows in series.items():
-        if not rows:
-            continue
-        x = [0] + [r["labels"] for r in rows]
-        y = [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
-        se = [0.0] + [r["se"] for r in rows]
-        ax.errorbar(x, y, yerr=se, marker="o", capsize=3, label=name)
+        if evaluated:
+            rows = [r for r in rows if r.get("reward") is not None]
+            if not rows:
+                continue
+            x = [0] + [r["labels"] for r in rows]
+            y = [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
+            se = [0.0] + [r["se"] for r in rows]
+            ax.errorbar(x, y, yerr=se, marker="o", capsize=3, label=name)
+        else:
+            x = [r["labels"] for r in rows]
+            y = [float("nan") if r.get("agreement") is None else r["agreement"] for r in rows]
+            ax.plot(x, y, marker="o", label=name)
     ax.set_xlabel("labels used")
-    ax.set_ylabel("held-out oracle reward (mean ± SE)")
+    if evaluated:
+        ax.set_ylabel("held-out reward (mean ± SE)")
+    else:
+        ax.set_ylabel("agreement with the round's new labels")
+        ax.set_ylim(-0.05, 1.05)
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        title += " (no evaluator: --evaluate none)"
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -445,6 +445,11 @@ class ServerSpec:
 
 def check_workload(workload, config: RoundConfig) -> None:
     """Refuse, before any work, what this workload cannot do with this config."""
+    for judge in (config.annotator, config.evaluate):  # a wrong path found now, not after a round's work
+        if judge.startswith("reward-model:"):
+            path = Path(judge.split(":", 1)[1])
+            if not (path / "config.json").is_file():
+                raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
     if workload.oracle is None:
         if config.annotator == "oracle":
             raise ClientError(f"--annotator oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
@@ -457,11 +462,6 @@ def check_workload(workload, config: RoundConfig) -> None:
         if config.eval_prompts > held:  # found now, not after a round of generation and training
             raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but {workload.label()} holds out "
                               f"{held}; pass --eval-prompts {held} or fewer")  # fmt: skip
-    for judge in (config.annotator, config.evaluate):  # a wrong path found now, not after a round's work
-        if judge.startswith("reward-model:"):
-            path = Path(judge.split(":", 1)[1])
-            if not (path / "config.json").is_file():
-                raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
     if not workload.train_prompts():
         raise ClientError(f"{workload.label()} has no prompts to train on")
 

@@ -151,13 +151,12 @@ class GradientFeaturizer:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from activedpo_trainer.lora import resolve_targets
+        from activedpo_trainer.lora import fan_in_fan_out, resolve_targets
 
         spec = self.lora
         targets = resolve_targets(spec.target_modules, model)
-        config = LoraConfig(
-            r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM"
-        )
+        config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=0.0, target_modules=targets,
+                            fan_in_fan_out=fan_in_fan_out(model, targets), task_type="CAUSAL_LM")  # fmt: skip
         device = next(model.parameters()).device
         with torch.random.fork_rng(devices=[]):  # A is drawn on the CPU: the same on every device
             torch.manual_seed(spec.init_seed)

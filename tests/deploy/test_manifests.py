@@ -40,7 +40,7 @@ def parse(argv: list[str]) -> tuple[str, dict]:
 
 
 def test_the_code_reads_the_environment_variables_the_manifests_set():
-    sources = "".join(p.read_text() for p in DEPLOY.parent.glob("*/activedpo_*/*.py"))
+    sources = "".join(p.read_text() for p in DEPLOY.parent.glob("*/activedpo_*/**/*.py"))
     for var in ENV_READ - {"ACTIVEDPO_IMAGE"}:  # the image variable is compose's own
         assert var in sources, var
 

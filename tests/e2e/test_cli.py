@@ -84,7 +84,12 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
     report = json.loads(
         run(client, "eval", "--checkpoint", ckpt, "--world", tiny_world.root, "--prompts", 10, "--json")
     )
-    assert report["checkpoint"] == manifest["id"] and 0 <= report["win_rate"] <= 1
+    assert report["checkpoint"] == manifest["id"] and report["n"] == 10
+    from activedpo_trainer.checkpoint import load_model
+    from activedpo_trainer.heldout import heldout_eval
+
+    same = heldout_eval(load_model(ckpt), tiny_world.config, 10, 0, with_reference=True)  # what eval must print
+    assert (report["win_rate"], report["mean"]) == (round(same.win_rate, 4), round(same.mean, 4))
 
     checked = json.loads(run(server, "checkpoint", "check", ckpt))
     assert checked["id"] == manifest["id"] and checked["lora_parameters"] > 0

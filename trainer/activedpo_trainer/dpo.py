@@ -54,13 +54,15 @@ class DPOSettings:
 def _lora_config(settings: DPOSettings, model):
     from peft import LoraConfig
 
-    from activedpo_trainer.lora import resolve_targets
+    from activedpo_trainer.lora import fan_in_fan_out, resolve_targets
 
+    targets = resolve_targets(settings.target_modules, model)
     return LoraConfig(
         r=settings.lora_r,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
-        target_modules=resolve_targets(settings.target_modules, model),
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out(model, targets),
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -25,3 +25,15 @@ def resolve_targets(targets: str | tuple[str, ...] | list[str] | None, model) ->
     if isinstance(targets, str):
         return targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     return list(targets)
+
+
+def fan_in_fan_out(model, targets: str | list[str]) -> bool:
+    """True when the targets wrap GPT-2-style ``Conv1D`` layers (weights stored [in, out]), as PEFT needs told."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name, module in model.named_modules():
+        if isinstance(module, Conv1D) and (
+            targets == "all-linear" or any(name == t or name.endswith("." + t) for t in targets)
+        ):
+            return True
+    return False

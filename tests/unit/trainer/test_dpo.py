@@ -49,13 +49,23 @@ def test_fresh_round_trains_the_adapter_and_leaves_the_base(tiny_world, rows, tm
     assert seen and seen[-1][0] == seen[-1][1] == 8  # 16 pairs / 4 per step × 2 epochs
     assert CheckpointManifest.load(tmp_path / "r1") == m
     assert m.parent_id == base.id and m.adapter == str((tmp_path / "r1" / "adapter").resolve())
-
     trained = load_model(m)
     lora_b = {k: v for k, v in trained.model.named_parameters() if "lora_B" in k}
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())  # B starts at 0; every one moved
-    fresh = _base_params(load_model(tiny_world.sft_dir).model)
-    after = _base_params(trained.model)
-    assert fresh.keys() == after.keys() and all(torch.equal(fresh[k], after[k]) for k in fresh)
+
+
+def test_training_moves_every_lora_weight_and_no_base_weight_in_memory(tiny_world, rows, random_adapter, tmp_path):
+    # the weights the optimizer holds, before and after trainer.train(): not two reads of one file
+    trainer = build_dpo_trainer(tiny_world.sft_checkpoint, rows, tmp_path / "work", FAST, parent=random_adapter)
+    base_before = _base_params(trainer.model)
+    lora_before = {k: p.detach().clone() for k, p in trainer.model.named_parameters() if "lora_" in k}
+    trainer.train()
+    base_after = _base_params(trainer.model)
+    lora_after = {k: p.detach() for k, p in trainer.model.named_parameters() if "lora_" in k}
+    assert base_before.keys() == base_after.keys() and len(base_before) > 0
+    assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
+    assert lora_before.keys() == lora_after.keys() and len(lora_before) > 0
+    assert all(not torch.equal(lora_before[k], lora_after[k]) for k in lora_before)
 
 
 def test_continue_round_uses_the_base_as_reference_not_the_parent(tiny_world, rows, random_adapter, tmp_path):

@@ -1,0 +1,201 @@
+"""A user's own model, outside any toy world: rounds with a reward-model annotator and evaluator, the
+file annotator's hand-off and resume, and offline `select` from a pool file with past labels.
+
+The models are tiny GPT-2 (Conv1D) and GPT-NeoX models from fresh transformers configs, with a
+word-level tokenizer trained by `tokenizers` that has a chat template and no pad token (conftest).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from activedpo_client.cli import app
+from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+
+runner = CliRunner()
+SMALL = ["--proj-dim", 64, "--lora-r", 4, "--lora-alpha", 8, "--device", "cpu"]
+
+
+def invoke(*args, code=0):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == code, result.output
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def server_state(state_dir, args):
+    """(exported labels, status) of a stopped server's state dir, through a server started on it."""
+    with EmbeddedServer(state_dir, args=args) as s, SelectorClient(Connection(s.target)) as client:
+        return list(client.export_labels()), client.status()
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prompt_files(tmp_path_factory):
+    """String and conversational prompts in one JSONL file, and a held-out Parquet file."""
+    import datasets
+
+    d = tmp_path_factory.mktemp("prompts")
+    topics = ["sea", "sky", "cats", "dogs", "rain", "sun"]
+    rows = [{"prompt": f"tell me about the {t}"} for t in topics]
+    rows += [{"prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": f"write a poem {t}"}]}
+             for t in topics]  # fmt: skip
+    train = write_jsonl(d / "prompts.jsonl", rows)
+    held = d / "heldout.parquet"
+    datasets.Dataset.from_list([{"prompt": f"write a short story {t}"} for t in topics[:4]]).to_parquet(held)
+    return train, held
+
+
+def round_args(model_dir, prompts, run_dir, rounds, *extra):
+    return ["round", "--model", model_dir, "--prompt-file", prompts, "--run-dir", run_dir, "--rounds", rounds,
+            "--budget", 4, "--prompts", 6, "--responses", 3, "--max-new-tokens", 8, "--dpo-epochs", 1, *SMALL,
+            *extra]  # fmt: skip
+
+
+def test_two_rounds_on_gpt2_with_a_reward_model_annotator_and_evaluator(gpt2_dir, reward_dir, prompt_files, tmp_path):
+    train, held = prompt_files
+    run_dir = tmp_path / "run"
+    judge = [f"reward-model:{reward_dir}"]
+    args = round_args(gpt2_dir, train, run_dir, 1, "--heldout-file", held, "--eval-prompts", 4,
+                      "--annotator", *judge, "--evaluate", *judge)  # fmt: skip
+    out = invoke(*args)
+    assert "activedpo round 1: 4 labels, reward" in out and "win-rate" in out
+    args[args.index("--rounds") + 1] = 2
+    out = invoke(*args)
+    assert "activedpo round 2: 8 labels, reward" in out and "agreement with the new labels" in out
+
+    metrics = jsonl(run_dir / "metrics.jsonl")
+    assert [m["labels"] for m in metrics] == [4, 8] and metrics[0]["checkpoint"] != metrics[1]["checkpoint"]
+    assert all(isinstance(m["reward"], float) and m["evaluate"] == f"reward-model:{reward_dir}" for m in metrics)
+    assert metrics[0]["agreement"] is None  # round one's policy is π_ref: no implicit reward yet
+    assert metrics[1]["agreement"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # a share of round 2's 4 labels
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["workload"]["kind"] == "model" and run["workload"]["model"] == str(gpt2_dir.resolve())
+    assert run["config"]["target_modules"] == "auto" and run["config"]["device"] == "cpu"
+    # prompts were rendered with the tokenizer's chat template, the conversational ones with their system turn
+    groups = jsonl(run_dir / "rounds" / "001" / "candidates.jsonl")
+    assert groups and all(g["prompt"].startswith("<|") and g["prompt"].endswith("<|assistant|>") for g in groups)
+    batch = json.loads((run_dir / "rounds" / "002" / "batch.json").read_text())
+    assert len(batch["pairs"]) == 4 and all(p["prompt_id"] and p["response_a_id"] for p in batch["pairs"])
+    labels = jsonl(run_dir / "rounds" / "001" / "labels.jsonl")
+    assert {x["annotator"] for x in labels} == {f"reward-model:{reward_dir.name}"}
+    # the adapter DPO trained wraps GPT-2's Conv1D c_attn (PEFT's default for gpt2), as the server's does
+    cfg = json.loads((run_dir / "rounds" / "002" / "checkpoint" / "adapter" / "adapter_config.json").read_text())
+    assert cfg["target_modules"] == ["c_attn"] and cfg["fan_in_fan_out"] is True and cfg["r"] == 4
+    ev = json.loads((run_dir / "rounds" / "002" / "eval.json").read_text())
+    assert ev["n"] == 4 and ev["ref_mean"] == metrics[0]["ref_reward"]  # π_ref on the same held-out prompts
+    status = invoke("status", "--run-dir", run_dir)
+    assert "2 rounds of activedpo" in status and "8 labeled" in status
+
+    # a run dir remembers its workload and its generation settings
+    err = invoke(*[a if a != 8 else 9 for a in args], code=2)
+    assert "was started on another workload (generation:" in err
+
+
+def test_a_toy_world_only_judge_or_a_mixed_workload_is_refused_clearly(gpt2_dir, reward_dir, prompt_files, tmp_path):
+    train, _ = prompt_files
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r", 1, "--annotator", "oracle"), code=2)
+    assert "--annotator oracle needs the toy world's hidden reward" in err and "reward-model:PATH" in err
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r", 1, "--evaluate", "oracle"), code=2)
+    assert "--evaluate oracle needs the toy world's hidden reward" in err
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r", 1, "--task", "toy"), code=2)
+    assert "--task and --world name a toy world" in err
+    err = invoke("round", "--model", gpt2_dir, "--run-dir", tmp_path / "r", code=2)
+    assert "--model needs --prompt-file" in err
+    err = invoke(*round_args(gpt2_dir, tmp_path / "missing.jsonl", tmp_path / "r", 1), code=2)
+    assert "--prompt-file not found" in err
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "tell me"}])
+    err = invoke(*round_args(gpt2_dir, bad, tmp_path / "r2", 1), code=2)
+    assert "row 1: no 'prompt' field (columns: text); pass --prompt-field" in err
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r3", 1, "--evaluate", f"reward-model:{tmp_path}"), code=2)
+    assert "is not a Hugging Face model directory" in err
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r3", 1, "--evaluate", f"reward-model:{reward_dir}"), code=2)
+    assert "has 12 prompts; holding out 100 for evaluation leaves none to train on" in err
+    assert not (tmp_path / "r3" / "rounds").exists()  # refused before any work
+
+
+def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, tmp_path):
+    train, _ = prompt_files
+    run_dir = tmp_path / "run"
+    args = round_args(neox_dir, train, run_dir, 1)  # annotator file and evaluation none: the defaults with --model
+    out = invoke(*args, code=3)
+    assert "waiting for labels" in out and "labels import" in out
+    r = run_dir / "rounds" / "001"
+    rows = jsonl(r / "to_label.jsonl")
+    assert len(rows) == 4 and [x["rank"] for x in rows] == [0, 1, 2, 3]
+    assert set(rows[0]) >= {"pair_id", "prompt", "response_a", "response_b", "score", "rank"}
+    assert len(json.loads((r / "label_studio.json").read_text())) == 4
+    invoke(*args, code=3)  # asking again hands out the same batch, selecting nothing new
+    assert jsonl(r / "to_label.jsonl") == rows
+
+    labels = write_jsonl(tmp_path / "done.jsonl",
+                         [{"pair_id": x["pair_id"], "preference": "AB"[i % 2], "annotator": "ann"}
+                          for i, x in enumerate(rows)])  # fmt: skip
+    assert "4 labels held" in invoke("labels", "import", labels, "--run-dir", run_dir)
+    out = invoke(*args)
+    assert "activedpo round 1: 4 labels; evaluation: none" in out
+    m = jsonl(run_dir / "metrics.jsonl")[0]
+    assert m["reward"] is None and m["labels"] == 4 and m["evaluate"] == "none"
+    exported, status = server_state(run_dir / "server", json.loads((run_dir / "server" / "args.json").read_text()))
+    assert sorted(x.pair_id for x in exported) == sorted(x["pair_id"] for x in rows)  # each label once
+    assert status.checkpoint_id == m["checkpoint"]
+    assert (run_dir / "reward.png").stat().st_size > 1000  # labels and agreement, no reward
+
+
+def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
+    sys_turn = {"role": "system", "content": "be kind"}
+    pool = [
+        {"prompt": "tell me about the sea", "responses": [" good nice", " bad", " very big red"]},
+        {"prompt": "tell me about the sky", "chosen": " blue and warm", "rejected": " cold"},
+        {"prompt": "tell me about the rain", "response_a": " sad", "response_b": " happy song"},
+        {"prompt": [sys_turn, {"role": "user", "content": "write a poem"}],
+         "responses": [[{"role": "assistant", "content": "a song"}], [{"role": "assistant", "content": "no"}]]},
+        {"prompt": "tell me about the cats", "responses": [" kind", " kind"]},  # one distinct response: skipped
+        {"prompt": "tell me about the dogs", "responses": [" big", " small", " yes", " no"]},
+    ]  # fmt: skip
+    candidates = write_jsonl(tmp_path / "pool.jsonl", pool)
+    labeled = write_jsonl(tmp_path / "labels.jsonl", [
+        {"prompt": "tell me about the sea", "chosen": " good nice", "rejected": " bad", "annotator": "ann"},
+        {"prompt": "tell me about the sun", "chosen": " warm", "rejected": " cold"},
+    ])  # fmt: skip
+    out_file = tmp_path / "batch.jsonl"
+    args = ["select", "--model", gpt2_dir, "--candidates", candidates, "--budget", 5, "--out", out_file,
+            "--labeled", labeled, *SMALL]  # fmt: skip
+    out = invoke(*args)
+    assert "5 of 12 pairs selected by activedpo" in out and "1 rows skipped" in out
+    rows = jsonl(out_file)
+    assert [r["rank"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(set(r) >= {"pair_id", "prompt", "response_a", "response_b", "score", "rank"} for r in rows)
+    scores = [r["score"] for r in rows]
+    assert scores == sorted(scores, reverse=True)  # greedy: each pick had the largest remaining uncertainty
+    sea_pair = {"<|user|> tell me about the sea <|assistant|>", " good nice", " bad"}
+    assert not any({r["prompt"], r["response_a"], r["response_b"]} == sea_pair for r in rows)  # labeled: not offered
+    assert all(r["prompt"].endswith("<|assistant|>") for r in rows)  # rendered with the chat template
+    assert (tmp_path / "batch.label_studio.json").exists() and (tmp_path / "batch.label_config.xml").exists()
+
+    again = invoke(*args)  # a re-run returns the same leased batch and records no label twice
+    assert "5 of 12 pairs selected" in again and jsonl(out_file) == rows
+    _, status = server_state(tmp_path / "batch.server", ["--proj-dim", "64"])
+    assert status.annotations == 2 and status.labeled == 2 and status.leased == 5
+
+    random_out = tmp_path / "random.jsonl"
+    invoke("select", "--model", gpt2_dir, "--candidates", candidates, "--budget", 3, "--out", random_out,
+           "--strategy", "random", "--state-dir", tmp_path / "other", *SMALL)  # fmt: skip
+    assert len(jsonl(random_out)) == 3
+
+    err = invoke("select", "--model", gpt2_dir, "--candidates", write_jsonl(tmp_path / "x.jsonl", [{"prompt": "a"}]),
+                 "--budget", 1, "--out", tmp_path / "o.jsonl", *SMALL, code=2)  # fmt: skip
+    assert "row 1: expected 'responses' (a list), 'chosen' and 'rejected', or 'response_a' and 'response_b'" in err
+    err = invoke("select", "--model", gpt2_dir, "--candidates", tmp_path / "pool.txt", "--budget", 1,
+                 "--out", tmp_path / "o.jsonl", *SMALL, code=2)  # fmt: skip
+    assert "--candidates not found" in err
