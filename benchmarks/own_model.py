@@ -164,7 +164,7 @@ def bench_select(args, tmp: Path) -> list[str]:
         *header("Your own model: `select` from a pool file"),
         f"- Model: GPT-2 (Conv1D), 2 layers, hidden {args.select_hidden}, {params / 1e3:.0f} k parameters, "
         f"untrained; LoRA r = 8 on c_attn (round one's fresh adapter); d = {args.proj_dim}",
-        f"- Pool: prompts × 3 responses of 4–12 words, `{{\"prompt\", \"responses\"}}` JSONL rows; "
+        f'- Pool: prompts × 3 responses of 4–12 words, `{{"prompt", "responses"}}` JSONL rows; '
         f"`activedpo-client select --budget {args.budget}` with an embedded server, in a subprocess",
         "- Peak = VmHWM of the client process and of its embedded server (polled every 0.2 s)",
         "",

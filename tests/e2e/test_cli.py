@@ -21,8 +21,14 @@ def run(app, *args, code=0):
 
 def test_help_lists_the_command_groups():
     out = run(client, "--help")
-    for group in ("toyworld", "eval", "generate", "train"):
+    for group in ("round", "select", "toyworld", "eval", "generate", "train"):
         assert group in out
+    round_help = run(client, "round", "--help")
+    for option in ("--model", "--prompt-file", "--heldout-file", "--chat-template", "--annotator", "--evaluate",
+                   "--target-modules", "--dtype", "[default: auto with --model"):  # fmt: skip
+        assert option in round_help, option
+    select_help = run(client, "select", "--help")
+    assert all(o in select_help for o in ("--candidates", "--labeled", "--budget", "--out", "--server"))
     assert "build" in run(client, "toyworld", "--help")
     assert "dpo" in run(client, "train", "--help")
     assert "checkpoint" in run(server, "--help")

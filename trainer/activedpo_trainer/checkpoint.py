@@ -183,7 +183,10 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
     except (OSError, ValueError) as e:  # missing files, offline hub ids, unknown architectures
         raise CheckpointError(f"cannot load base model {base}: {e}") from e
-    if tokenizer.pad_token is None:
+    if tokenizer.eos_token is None:
+        raise CheckpointError(f"the tokenizer of {base} has no EOS token, and every response ends with one: "
+                              f"set eos_token in its tokenizer_config.json")  # fmt: skip
+    if tokenizer.pad_token is None:  # GPT-2 and many others: padding is masked, so EOS serves
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 

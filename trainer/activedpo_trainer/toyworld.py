@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_trainer.atomic import fsync_tree
 from activedpo_trainer.checkpoint import CheckpointManifest
 from activedpo_trainer.tasks import load_task, task_slug, task_vocabulary
 from activedpo_trainer.toytasks import MAX_RESPONSE_WORDS
@@ -212,6 +213,7 @@ def build_toyworld(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / "world.json").write_text(json.dumps(info, indent=2) + "\n")
+        fsync_tree(tmp)  # the whole world is on disk before it gets its name
         if root.exists() and force:  # replace the old world only once the new one is complete
             shutil.rmtree(root)
         try:

@@ -9,17 +9,25 @@ from typing import Annotated
 import typer
 
 from activedpo_client.cli.common import (
+    ChatTemplate,
     DPOMode,
     console,
     user_errors,
 )
+from activedpo_trainer.atomic import write_jsonl
 
 train_app = typer.Typer(help="Train checkpoints: DPO on labeled pairs (TRL + PEFT LoRA).")
 
 
 def generate_cmd(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint directory or manifest.")],
-    prompts_file: Annotated[Path, typer.Option("--prompts", help="Prompts, one per line (or JSONL with 'prompt').")],
+    prompts_file: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            help="Prompts: a .txt file (one per line), or JSONL, JSON, CSV, Parquet or a save_to_disk directory.",
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output JSONL: one {'prompt', 'responses'} row per prompt.")],
     k: Annotated[int, typer.Option("--responses", "-k", help="Responses per prompt.", min=1)] = 3,
     temperature: Annotated[float, typer.Option(min=0.0)] = 1.0,
@@ -28,19 +36,28 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
+    prompt_field: Annotated[str, typer.Option(help="The column holding the prompt.")] = "prompt",
+    chat_template: Annotated[
+        ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
+    ] = ChatTemplate.auto,
 ) -> None:
-    """Sample K responses per prompt from a checkpoint."""
+    """Sample K responses per prompt from a checkpoint (prompts: text lines, or any prompt file `round` reads)."""
     from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
     from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():
-        prompts = _read_prompts(prompts_file)
+        from activedpo_trainer.prompts import PromptRenderer, read_prompts
+
+        if not prompts_file.exists():
+            raise FileNotFoundError(f"prompts file not found: {prompts_file}")
+        raw = read_prompts(prompts_file, prompt_field)
         settings = GenerationSettings(
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size
         )
         loaded = load_model(checkpoint, device=device)
+        prompts = [PromptRenderer(loaded.tokenizer, chat_template.value).prompt(p) for p in raw]
         with progress_bars() as bar:
             responses = generate(
                 loaded.model,
@@ -51,33 +68,8 @@ def generate_cmd(
                 seed=seed,
                 progress=lambda d, t: bar("generate", d, t),
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for p, rs in zip(prompts, responses, strict=True):
-            f.write(json.dumps({"prompt": p, "responses": rs}) + "\n")
+        write_jsonl(out, ({"prompt": p, "responses": rs} for p, rs in zip(prompts, responses, strict=True)))
     console.print(f"wrote {len(prompts)} prompts × {k} responses to {out}")
-
-
-def _read_prompts(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"prompts file not found: {path}")
-    prompts = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("{"):
-            try:
-                prompt = json.loads(line)["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n}: expected a JSON object with a 'prompt' string ({e})") from e
-            if not isinstance(prompt, str):
-                raise ValueError(f"{path}:{n}: 'prompt' must be a string")
-            prompts.append(prompt)
-        else:
-            prompts.append(line)
-    if not prompts:
-        raise ValueError(f"no prompts in {path}")
-    return prompts
 
 
 def _read_rows(path: Path) -> list[dict]:
