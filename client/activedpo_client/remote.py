@@ -220,15 +220,17 @@ class SelectorClient:
 class EmbeddedServer:
     """``activedpo-server serve`` in a child process on a free 127.0.0.1 port; a context manager.
 
-    ``args`` are extra ``serve`` options (``--proj-dim``, ``--lora-r``, …). The server's log goes
-    to ``state_dir/../server.log``; a server that fails to start raises ClientError with its last lines.
+    ``args`` are extra ``serve`` options (``--proj-dim``, ``--lora-r``, …). The server's log goes to
+    ``log`` (default ``state_dir/../server.log``); a server that fails to start raises ClientError
+    with its last lines.
     """
 
-    def __init__(self, state_dir: Path, checkpoint: str | Path | None = None, token: str | None = None, args=()):
+    def __init__(self, state_dir: Path, checkpoint: str | Path | None = None, token: str | None = None, args=(),
+                 log: Path | None = None):  # fmt: skip
         self.state_dir, self.checkpoint, self.token, self.args = Path(state_dir), checkpoint, token, list(args)
         self.proc: subprocess.Popen | None = None
         self.port = 0
-        self.log = self.state_dir.parent / "server.log"
+        self.log = Path(log) if log is not None else self.state_dir.parent / "server.log"
 
     @property
     def target(self) -> str:

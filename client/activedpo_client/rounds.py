@@ -144,7 +144,10 @@ class Run:
             return run
         try:
             data = json.loads(path.read_text())
-            stored = data["workload"] if "workload" in data else {"kind": "toy", "world": data["world"]}
+            stored = data.get("workload") or {
+                "kind": "toy",
+                "world": str(Path(data["world"]).resolve()),
+            }  # pre-workload
             run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
                       data["checkpoint"])  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

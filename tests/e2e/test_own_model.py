@@ -199,3 +199,18 @@ def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
     err = invoke("select", "--model", gpt2_dir, "--candidates", tmp_path / "pool.txt", "--budget", 1,
                  "--out", tmp_path / "o.jsonl", *SMALL, code=2)  # fmt: skip
     assert "--candidates not found" in err
+
+
+def test_select_against_a_running_server_that_holds_no_checkpoint(gpt2_dir, tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", [
+        {"prompt": f"tell me about the {w}", "responses": [" good", " bad", " very nice"]} for w in ("sea", "sky")
+    ])  # fmt: skip
+    with EmbeddedServer(tmp_path / "remote", args=["--proj-dim", "64", "--lora-r", "4", "--lora-alpha", "8",
+                                                   "--lora-targets", "auto"]) as server:  # fmt: skip
+        out = invoke("select", "--model", gpt2_dir, "--candidates", pool, "--budget", 2, "--out", tmp_path / "b.jsonl",
+                     "--server", server.target)  # fmt: skip
+        assert "2 of 6 pairs selected by activedpo under base:" in out
+        with SelectorClient(Connection(server.target)) as client:
+            status = client.status()
+    assert status.checkpoint_id == f"base:{gpt2_dir.resolve()}" and status.leased == 2 and status.pool_size == 6
+    assert not (tmp_path / "b.server").exists()  # no embedded server was started

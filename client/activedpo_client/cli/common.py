@@ -70,6 +70,9 @@ RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
 TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
 TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
+ChatTemplateOpt = Annotated[
+    ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
+]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")]
 
 

@@ -10,6 +10,7 @@ import typer
 
 from activedpo_client.cli.common import (
     ChatTemplate,
+    ChatTemplateOpt,
     DPOMode,
     console,
     user_errors,
@@ -37,9 +38,7 @@ def generate_cmd(
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
     prompt_field: Annotated[str, typer.Option(help="The column holding the prompt.")] = "prompt",
-    chat_template: Annotated[
-        ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
-    ] = ChatTemplate.auto,
+    chat_template: ChatTemplateOpt = ChatTemplate.auto,
 ) -> None:
     """Sample K responses per prompt from a checkpoint (prompts: text lines, or any prompt file `round` reads)."""
     from activedpo_trainer.checkpoint import load_model

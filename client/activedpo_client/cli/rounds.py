@@ -10,6 +10,7 @@ import typer
 from activedpo_client.cli.common import (
     CacheDir,
     ChatTemplate,
+    ChatTemplateOpt,
     DPOMode,
     Dtype,
     Preset,
@@ -49,9 +50,7 @@ def round_cmd(
         ),
     ] = None,
     prompt_field: Annotated[str, typer.Option(help="The column holding the prompt.")] = "prompt",
-    chat_template: Annotated[
-        ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
-    ] = ChatTemplate.auto,
+    chat_template: ChatTemplateOpt = ChatTemplate.auto,
     budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
     prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
     responses: Annotated[int, typer.Option(help="Responses generated per prompt.")] = 3,

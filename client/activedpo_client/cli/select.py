@@ -11,6 +11,7 @@ import typer
 
 from activedpo_client.cli.common import (
     ChatTemplate,
+    ChatTemplateOpt,
     DeviceOpt,
     Dtype,
     TlsCaOpt,
@@ -51,9 +52,7 @@ def select_cmd(
     pool: Annotated[
         str | None, typer.Option(help="Pool tag on the server \\[default: the candidates file's name].")
     ] = None,
-    chat_template: Annotated[
-        ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
-    ] = ChatTemplate.auto,
+    chat_template: ChatTemplateOpt = ChatTemplate.auto,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.", min=1)] = 8192,
     lora_r: Annotated[
         int, typer.Option(help="Embedded server: rank of the fresh adapter of a model without one.")
@@ -116,7 +115,7 @@ def select_cmd(
             if device:
                 args += ["--device", device]
             err.print(f"starting the embedded selection server (state in {state}) …")
-            server = stack.enter_context(EmbeddedServer(state, ref, args=args)).target
+            server = stack.enter_context(EmbeddedServer(state, ref, args=args, log=state / "server.log")).target
         client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca)))
         client.wait_ready()
         if client.status().checkpoint_id != manifest.id:
