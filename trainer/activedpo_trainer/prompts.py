@@ -40,6 +40,8 @@ def iter_records(path: str | Path) -> Iterator[dict]:
             f"{path}: unknown format {path.suffix or '(no extension)'!r}; use .jsonl, .json, .csv, .parquet "
             f"or a directory written by datasets' save_to_disk"
         )
+    if path.stat().st_size == 0:  # an empty file has no rows (datasets cannot infer a schema from it)
+        return
     from datasets import load_dataset
 
     try:
