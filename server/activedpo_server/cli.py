@@ -79,6 +79,13 @@ def checkpoint_check(
 
 
 ProjDimOpt = Annotated[int, typer.Option(help="Projection dimension d.")]
+ProjectionOpt = Annotated[
+    str,
+    typer.Option(
+        help="How gradients are projected: sjlt (a sparse sketch of the LoRA factors, the default), kron "
+        "(LoGra's factor projection) or dense (the Rademacher reference; slow)."
+    ),
+]
 SeedOpt = Annotated[int, typer.Option(help="Projection seed.")]
 NormalizeOpt = Annotated[
     bool, typer.Option(help="Unit-normalise each response's gradient feature (--no-normalize: an ablation).")
@@ -148,6 +155,7 @@ def serve_command(
         ),
     ] = False,
     proj_dim: ProjDimOpt = 8192,
+    projection: ProjectionOpt = "sjlt",
     lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
     normalize: NormalizeOpt = True,
     feature_checkpoint: Annotated[
@@ -190,7 +198,8 @@ def serve_command(
         server_config = ServerConfig(host, port, token, tls_cert, tls_key, tls_client_ca)
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, proj_dim=proj_dim, seed=seed, lam=lam, strategy=strategy, normalize=normalize,
+                state_dir=state_dir, proj_dim=proj_dim, projection=projection, seed=seed, lam=lam, strategy=strategy,
+                normalize=normalize,
                 research_strategies=research_strategies,
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
@@ -260,6 +269,7 @@ def featurize_command(
     ray_actors: RayActorsOpt = 2,
     ray_gpus_per_actor: RayGpusOpt = None,
     proj_dim: ProjDimOpt = 8192,
+    projection: ProjectionOpt = "sjlt",
     seed: SeedOpt = 0,
     normalize: NormalizeOpt = True,
     feature_dtype: FeatureDtypeOpt = "float32",
@@ -288,7 +298,8 @@ def featurize_command(
     try:
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, proj_dim=proj_dim, seed=seed, normalize=normalize, feature_dtype=feature_dtype,
+                state_dir=state_dir, proj_dim=proj_dim, projection=projection, seed=seed, normalize=normalize,
+                feature_dtype=feature_dtype,
                 ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor), device=device, dtype=dtype,
                 lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
             ),

@@ -95,6 +95,7 @@ def featurize_on_ray(
     dtype: str = "float32",
     lora: LoraSpec | None = None,
     batch_size: int = 16,
+    projection: str = "sjlt",
     ray_settings: RaySettings | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
@@ -116,7 +117,7 @@ def featurize_on_ray(
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     gpus = rs.num_gpus if rs.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0)
     settings = dict(proj_dim=proj_dim, seed=seed, normalize=normalize, dtype=dtype, batch_size=batch_size,
-                    lora=asdict(lora or LoraSpec()))  # fmt: skip
+                    lora=asdict(lora or LoraSpec()), projection=projection)  # fmt: skip
     resources = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": rs.num_cpus}
     position = {int(i): k for k, i in enumerate(ids.tolist())}
     if len(position) != n:

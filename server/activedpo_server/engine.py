@@ -21,8 +21,9 @@ import numpy as np
 
 from activedpo_server import __version__
 from activedpo_server.distributed import RaySettings
-from activedpo_server.features import EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
+from activedpo_server.features import DEFAULT_PROJECTION, EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
 from activedpo_server.featurestore import FeatureStore
+from activedpo_server.projection import PROJECTIONS
 from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
@@ -41,6 +42,7 @@ class EngineConfig:
 
     state_dir: Path
     proj_dim: int = 8192  # the paper's projection dimension
+    projection: str = DEFAULT_PROJECTION  # sjlt (factored sparse sketch), kron (LoGra) or dense (the reference)
     seed: int = 0  # projection seed: features are reproducible across devices and restarts
     normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
     lam: float = 1.0  # ridge λ of V
@@ -60,6 +62,8 @@ class EngineConfig:
         strategy_class(self.strategy, self.research_strategies)  # raises, naming the choices
         if self.feature_dtype not in ("float32", "float16"):
             raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
         if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
             raise ValueError("proj_dim, lam, lease_seconds and batch_size must be positive")
 
@@ -108,6 +112,7 @@ class _StoreSource:
                 feats = featurize_on_ray(
                     featurizer.loaded.manifest, prompts, responses, missing, proj_dim=c.proj_dim, seed=c.seed,
                     normalize=c.normalize, dtype=c.dtype, lora=c.lora, batch_size=c.batch_size, ray_settings=ray,
+                    projection=c.projection,
                     progress=self.progress,
                 )  # fmt: skip
             else:
@@ -154,7 +159,7 @@ class Engine:
         c = self.config
         return GradientFeaturizer(
             manifest, proj_dim=c.proj_dim, seed=c.seed, normalize=c.normalize, batch_size=c.batch_size,
-            device=c.device, dtype=c.dtype, lora=c.lora,
+            device=c.device, dtype=c.dtype, lora=c.lora, projection=c.projection,
         )  # fmt: skip
 
     def _build(self, manifest: CheckpointManifest) -> _Active:

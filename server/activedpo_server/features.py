@@ -34,10 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from activedpo_server.projection import PROJECTION_FORMAT, RademacherProjector
+from activedpo_server.projection import PROJECTION_FORMAT, LoraMatrix, make_projection
 from activedpo_trainer.checkpoint import CheckpointManifest, LoadedModel, load_model, resolve_checkpoint
 from activedpo_trainer.progress import StageProgress
 from activedpo_trainer.sequences import encode_pairs, sequence_logprobs, token_logprobs
+
+DEFAULT_PROJECTION = "sjlt"  # see benchmarks/results/projection.md: it meets the dense-vs-dense yardstick
 
 
 class FeaturizerError(ValueError):
@@ -62,8 +64,8 @@ class LoraSpec:
 class FeaturizerTimings:
     """Seconds spent per stage since the last reset (benchmarks read it)."""
 
-    gradients_s: float = 0.0  # forward, backward and per-example gradient extraction
-    extract_s: float = 0.0  # of which: the per-layer matmuls that form each example's gradient
+    gradients_s: float = 0.0  # forward, backward and per-example extraction (with a factored projection: all of it)
+    extract_s: float = 0.0  # of which: forming each example's gradient, or its factored projection
     projection_s: float = 0.0  # the random projection, block generation included
     responses: int = 0
 
@@ -107,6 +109,7 @@ class GradientFeaturizer:
         lora: LoraSpec | None = None,
         chunk_bytes: int = 512 << 20,
         cache_bytes: int | None = None,
+        projection: str = DEFAULT_PROJECTION,
     ):
         import torch
 
@@ -134,8 +137,11 @@ class GradientFeaturizer:
         self.adapter_name = self.model.active_adapter
         self.layers, self.params = self._find_layers()
         self.dim = sum(p.numel() for p in self.params)
+        self.dtype = dtype
         self.chunk_rows = max(batch_size, (chunk_bytes // (4 * self.dim)) // batch_size * batch_size)
-        self.projector = RademacherProjector(self.dim, self.proj_dim, self.seed, self.device, cache_bytes)
+        self.projection = make_projection(projection, self.lora_matrices(), self.proj_dim, self.seed, self.device,
+                                          cache_bytes)  # fmt: skip
+        self.projector = getattr(self.projection, "projector", None)  # the dense kind's block generator (benchmarks)
         self.timings = FeaturizerTimings()
 
     @property
@@ -143,9 +149,18 @@ class GradientFeaturizer:
         """Everything the features depend on; features with different keys never mix."""
         fresh = f"+{self.lora.key()}" if self.fresh_adapter else ""
         return (
-            f"{self.checkpoint_id}{fresh}|grad|d={self.proj_dim}|seed={self.seed}"
-            f"|norm={int(self.normalize)}|fmt={PROJECTION_FORMAT}"
+            f"{self.checkpoint_id}{fresh}|grad|proj={self.projection.key()}|d={self.proj_dim}|seed={self.seed}"
+            f"|norm={int(self.normalize)}|dtype={self.dtype}|fmt={PROJECTION_FORMAT}"
         )
+
+    def lora_matrices(self) -> list[LoraMatrix]:
+        """Every LoRA weight in flat-gradient order: layer i's A ([r, in]) is matrix 2i, its B ([out, r]) 2i + 1."""
+        out = []
+        for layer in self.layers:
+            r, n_in = layer.lora_A.weight.shape
+            n_out = layer.lora_B.weight.shape[0]
+            out += [LoraMatrix(layer.offset_A, r, n_in, 0), LoraMatrix(layer.offset_B, n_out, r, 1)]
+        return out
 
     def _attach_adapter(self, model):
         import torch
@@ -207,6 +222,15 @@ class GradientFeaturizer:
 
     def _batch_gradients(self, prompts: Sequence[str], responses: Sequence[str], out) -> None:
         """Write each example's flat LoRA gradient into the rows of ``out`` (``[b, D]``, float32)."""
+        self._per_example(prompts, responses, lambda grads, wants_a: self._extract(grads, wants_a, out))
+
+    def _batch_sketch(self, prompts: Sequence[str], responses: Sequence[str], acc) -> None:
+        """Add each example's projected gradient to the rows of ``acc`` (``[b, d]``) from the captured
+        factors, never forming the gradient (a factored projection)."""
+        self._per_example(prompts, responses, lambda grads, wants_a: self._sketch(grads, wants_a, acc))
+
+    def _per_example(self, prompts: Sequence[str], responses: Sequence[str], use) -> None:
+        """One forward/backward over the batch; ``use(grads, wants_a)`` consumes the captured factors."""
         import torch
 
         ids, att, lab = (t.to(self.device) for t in encode_pairs(self.tokenizer, prompts, responses))
@@ -236,9 +260,20 @@ class GradientFeaturizer:
         _sync(self.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            self._extract(grads, wants_a, out)
+            use(grads, wants_a)
         _sync(self.device)
         self.timings.extract_s += time.perf_counter() - t0
+
+    def _sketch(self, grads, wants_a: list[bool], acc) -> None:
+        """The factored projection of ``∂L/∂B = Σ_t δ'_t u_tᵀ`` and ``∂L/∂A = Σ_t (Bᵀδ'_t) x_tᵀ``, into ``acc``."""
+        k = 0
+        for i, (layer, want) in enumerate(zip(self.layers, wants_a, strict=True)):
+            for x, u, _y in layer.captured:  # a layer called twice in one forward: both calls add up
+                self.projection.add(acc, 2 * i + 1, grads[k], u)  # B: [out, r]
+                if want:
+                    self.projection.add(acc, 2 * i, grads[k + 1], x)  # A: [r, in]
+                k += 2 if want else 1
+            layer.captured = []
 
     def _extract(self, grads, wants_a: list[bool], out) -> None:
         """Per-example ``∂L/∂B = Σ_t δ'_t u_tᵀ`` and ``∂L/∂A = Σ_t (Bᵀδ'_t) x_tᵀ``, written into ``out``."""
@@ -298,7 +333,9 @@ class GradientFeaturizer:
 
     def project(self, gradients):
         """Project ``[n, D]`` gradients and normalise each row (when ``normalize``): ``[n, proj_dim]``."""
-        feats = self.projector.project(gradients)
+        return self._normalized(self.projection.project(gradients))
+
+    def _normalized(self, feats):
         if self.normalize:
             norms = feats.norm(dim=1, keepdim=True)
             feats = feats / norms.clamp_min(1e-30)
@@ -322,7 +359,24 @@ class GradientFeaturizer:
         result = np.empty((n, self.proj_dim), dtype=np.float32)
         if n == 0:
             return result
-        # equal chunks: every chunk regenerates the blocks of S that are not cached, so no small tail chunk
+        if self.projection.factored and not reference:  # batch by batch, from the factors: no [n, D] buffer
+            if progress:
+                progress("featurize", 0, n)
+            for s in range(0, n, self.batch_size):
+                e = min(s + self.batch_size, n)
+                _sync(self.device)
+                t0 = time.perf_counter()
+                acc = self.projection.new(e - s)
+                self._batch_sketch(prompts[s:e], responses[s:e], acc)
+                result[s:e] = self._normalized(acc).cpu().numpy()
+                _sync(self.device)
+                self.timings.gradients_s += time.perf_counter() - t0
+                self.timings.responses += e - s
+                if progress:
+                    progress("featurize", e, n)
+            return result
+        # the dense reference, on full gradients in equal chunks: every chunk regenerates the blocks of S
+        # that are not cached, so no small tail chunk
         n_chunks = -(-n // self.chunk_rows)
         rows = -(-n // n_chunks)
         grads = torch.empty((rows, self.dim), dtype=torch.float32, device=self.device)

@@ -152,3 +152,264 @@ def _default_cache_bytes(device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free // 2
     return 2 << 30
+
+
+# ---- projections of LoRA gradients, by kind -----------------------------------------------------
+
+PROJECTIONS = ("sjlt", "kron", "dense")
+_P = 2_147_483_647  # the Mersenne prime 2³¹ − 1: hashes are polynomials mod p, exact in int64 on any device
+
+
+@dataclass(frozen=True)
+class LoraMatrix:
+    """Where one LoRA weight's per-example gradient sits in the flat gradient, and its shape.
+
+    ``rank_axis`` is the axis of length r: 0 for ``lora_A`` ([r, in]), 1 for ``lora_B`` ([out, r]).
+    """
+
+    offset: int
+    rows: int
+    cols: int
+    rank_axis: int
+
+    @property
+    def size(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def rank(self) -> int:
+        return self.rows if self.rank_axis == 0 else self.cols
+
+    @property
+    def long(self) -> int:
+        return self.cols if self.rank_axis == 0 else self.rows
+
+
+def torch_stack(rows):
+    import torch
+
+    return torch.stack(rows)
+
+
+def _poly_hash(seed: int, stream: int, n: int, degree: int = 4):
+    """``h(i) mod p`` for ``i < n``, a random polynomial of ``degree − 1`` over GF(p): ``degree``-wise independent.
+
+    Coefficients come from ``SeedSequence([seed, stream])``; evaluation is exact int64 arithmetic on
+    the CPU (every product stays below 2⁶²), so any device gets the same values.
+    """
+    import torch
+
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(stream)])))
+    coef = rng.integers(1, _P, degree)
+    i = torch.arange(n, dtype=torch.int64)
+    h = torch.full((n,), int(coef[0]), dtype=torch.int64)
+    for c in coef[1:]:
+        h = (h * i + int(c)) % _P
+    return h
+
+
+class Projection:
+    """Projects per-example LoRA gradients to ``out_dim``: from full gradients (``project``), or, where
+    ``factored``, from each matrix's per-token factors without forming the gradient (``add``)."""
+
+    kind: str
+    factored: bool
+
+    def __init__(self, matrices: list[LoraMatrix], out_dim: int, seed: int = 0, device=None):
+        import torch
+
+        if out_dim < 1 or not matrices:
+            raise ValueError(f"a projection needs LoRA matrices and a positive dimension, got out_dim={out_dim}")
+        self.matrices, self.out_dim, self.seed = list(matrices), int(out_dim), int(seed)
+        self.in_dim = sum(m.size for m in self.matrices)
+        self.device = torch.device(device or "cpu")
+
+    def key(self) -> str:
+        return self.kind
+
+    def state_bytes(self) -> int:
+        """Memory the projection holds between calls (its seeded matrices or hashes)."""
+        return 0
+
+    def new(self, n: int):
+        import torch
+
+        return torch.zeros((n, self.out_dim), dtype=torch.float32, device=self.device)
+
+    def add(self, acc, m: int, left, right) -> None:
+        """``acc += projection of Σ_t left_t right_tᵀ`` (matrix ``m``'s gradient; left ``[b, T, rows]``,
+        right ``[b, T, cols]``)."""
+        raise NotImplementedError
+
+    def project(self, x):
+        """Project full per-example gradients ``[n, in_dim]`` (the reference path; every kind has it)."""
+        acc = self.new(x.shape[0])
+        x = x.to(device=self.device, dtype=acc.dtype)
+        for k, m in enumerate(self.matrices):
+            g = x[:, m.offset : m.offset + m.size].view(-1, m.rows, m.cols)
+            self._add_full(acc, k, g)
+        return acc
+
+    def _add_full(self, acc, m: int, g) -> None:
+        raise NotImplementedError
+
+
+class SparseSketch(Projection):
+    """A sparse JL sketch (CountSketch: one ±1 per coordinate) hashed along each LoRA matrix's factors.
+
+    Every matrix's gradient is read as ``G_m`` of shape ``[long, r]`` (``lora_B``: out × r;
+    ``lora_A`` transposed: in × r), its r rank columns cut into ``groups`` groups of r / groups.
+    Coordinate ``(i, j)`` lands in bucket ``h_{m,g(j)}(i)·r + j`` of the output, viewed as an
+    ``[out_dim / r, r]`` grid, with sign ``s_{m,g(j)}(i)·c_m(j)``; ``h``, ``s`` and ``c`` are 4-wise
+    independent hashes seeded by ``(seed, m, group)``. The bucket of a coordinate depends on its
+    row and its column group only, so the sketch applies to the factors before the token sum:
+
+        sketch_{m,g} = Σ_t (C_{m,g} a_t) (b_t[cols of g] ∘ c_m)ᵀ,   C_{m,g}: [out_dim / r, long] signed buckets,
+
+    with ``a_t`` the long factor (δ_t for B, x_t for A) and ``b_t`` the rank-r one (u_t = A x_t,
+    Bᵀδ_t). The full gradient is never formed: per token the cost is O(groups · long) for the
+    ``C a_t`` and O(out_dim) for the outer products; the state is the hashes, O(groups · Σ long)
+    integers. Two coordinates in one column group collide with probability r / out_dim (in
+    different groups or columns: never); against CountSketch's 1 / out_dim for every pair, the
+    extra variance comes from rows that share a bucket across all columns of a group, and shrinks
+    as the groups get narrower (``groups = r`` is CountSketch itself). 8 groups measured at the
+    dense-vs-dense yardstick in ``benchmarks/projection.py``. Not scaled: CountSketch keeps squared
+    norms in expectation.
+    """
+
+    kind = "sjlt"
+    factored = True
+
+    def __init__(self, matrices, out_dim, seed=0, device=None, groups: int = 8):
+        super().__init__(matrices, out_dim, seed, device)
+        ranks = {m.rank for m in self.matrices}
+        if len(ranks) != 1:
+            raise ValueError(f"the sjlt projection needs one LoRA rank for every layer, got {sorted(ranks)}")
+        self.r = ranks.pop()
+        if self.out_dim % self.r or self.out_dim < self.r:
+            raise ValueError(f"the sjlt projection needs a dimension that is a multiple of the LoRA rank {self.r}, "
+                             f"got {self.out_dim}; use e.g. {max(1, self.out_dim // self.r) * self.r}")  # fmt: skip
+        self.groups = math.gcd(self.r, max(1, int(groups)))  # groups of equal width
+        self.width = self.r // self.groups
+        self.buckets = self.out_dim // self.r
+        self.hashes = []  # per matrix: (bucket [groups, long] int64, sign [groups, long] float32, col sign [r])
+        streams = 2 * self.groups + 1
+        for k, m in enumerate(self.matrices):
+            base = streams * k
+            bucket = [_poly_hash(self.seed, base + 2 * g, m.long) % self.buckets for g in range(self.groups)]
+            sign = [(_poly_hash(self.seed, base + 2 * g + 1, m.long) % 2).float() * 2 - 1 for g in range(self.groups)]
+            col = (_poly_hash(self.seed, base + 2 * self.groups, m.rank) % 2).float() * 2 - 1
+            self.hashes.append(tuple(x.to(self.device) for x in (torch_stack(bucket), torch_stack(sign), col)))
+
+    def key(self) -> str:
+        return f"sjlt(groups={self.groups})"
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for h in self.hashes for t in h)
+
+    def _reduce_long(self, k: int, g: int, a):
+        """``C_{k,g} a`` along the last axis: ``[..., long]`` → ``[..., buckets]``."""
+        import torch
+
+        bucket, sign, _ = self.hashes[k]
+        out = torch.zeros((*a.shape[:-1], self.buckets), dtype=torch.float32, device=a.device)
+        return out.index_add_(a.ndim - 1, bucket[g], a.float() * sign[g])
+
+    def add(self, acc, m: int, left, right) -> None:
+        long_f, rank_f = (left, right) if self.matrices[m].rank_axis == 1 else (right, left)
+        grid = acc.view(-1, self.buckets, self.r)
+        signed = rank_f.float() * self.hashes[m][2]  # [b, T, r]
+        for g in range(self.groups):
+            cols = slice(g * self.width, (g + 1) * self.width)
+            reduced = self._reduce_long(m, g, long_f)  # [b, T, buckets]
+            grid[:, :, cols].baddbmm_(reduced.transpose(1, 2), signed[:, :, cols])  # += Σ_t reduced_t signed_tᵀ
+
+    def _add_full(self, acc, m: int, g_full) -> None:
+        long_r = g_full if self.matrices[m].rank_axis == 1 else g_full.transpose(1, 2)  # [n, long, r]
+        grid = acc.view(-1, self.buckets, self.r)
+        signed = long_r.float() * self.hashes[m][2]  # [n, long, r]
+        for g in range(self.groups):
+            cols = slice(g * self.width, (g + 1) * self.width)
+            grid[:, :, cols] += self._reduce_long(m, g, signed[:, :, cols].transpose(1, 2)).transpose(1, 2)
+
+
+class KroneckerProjection(Projection):
+    """LoGra's factorized projection: each matrix's gradient G (rows × cols) becomes ``P G Qᵀ / √(k₁k₂)``
+    with seeded ±1 matrices ``P`` (k₁ × rows) and ``Q`` (k₂ × cols), applied to the factors:
+    ``Σ_t (P a_t)(Q b_t)ᵀ``.
+
+    The split: every matrix gets an equal share ``d_m = out_dim // M`` of the output (M matrices;
+    the first ``out_dim mod M`` get one more), and ``k₁ = min(rows, ⌊√d_m⌋)``, ``k₂ = min(cols, ⌊d_m / k₁⌋)``;
+    the ``d_m − k₁k₂`` dims left over stay zero. Features are concatenated in matrix order.
+    """
+
+    kind = "kron"
+    factored = True
+
+    def __init__(self, matrices, out_dim, seed=0, device=None):
+        import torch
+
+        super().__init__(matrices, out_dim, seed, device)
+        n = len(self.matrices)
+        if self.out_dim < n:
+            raise ValueError(f"the kron projection needs at least one dimension per LoRA matrix ({n}), "
+                             f"got {self.out_dim}")  # fmt: skip
+        self.blocks = []  # per matrix: (offset in the output, P [k1, rows], Q [k2, cols], scale)
+        offset = 0
+        for k, m in enumerate(self.matrices):
+            share = self.out_dim // n + (1 if k < self.out_dim % n else 0)
+            k1 = max(1, min(m.rows, math.isqrt(share)))
+            k2 = max(1, min(m.cols, share // k1))
+            p = torch.from_numpy(rademacher_block(self.seed * 2 + 1, 2 * k, k1, m.rows).astype(np.float32))
+            q = torch.from_numpy(rademacher_block(self.seed * 2 + 1, 2 * k + 1, k2, m.cols).astype(np.float32))
+            self.blocks.append((offset, p.to(self.device), q.to(self.device), 1.0 / math.sqrt(k1 * k2)))
+            offset += share
+
+    def state_bytes(self) -> int:
+        return sum(p.numel() * 4 + q.numel() * 4 for _, p, q, _ in self.blocks)
+
+    def add(self, acc, m: int, left, right) -> None:
+        import torch
+
+        offset, p, q, scale = self.blocks[m]
+        pa = left.float() @ p.T  # [b, T, k1]
+        qb = right.float() @ q.T  # [b, T, k2]
+        out = torch.bmm(pa.transpose(1, 2), qb)  # [b, k1, k2]
+        acc[:, offset : offset + out.shape[1] * out.shape[2]] += out.flatten(1) * scale
+
+    def _add_full(self, acc, m: int, g) -> None:
+        offset, p, q, scale = self.blocks[m]
+        out = p @ g.float() @ q.T  # [n, k1, k2]
+        acc[:, offset : offset + out.shape[1] * out.shape[2]] += out.flatten(1) * scale
+
+
+class DenseProjection(Projection):
+    """The dense Rademacher reference (:class:`RademacherProjector`) on the full gradient; not factored."""
+
+    kind = "dense"
+    factored = False
+
+    def __init__(self, matrices, out_dim, seed=0, device=None, cache_bytes: int | None = None):
+        super().__init__(matrices, out_dim, seed, device)
+        self.projector = RademacherProjector(self.in_dim, self.out_dim, self.seed, self.device, cache_bytes)
+
+    def key(self) -> str:
+        return f"dense(fmt={PROJECTION_FORMAT})"
+
+    def state_bytes(self) -> int:
+        return self.projector._cached_bytes
+
+    def project(self, x):
+        return self.projector.project(x)
+
+
+def make_projection(kind: str, matrices: list[LoraMatrix], out_dim: int, seed: int = 0, device=None,
+                    cache_bytes: int | None = None) -> Projection:  # fmt: skip
+    """The projection called ``kind`` (``sjlt``, ``kron`` or ``dense``) for these LoRA matrices."""
+    if kind == "sjlt":
+        return SparseSketch(matrices, out_dim, seed, device)
+    if kind == "kron":
+        return KroneckerProjection(matrices, out_dim, seed, device)
+    if kind == "dense":
+        return DenseProjection(matrices, out_dim, seed, device, cache_bytes)
+    raise ValueError(f"unknown projection {kind!r}; choose one of {', '.join(PROJECTIONS)}")

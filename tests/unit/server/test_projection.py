@@ -102,3 +102,119 @@ def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="must be positive"):
         RademacherProjector(0, 4)
     assert p.project(torch.zeros(0, 10)).shape == (0, 4)
+
+
+# ---- projection kinds on LoRA gradients ---------------------------------------------------------
+
+from activedpo_server.projection import (  # noqa: E402
+    KroneckerProjection,
+    LoraMatrix,
+    SparseSketch,
+    _poly_hash,
+    make_projection,
+)
+
+# two LoRA layers of rank 4: A [4, 6], B [10, 4], A [4, 10], B [6, 4]
+MATRICES = [LoraMatrix(0, 4, 6, 0), LoraMatrix(24, 10, 4, 1), LoraMatrix(64, 4, 10, 0), LoraMatrix(104, 6, 4, 1)]
+D = 128
+
+
+def factors(seed=0, b=3, t=5):
+    """Per-token factors of every matrix and the per-example gradients they sum to: G = Σ_t left_t right_tᵀ."""
+    g = torch.Generator().manual_seed(seed)
+    fs = [(torch.randn(b, t, m.rows, generator=g), torch.randn(b, t, m.cols, generator=g)) for m in MATRICES]
+    full = torch.cat([torch.bmm(left.transpose(1, 2), right).flatten(1) for left, right in fs], dim=1)
+    return fs, full
+
+
+def test_sjlt_golden_values_pin_the_hashes():
+    # changing the hash changes every stored sjlt feature: bump PROJECTION_FORMAT with it
+    assert _poly_hash(0, 0, 4).tolist() == GOLDEN_HASH
+    p = SparseSketch(MATRICES, 16, seed=0)
+    assert p.hashes[1][0].tolist() == GOLDEN_BUCKETS and p.hashes[1][1].tolist()[:5] == GOLDEN_SIGNS
+    x = torch.arange(128, dtype=torch.float32).unsqueeze(0) / 100
+    assert [round(v, 4) for v in p.project(x)[0, :6].tolist()] == GOLDEN_SJLT
+
+
+def test_sjlt_sends_each_coordinate_to_one_bucket_row_rotated_over_the_rank():
+    p = SparseSketch(MATRICES, 16, seed=3)
+    s = torch.stack([p.project(torch.eye(128)[i : i + 1])[0] for i in range(128)])  # the sketch matrix, row by row
+    grid = s.view(128, 4, 4)  # [coordinate, bucket row, rank column]
+    rows_hit = (grid != 0).any(-1).sum(-1)
+    assert (rows_hit == 1).all()  # one bucket row per coordinate, as in a CountSketch
+    torch.testing.assert_close(grid.abs().sum(1), torch.full((128, 4), 0.5))  # spread evenly: ±1/√r on every column
+    # the bucket row of coordinate (i, j) depends on i only: the rank index j is kept, so factors can be sketched
+    m = MATRICES[1]  # B [10, 4]
+    bucket = (grid[m.offset : m.offset + m.size] != 0).any(-1).float().argmax(-1).view(10, 4)
+    assert (bucket == bucket[:, :1]).all() and bucket[:, 0].tolist() == p.hashes[1][0].tolist()
+    torch.testing.assert_close((s * s).sum(1), torch.ones(128))  # every coordinate keeps its norm
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "kron"])
+def test_factored_projection_equals_the_projection_of_the_formed_gradient(kind):
+    fs, full = factors()
+    p = make_projection(kind, MATRICES, D, seed=1)
+    acc = p.new(3)
+    for k, (left, right) in enumerate(fs):
+        p.add(acc, k, left, right)
+    torch.testing.assert_close(acc, p.project(full), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "kron", "dense"])
+def test_every_kind_is_linear_split_independent_and_seeded(kind):
+    _, full = factors(b=5)
+    p = make_projection(kind, MATRICES, D, seed=2)
+    whole = p.project(full)
+    parts = torch.cat([p.project(full[:2]), p.project(full[2:])])
+    torch.testing.assert_close(whole, parts)
+    torch.testing.assert_close(p.project(2 * full[:1] - full[1:2]), 2 * whole[:1] - whole[1:2], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(make_projection(kind, MATRICES, D, seed=3).project(full), whole)
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "kron"])
+def test_norms_are_kept_in_expectation(kind):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 128, generator=g)
+    norms = [make_projection(kind, MATRICES, D, seed=s).project(x).norm().item() ** 2 for s in range(300)]
+    assert abs(np.mean(norms) / x.norm().item() ** 2 - 1) < 0.1
+
+
+def test_kron_splits_d_equally_and_documents_the_leftover():
+    p = KroneckerProjection(MATRICES, 50, seed=0)  # 4 matrices: shares 13, 13, 12, 12
+    shapes = [(off, left.shape[0], right.shape[0]) for off, left, right, _ in p.blocks]
+    assert [s[0] for s in shapes] == [0, 13, 26, 38]
+    assert [(k1, k2) for _, k1, k2 in shapes] == [(3, 4), (3, 4), (3, 4), (3, 4)]
+
+
+def test_projections_refuse_what_they_cannot_do():
+    with pytest.raises(ValueError, match=r"multiple of the LoRA rank 4, got 30; use e\.g\. 28"):
+        SparseSketch(MATRICES, 30)
+    with pytest.raises(ValueError, match=r"one LoRA rank for every layer, got \[4, 8\]"):
+        SparseSketch([*MATRICES, LoraMatrix(128, 8, 3, 0)], 64)
+    with pytest.raises(ValueError, match=r"at least one dimension per LoRA matrix \(4\), got 3"):
+        KroneckerProjection(MATRICES, 3)
+    with pytest.raises(ValueError, match="unknown projection 'gauss'; choose one of sjlt, kron, dense"):
+        make_projection("gauss", MATRICES, 16)
+
+
+def test_sjlt_is_the_same_in_another_process():
+    _, full = factors()
+    here = make_projection("sjlt", MATRICES, 16, seed=4).project(full).numpy()
+    code = (
+        "import sys, numpy as np, torch\n"
+        "sys.path.insert(0, 'tests/unit/server')\n"
+        "from test_projection import MATRICES, factors\n"
+        "from activedpo_server.projection import make_projection\n"
+        "np.save(sys.argv[1], make_projection('sjlt', MATRICES, 16, seed=4).project(factors()[1]).numpy())\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-c", code, f"{tmp}/x.npy"], check=True)
+        np.testing.assert_array_equal(np.load(f"{tmp}/x.npy"), here)
+
+
+GOLDEN_HASH = [579362556, 576618915, 1384912690, 1079551683]
+GOLDEN_BUCKETS = [0, 0, 0, 2, 3, 3, 1, 1, 3, 2]
+GOLDEN_SIGNS = [1.0, -1.0, 1.0, 1.0, -1.0]
+GOLDEN_SJLT = [-2.0, -2.07, 1.9, -2.47, 0.94, 0.96]
