@@ -80,7 +80,7 @@ def measure(name, checkpoint, prompts, responses, args) -> dict:
     from activedpo_server.features import GradientFeaturizer
     from activedpo_trainer.sequences import encode_pairs, token_logprobs
 
-    f = GradientFeaturizer(checkpoint, proj_dim=args.proj_dim, batch_size=args.batch_size, seed=0)
+    f = GradientFeaturizer(checkpoint, proj_dim=args.proj_dim, batch_size=args.batch_size, seed=0, projection="dense")
     bs = args.batch_size
     batches = [(prompts[s : s + bs], responses[s : s + bs]) for s in range(0, len(prompts), bs)]
     n_batches = len(batches)

@@ -49,7 +49,8 @@ import numpy as np
 DEFAULT_ARMS = ["activedpo", "random", "aplp", "apo", "activedpo-fisher"]
 ABLATION_ARMS = [
     "activedpo", "random", "activedpo@raw", "activedpo@d=512", "activedpo@d=8192", "activedpo@d=16384",
-    "activedpo-topb", "activedpo@lam=0.1", "activedpo@lam=10", "activedpo@frozen",
+    "activedpo-topb", "activedpo@lam=0.1", "activedpo@lam=10", "activedpo@frozen", "activedpo@proj=dense",
+    "activedpo@proj=kron",
 ]  # fmt: skip
 
 # two-sided 95% Student-t quantiles by degrees of freedom (n − 1); normal beyond
@@ -94,6 +95,7 @@ class Arm:
     lam: float | None = None
     normalize: bool = True
     frozen: bool = False
+    projection: str | None = None  # sjlt, kron or dense (the server's default when None)
 
     @classmethod
     def parse(cls, spec: str) -> Arm:
@@ -112,6 +114,8 @@ class Arm:
                     kw["proj_dim"] = int(value)
                 elif key == "lam" and value:
                     kw["lam"] = float(value)
+                elif key == "proj" and value in ("sjlt", "kron", "dense"):
+                    kw["projection"] = value
                 elif s == "raw":
                     kw["normalize"] = False
                 elif s == "frozen":
@@ -119,7 +123,8 @@ class Arm:
                 else:
                     raise ValueError
             except ValueError:
-                raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use d=N, lam=X, raw or frozen") from None
+                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw or frozen"
+                raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use {choices}") from None
         return cls(spec, strategy, **kw)
 
     @property
@@ -136,6 +141,8 @@ class Arm:
             extra += ["--no-normalize"]
         if self.frozen:
             extra += ["--feature-checkpoint", str(sft_dir)]
+        if self.projection is not None:
+            extra += ["--projection", self.projection]
         return tuple(extra)
 
 

@@ -185,12 +185,6 @@ class LoraMatrix:
         return self.cols if self.rank_axis == 0 else self.rows
 
 
-def torch_stack(rows):
-    import torch
-
-    return torch.stack(rows)
-
-
 def _poly_hash(seed: int, stream: int, n: int, degree: int = 4):
     """``h(i) mod p`` for ``i < n``, a random polynomial of ``degree − 1`` over GF(p): ``degree``-wise independent.
 
@@ -267,9 +261,11 @@ class SparseSketch(Projection):
         sketch_{m,g} = Σ_t (C_{m,g} a_t) (b_t[cols of g] ∘ c_m)ᵀ,   C_{m,g}: [out_dim / r, long] signed buckets,
 
     with ``a_t`` the long factor (δ_t for B, x_t for A) and ``b_t`` the rank-r one (u_t = A x_t,
-    Bᵀδ_t). The full gradient is never formed: per token the cost is O(groups · long) for the
-    ``C a_t`` and O(out_dim) for the outer products; the state is the hashes, O(groups · Σ long)
-    integers. Two coordinates in one column group collide with probability r / out_dim (in
+    Bᵀδ_t): per token the cost is O(groups · long) for the ``C a_t`` and O(out_dim) for the outer
+    products. Where a batch has more than r / groups tokens, forming one matrix's gradient (a
+    batched matmul) and hashing its long · r entries is cheaper, and gives the same sketch; either
+    way only one matrix's gradient exists at a time, never the [n, D] whole. The state is the
+    hashes, O(groups · Σ long) integers. Two coordinates in one column group collide with probability r / out_dim (in
     different groups or columns: never); against CountSketch's 1 / out_dim for every pair, the
     extra variance comes from rows that share a bucket across all columns of a group, and shrinks
     as the groups get narrower (``groups = r`` is CountSketch itself). 8 groups measured at the
@@ -281,6 +277,8 @@ class SparseSketch(Projection):
     factored = True
 
     def __init__(self, matrices, out_dim, seed=0, device=None, groups: int = 8):
+        import torch
+
         super().__init__(matrices, out_dim, seed, device)
         ranks = {m.rank for m in self.matrices}
         if len(ranks) != 1:
@@ -292,45 +290,64 @@ class SparseSketch(Projection):
         self.groups = math.gcd(self.r, max(1, int(groups)))  # groups of equal width
         self.width = self.r // self.groups
         self.buckets = self.out_dim // self.r
-        self.hashes = []  # per matrix: (bucket [groups, long] int64, sign [groups, long] float32, col sign [r])
+        # per matrix, flattened over (group, row): the target g·buckets + h_g(i) and the sign s_g(i) of row i
+        # in group g, so one index_add hashes every group at once; and the column signs c [r]
+        self.index, self.sign, self.col = [], [], []
         streams = 2 * self.groups + 1
         for k, m in enumerate(self.matrices):
             base = streams * k
-            bucket = [_poly_hash(self.seed, base + 2 * g, m.long) % self.buckets for g in range(self.groups)]
-            sign = [(_poly_hash(self.seed, base + 2 * g + 1, m.long) % 2).float() * 2 - 1 for g in range(self.groups)]
-            col = (_poly_hash(self.seed, base + 2 * self.groups, m.rank) % 2).float() * 2 - 1
-            self.hashes.append(tuple(x.to(self.device) for x in (torch_stack(bucket), torch_stack(sign), col)))
+            offsets = torch.arange(self.groups).repeat_interleave(m.long) * self.buckets
+            bucket = torch.cat([_poly_hash(self.seed, base + 2 * g, m.long) % self.buckets for g in range(self.groups)])
+            sign = torch.cat([_poly_hash(self.seed, base + 2 * g + 1, m.long) % 2 for g in range(self.groups)])
+            col = _poly_hash(self.seed, base + 2 * self.groups, m.rank) % 2
+            self.index.append((offsets + bucket).to(self.device))
+            self.sign.append((sign.float() * 2 - 1).to(self.device))
+            self.col.append((col.float() * 2 - 1).to(self.device))
 
     def key(self) -> str:
         return f"sjlt(groups={self.groups})"
 
-    def state_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for h in self.hashes for t in h)
+    def buckets_of(self, m: int):
+        """``h_g(i)`` for every group g and row i of matrix ``m``: ``[groups, long]``."""
+        return self.index[m].view(self.groups, -1) % self.buckets
 
-    def _reduce_long(self, k: int, g: int, a):
-        """``C_{k,g} a`` along the last axis: ``[..., long]`` → ``[..., buckets]``."""
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for ts in (self.index, self.sign, self.col) for t in ts)
+
+    def _hash_rows(self, m: int, a):
+        """Every group's ``C_{m,g} a`` along the last axis at once: ``[..., long]`` → ``[..., groups, buckets]``."""
         import torch
 
-        bucket, sign, _ = self.hashes[k]
-        out = torch.zeros((*a.shape[:-1], self.buckets), dtype=torch.float32, device=a.device)
-        return out.index_add_(a.ndim - 1, bucket[g], a.float() * sign[g])
+        lead, long = a.shape[:-1], a.shape[-1]
+        spread = (a.float().unsqueeze(-2) * self.sign[m].view(self.groups, long)).reshape(*lead, self.groups * long)
+        out = torch.zeros((*lead, self.groups * self.buckets), dtype=torch.float32, device=a.device)
+        return out.index_add_(len(lead), self.index[m], spread).view(*lead, self.groups, self.buckets)
 
     def add(self, acc, m: int, left, right) -> None:
+        import torch
+
+        if left.shape[1] * self.groups > self.r:  # long sequences: hashing G's long·r entries beats T·groups·long
+            self._add_full(acc, m, torch.bmm(left.transpose(1, 2).float(), right.float()))
+            return
         long_f, rank_f = (left, right) if self.matrices[m].rank_axis == 1 else (right, left)
-        grid = acc.view(-1, self.buckets, self.r)
-        signed = rank_f.float() * self.hashes[m][2]  # [b, T, r]
-        for g in range(self.groups):
-            cols = slice(g * self.width, (g + 1) * self.width)
-            reduced = self._reduce_long(m, g, long_f)  # [b, T, buckets]
-            grid[:, :, cols].baddbmm_(reduced.transpose(1, 2), signed[:, :, cols])  # += Σ_t reduced_t signed_tᵀ
+        b, t = rank_f.shape[:2]
+        hashed = self._hash_rows(m, long_f)  # [b, T, groups, buckets]
+        signed = (rank_f.float() * self.col[m]).view(b, t, self.groups, self.width)  # [b, T, groups, width]
+        grid = acc.view(b, self.buckets, self.groups, self.width)
+        grid += torch.einsum("btgk,btgw->bkgw", hashed, signed)  # Σ_t (C_g a_t)(b_t[g] ∘ c)ᵀ for every group g
 
     def _add_full(self, acc, m: int, g_full) -> None:
+        import torch
+
+        n = g_full.shape[0]
         long_r = g_full if self.matrices[m].rank_axis == 1 else g_full.transpose(1, 2)  # [n, long, r]
-        grid = acc.view(-1, self.buckets, self.r)
-        signed = long_r.float() * self.hashes[m][2]  # [n, long, r]
-        for g in range(self.groups):
-            cols = slice(g * self.width, (g + 1) * self.width)
-            grid[:, :, cols] += self._reduce_long(m, g, signed[:, :, cols].transpose(1, 2)).transpose(1, 2)
+        signed = (long_r.float() * self.col[m]).view(n, -1, self.groups, self.width)  # [n, long, groups, width]
+        # group g's columns go with group g's row hash: lay them out as [n, width, groups·long] for one index_add
+        spread = signed.permute(0, 3, 2, 1).reshape(n, self.width, -1) * self.sign[m]
+        out = torch.zeros((n, self.width, self.groups * self.buckets), dtype=torch.float32, device=acc.device)
+        out.index_add_(2, self.index[m], spread)  # [n, width, groups·buckets]
+        grid = acc.view(n, self.buckets, self.groups, self.width)
+        grid.add_(out.view(n, self.width, self.groups, self.buckets).permute(0, 3, 2, 1))
 
 
 class KroneckerProjection(Projection):

@@ -89,6 +89,9 @@ def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
         Arm.parse("activedpo@d=x")
     with pytest.raises(ValueError, match="unknown setting 'fast'"):
         Arm.parse("activedpo@fast")
+    assert Arm.parse("activedpo@proj=kron").serve_extra(tmp_path) == ("--projection", "kron")
+    with pytest.raises(ValueError, match=r"unknown setting 'proj=gauss'; use d=N, lam=X, proj=sjlt\|kron\|dense"):
+        Arm.parse("activedpo@proj=gauss")
 
 
 def test_a_claimed_run_is_skipped_by_others_until_released(tmp_path):

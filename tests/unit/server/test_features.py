@@ -168,3 +168,26 @@ def test_embedding_featurizer_is_policy_independent(random_adapter, tiny_world, 
     np.testing.assert_allclose(
         EmbeddingFeaturizer(tiny_world.sft_dir, batch_size=1).featurize(*texts), feats, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "kron", "dense"])
+def test_every_projection_gives_the_features_of_the_exact_gradients(random_adapter, tiny_world, texts, kind):
+    """The factored path (hooks' factors → projection, no gradient formed) equals projecting the
+    one-at-a-time autograd gradients, for a trained-like adapter and a fresh round-one one."""
+    for ckpt, lora in ((random_adapter, None), (tiny_world.sft_dir, SMALL)):
+        f = GradientFeaturizer(ckpt, proj_dim=64, batch_size=4, projection=kind, lora=lora)
+        fast = f.featurize(*texts)
+        exact = f.project(f.reference_gradients(*texts)).numpy()
+        np.testing.assert_allclose(fast, exact, atol=2e-5)
+        np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, rtol=1e-5)
+        assert f"proj={f.projection.key()}" in f.feature_key
+
+
+def test_the_feature_key_names_the_projection_and_the_weights_dtype(random_adapter):
+    keys = {
+        (kind, dtype): GradientFeaturizer(random_adapter, proj_dim=64, projection=kind, dtype=dtype).feature_key
+        for kind in ("sjlt", "dense")
+        for dtype in ("float32", "bfloat16")
+    }
+    assert len(set(keys.values())) == 4  # bf16 and fp32 features never share a FAISS file
+    assert "dtype=bfloat16" in keys[("sjlt", "bfloat16")] and "proj=sjlt(groups=4)" in keys[("sjlt", "float32")]

@@ -131,28 +131,28 @@ def test_sjlt_golden_values_pin_the_hashes():
     # changing the hash changes every stored sjlt feature: bump PROJECTION_FORMAT with it
     assert _poly_hash(0, 0, 4).tolist() == GOLDEN_HASH
     p = SparseSketch(MATRICES, 16, seed=0)
-    assert p.hashes[1][0].tolist() == GOLDEN_BUCKETS and p.hashes[1][1].tolist()[:5] == GOLDEN_SIGNS
+    assert p.buckets_of(1)[0].tolist() == GOLDEN_BUCKETS and p.sign[1][:5].tolist() == GOLDEN_SIGNS
     x = torch.arange(128, dtype=torch.float32).unsqueeze(0) / 100
     assert [round(v, 4) for v in p.project(x)[0, :6].tolist()] == GOLDEN_SJLT
 
 
-def test_sjlt_sends_each_coordinate_to_one_bucket_row_rotated_over_the_rank():
-    p = SparseSketch(MATRICES, 16, seed=3)
+def test_sjlt_is_a_countsketch_whose_bucket_keeps_the_rank_column():
+    p = SparseSketch(MATRICES, 16, seed=3, groups=2)  # r = 4: two column groups of width 2
     s = torch.stack([p.project(torch.eye(128)[i : i + 1])[0] for i in range(128)])  # the sketch matrix, row by row
-    grid = s.view(128, 4, 4)  # [coordinate, bucket row, rank column]
-    rows_hit = (grid != 0).any(-1).sum(-1)
-    assert (rows_hit == 1).all()  # one bucket row per coordinate, as in a CountSketch
-    torch.testing.assert_close(grid.abs().sum(1), torch.full((128, 4), 0.5))  # spread evenly: ±1/√r on every column
-    # the bucket row of coordinate (i, j) depends on i only: the rank index j is kept, so factors can be sketched
-    m = MATRICES[1]  # B [10, 4]
-    bucket = (grid[m.offset : m.offset + m.size] != 0).any(-1).float().argmax(-1).view(10, 4)
-    assert (bucket == bucket[:, :1]).all() and bucket[:, 0].tolist() == p.hashes[1][0].tolist()
-    torch.testing.assert_close((s * s).sum(1), torch.ones(128))  # every coordinate keeps its norm
+    assert ((s != 0).sum(1) == 1).all() and set(s[s != 0].tolist()) == {-1.0, 1.0}  # one ±1 per coordinate
+    m = MATRICES[1]  # B [10, 4]: coordinate (i, j) lands in bucket h_{g(j)}(i)·r + j
+    where = s[m.offset : m.offset + m.size].abs().argmax(1).view(10, 4)
+    assert (where % 4 == torch.arange(4)).all()
+    rows = where // 4
+    assert (rows[:, 0] == rows[:, 1]).all() and (rows[:, 2] == rows[:, 3]).all()  # one row hash per group
+    assert rows[:, 0].tolist() == p.buckets_of(1)[0].tolist() and rows[:, 2].tolist() == p.buckets_of(1)[1].tolist()
+    assert (rows[:, 0] != rows[:, 2]).any()  # the groups hash rows independently
 
 
-@pytest.mark.parametrize("kind", ["sjlt", "kron"])
-def test_factored_projection_equals_the_projection_of_the_formed_gradient(kind):
-    fs, full = factors()
+@pytest.mark.parametrize(("kind", "tokens"), [("sjlt", 1), ("sjlt", 5), ("kron", 5)])
+def test_factored_projection_equals_the_projection_of_the_formed_gradient(kind, tokens):
+    # sjlt hashes the factors token by token while tokens · groups ≤ r (here 1 · 4), else one matrix's G at a time
+    fs, full = factors(t=tokens)
     p = make_projection(kind, MATRICES, D, seed=1)
     acc = p.new(3)
     for k, (left, right) in enumerate(fs):
@@ -215,6 +215,6 @@ def test_sjlt_is_the_same_in_another_process():
 
 
 GOLDEN_HASH = [579362556, 576618915, 1384912690, 1079551683]
-GOLDEN_BUCKETS = [0, 0, 0, 2, 3, 3, 1, 1, 3, 2]
-GOLDEN_SIGNS = [1.0, -1.0, 1.0, 1.0, -1.0]
-GOLDEN_SJLT = [-2.0, -2.07, 1.9, -2.47, 0.94, 0.96]
+GOLDEN_BUCKETS = [0, 2, 3, 3, 3, 0, 0, 0, 3, 1]
+GOLDEN_SIGNS = [-1.0, -1.0, -1.0, -1.0, -1.0]
+GOLDEN_SJLT = [4.9, 0.7, -2.11, 4.29, 0.64, 0.57]
