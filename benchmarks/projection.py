@@ -135,7 +135,7 @@ def speed(world, adapter, args) -> list[dict]:
     rows = []
     for name, ckpt in (("fresh adapter (round one, B = 0)", world.sft_dir), ("r=128, A and B non-zero", adapter)):
         for d in args.dims:
-            for kind in ("sjlt", "kron", "dense"):
+            for kind in [k for k in ("sjlt", "kron", "dense") if k in args.kinds]:
                 f = GradientFeaturizer(ckpt, proj_dim=d, batch_size=16, projection=kind, lora=LoraSpec())
                 bs = 16
                 batches = [(prompts[s : s + bs], responses[s : s + bs]) for s in range(0, len(prompts), bs)]
@@ -192,7 +192,7 @@ def seven_b(args) -> list[dict]:
 
         t_capture = median_seconds(capture, args.repeats) * layers / b
         for d in args.dims:
-            for kind in ("sjlt", "kron"):
+            for kind in [k for k in ("sjlt", "kron") if k in args.kinds]:
                 # one layer's matrices stand for all `layers`: the model's projection holds `layers` times the
                 # state; kron splits d over every matrix of the model, so one layer gets d / layers of it
                 share = d if kind == "sjlt" else max(len(matrices), d // layers)
@@ -230,7 +230,7 @@ def main() -> int:
     ap.add_argument("--speed-responses", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--b7", type=int, default=2, help="examples per batch in the 7B-shaped timing")
-    ap.add_argument("--kinds", nargs="+", default=["sjlt", "kron", "dense"], help="projections in the quality table")
+    ap.add_argument("--kinds", nargs="+", default=["sjlt", "kron", "dense"], help="projections to measure")
     ap.add_argument("--skip", nargs="*", default=[], choices=["quality", "speed", "7b"])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/projection.md"))
     args = ap.parse_args()

@@ -252,8 +252,8 @@ class SparseSketch(Projection):
     """A sparse JL sketch (CountSketch: one ±1 per coordinate) hashed along each LoRA matrix's factors.
 
     Every matrix's gradient is read as ``G_m`` of shape ``[long, r]`` (``lora_B``: out × r;
-    ``lora_A`` transposed: in × r), its r rank columns cut into ``groups`` groups of r / groups.
-    Coordinate ``(i, j)`` lands in bucket ``h_{m,g(j)}(i)·r + j`` of the output, viewed as an
+    ``lora_A`` transposed: in × r), its r rank columns dealt into ``groups`` groups (column j to
+    group j mod groups). Coordinate ``(i, j)`` lands in bucket ``h_{m,g(j)}(i)·r + j`` of the output, viewed as an
     ``[out_dim / r, r]`` grid, with sign ``s_{m,g(j)}(i)·c_m(j)``; ``h``, ``s`` and ``c`` are 4-wise
     independent hashes seeded by ``(seed, m, group)``. The bucket of a coordinate depends on its
     row and its column group only, so the sketch applies to the factors before the token sum:
@@ -287,21 +287,20 @@ class SparseSketch(Projection):
         if self.out_dim % self.r or self.out_dim < self.r:
             raise ValueError(f"the sjlt projection needs a dimension that is a multiple of the LoRA rank {self.r}, "
                              f"got {self.out_dim}; use e.g. {max(1, self.out_dim // self.r) * self.r}")  # fmt: skip
-        self.groups = math.gcd(self.r, max(1, int(groups)))  # groups of equal width
+        self.groups = math.gcd(self.r, max(1, int(groups)))  # rank column j is in group j mod groups
         self.width = self.r // self.groups
         self.buckets = self.out_dim // self.r
-        # per matrix, flattened over (group, row): the target g·buckets + h_g(i) and the sign s_g(i) of row i
-        # in group g, so one index_add hashes every group at once; and the column signs c [r]
-        self.index, self.sign, self.col = [], [], []
+        # per matrix, over (group, row) flattened: 2·(g·buckets + h_g(i)) + [s_g(i) = −1], so that one index_add
+        # of the unsigned values into 2·groups·buckets slots, then even − odd slots, hashes every group at once
+        self.index, self.col = [], []
         streams = 2 * self.groups + 1
         for k, m in enumerate(self.matrices):
             base = streams * k
             offsets = torch.arange(self.groups).repeat_interleave(m.long) * self.buckets
             bucket = torch.cat([_poly_hash(self.seed, base + 2 * g, m.long) % self.buckets for g in range(self.groups)])
-            sign = torch.cat([_poly_hash(self.seed, base + 2 * g + 1, m.long) % 2 for g in range(self.groups)])
+            neg = torch.cat([1 - _poly_hash(self.seed, base + 2 * g + 1, m.long) % 2 for g in range(self.groups)])
             col = _poly_hash(self.seed, base + 2 * self.groups, m.rank) % 2
-            self.index.append((offsets + bucket).to(self.device))
-            self.sign.append((sign.float() * 2 - 1).to(self.device))
+            self.index.append((2 * (offsets + bucket) + neg).to(self.device))
             self.col.append((col.float() * 2 - 1).to(self.device))
 
     def key(self) -> str:
@@ -309,45 +308,48 @@ class SparseSketch(Projection):
 
     def buckets_of(self, m: int):
         """``h_g(i)`` for every group g and row i of matrix ``m``: ``[groups, long]``."""
-        return self.index[m].view(self.groups, -1) % self.buckets
+        return (self.index[m].view(self.groups, -1) // 2) % self.buckets
+
+    def signs_of(self, m: int):
+        """``s_g(i)``: ``[groups, long]`` of ±1."""
+        return 1.0 - 2.0 * (self.index[m].view(self.groups, -1) % 2).float()
 
     def state_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for ts in (self.index, self.sign, self.col) for t in ts)
+        return sum(t.numel() * t.element_size() for ts in (self.index, self.col) for t in ts)
 
-    def _hash_rows(self, m: int, a):
-        """Every group's ``C_{m,g} a`` along the last axis at once: ``[..., long]`` → ``[..., groups, buckets]``."""
+    def _hash(self, m: int, x):
+        """Signed bucket sums of ``x [..., groups·long]`` (group-major) into ``[..., groups, buckets]``."""
         import torch
 
-        lead, long = a.shape[:-1], a.shape[-1]
-        spread = (a.float().unsqueeze(-2) * self.sign[m].view(self.groups, long)).reshape(*lead, self.groups * long)
-        out = torch.zeros((*lead, self.groups * self.buckets), dtype=torch.float32, device=a.device)
-        return out.index_add_(len(lead), self.index[m], spread).view(*lead, self.groups, self.buckets)
+        lead = x.shape[:-1]
+        slots = torch.zeros((*lead, 2 * self.groups * self.buckets), dtype=torch.float32, device=x.device)
+        slots.index_add_(len(lead), self.index[m], x)
+        return (slots[..., 0::2] - slots[..., 1::2]).view(*lead, self.groups, self.buckets)
+
+    def _to_grid(self, acc, hashed) -> None:
+        """Add ``hashed [n, width, groups, buckets]`` into the output grid ``[n, buckets, r]`` (j = w·groups + g)."""
+        n = hashed.shape[0]
+        acc.view(n, self.buckets, self.width, self.groups).add_(hashed.permute(0, 3, 1, 2))
 
     def add(self, acc, m: int, left, right) -> None:
         import torch
 
-        if left.shape[1] * self.groups > self.r:  # long sequences: hashing G's long·r entries beats T·groups·long
-            self._add_full(acc, m, torch.bmm(left.transpose(1, 2).float(), right.float()))
-            return
         long_f, rank_f = (left, right) if self.matrices[m].rank_axis == 1 else (right, left)
-        b, t = rank_f.shape[:2]
-        hashed = self._hash_rows(m, long_f)  # [b, T, groups, buckets]
-        signed = (rank_f.float() * self.col[m]).view(b, t, self.groups, self.width)  # [b, T, groups, width]
-        grid = acc.view(b, self.buckets, self.groups, self.width)
-        grid += torch.einsum("btgk,btgw->bkgw", hashed, signed)  # Σ_t (C_g a_t)(b_t[g] ∘ c)ᵀ for every group g
+        signed = rank_f.float() * self.col[m]  # [b, T, r]
+        b, t = signed.shape[:2]
+        if t * self.groups > self.r:  # long sequences: form Gᵀ = Σ_t signed_t long_tᵀ once and hash its long·r entries
+            gt = torch.bmm(signed.transpose(1, 2), long_f.float())  # [b, r, long] = [b, width, groups, long]
+            self._to_grid(acc, self._hash(m, gt.view(b, self.width, -1)))
+            return
+        hashed = self._hash(m, long_f.float().repeat(1, 1, self.groups))  # [b, T, groups, buckets]
+        outer = torch.einsum("btgk,btwg->bwgk", hashed, signed.view(b, t, self.width, self.groups))
+        self._to_grid(acc, outer)
 
     def _add_full(self, acc, m: int, g_full) -> None:
-        import torch
-
         n = g_full.shape[0]
-        long_r = g_full if self.matrices[m].rank_axis == 1 else g_full.transpose(1, 2)  # [n, long, r]
-        signed = (long_r.float() * self.col[m]).view(n, -1, self.groups, self.width)  # [n, long, groups, width]
-        # group g's columns go with group g's row hash: lay them out as [n, width, groups·long] for one index_add
-        spread = signed.permute(0, 3, 2, 1).reshape(n, self.width, -1) * self.sign[m]
-        out = torch.zeros((n, self.width, self.groups * self.buckets), dtype=torch.float32, device=acc.device)
-        out.index_add_(2, self.index[m], spread)  # [n, width, groups·buckets]
-        grid = acc.view(n, self.buckets, self.groups, self.width)
-        grid.add_(out.view(n, self.width, self.groups, self.buckets).permute(0, 3, 2, 1))
+        gt = g_full.transpose(1, 2) if self.matrices[m].rank_axis == 1 else g_full  # [n, r, long]
+        gt = (gt.float() * self.col[m][:, None]).reshape(n, self.width, -1)  # [n, width, groups·long]
+        self._to_grid(acc, self._hash(m, gt))
 
 
 class KroneckerProjection(Projection):

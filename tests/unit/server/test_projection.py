@@ -131,22 +131,27 @@ def test_sjlt_golden_values_pin_the_hashes():
     # changing the hash changes every stored sjlt feature: bump PROJECTION_FORMAT with it
     assert _poly_hash(0, 0, 4).tolist() == GOLDEN_HASH
     p = SparseSketch(MATRICES, 16, seed=0)
-    assert p.buckets_of(1)[0].tolist() == GOLDEN_BUCKETS and p.sign[1][:5].tolist() == GOLDEN_SIGNS
+    assert p.buckets_of(1)[0].tolist() == GOLDEN_BUCKETS and p.signs_of(1)[0, :5].tolist() == GOLDEN_SIGNS
     x = torch.arange(128, dtype=torch.float32).unsqueeze(0) / 100
     assert [round(v, 4) for v in p.project(x)[0, :6].tolist()] == GOLDEN_SJLT
 
 
+def test_kron_golden_values_pin_its_factors():
+    x = torch.arange(128, dtype=torch.float32).unsqueeze(0) / 100
+    assert [round(v, 4) for v in KroneckerProjection(MATRICES, 16, seed=0).project(x)[0, :6].tolist()] == GOLDEN_KRON
+
+
 def test_sjlt_is_a_countsketch_whose_bucket_keeps_the_rank_column():
-    p = SparseSketch(MATRICES, 16, seed=3, groups=2)  # r = 4: two column groups of width 2
+    p = SparseSketch(MATRICES, 16, seed=3, groups=2)  # r = 4: columns 0, 2 in group 0 and 1, 3 in group 1
     s = torch.stack([p.project(torch.eye(128)[i : i + 1])[0] for i in range(128)])  # the sketch matrix, row by row
     assert ((s != 0).sum(1) == 1).all() and set(s[s != 0].tolist()) == {-1.0, 1.0}  # one ±1 per coordinate
     m = MATRICES[1]  # B [10, 4]: coordinate (i, j) lands in bucket h_{g(j)}(i)·r + j
     where = s[m.offset : m.offset + m.size].abs().argmax(1).view(10, 4)
     assert (where % 4 == torch.arange(4)).all()
     rows = where // 4
-    assert (rows[:, 0] == rows[:, 1]).all() and (rows[:, 2] == rows[:, 3]).all()  # one row hash per group
-    assert rows[:, 0].tolist() == p.buckets_of(1)[0].tolist() and rows[:, 2].tolist() == p.buckets_of(1)[1].tolist()
-    assert (rows[:, 0] != rows[:, 2]).any()  # the groups hash rows independently
+    assert (rows[:, 0] == rows[:, 2]).all() and (rows[:, 1] == rows[:, 3]).all()  # one row hash per group
+    assert rows[:, 0].tolist() == p.buckets_of(1)[0].tolist() and rows[:, 1].tolist() == p.buckets_of(1)[1].tolist()
+    assert (rows[:, 0] != rows[:, 1]).any()  # the groups hash rows independently
 
 
 @pytest.mark.parametrize(("kind", "tokens"), [("sjlt", 1), ("sjlt", 5), ("kron", 5)])
@@ -214,6 +219,7 @@ def test_sjlt_is_the_same_in_another_process():
         np.testing.assert_array_equal(np.load(f"{tmp}/x.npy"), here)
 
 
+GOLDEN_KRON = [0.82, 0.06, 0.0, 0.0, -0.68, 0.68]
 GOLDEN_HASH = [579362556, 576618915, 1384912690, 1079551683]
 GOLDEN_BUCKETS = [0, 2, 3, 3, 3, 0, 0, 0, 3, 1]
 GOLDEN_SIGNS = [-1.0, -1.0, -1.0, -1.0, -1.0]
