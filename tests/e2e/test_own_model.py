@@ -185,7 +185,7 @@ def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
 
     again = invoke(*args)  # a re-run returns the same leased batch and records no label twice
     assert "5 of 12 pairs selected" in again and jsonl(out_file) == rows
-    _, status = server_state(tmp_path / "batch.server", ["--proj-dim", "64"])
+    _, status = server_state(tmp_path / "batch.server", [str(a) for a in SMALL])
     assert status.annotations == 2 and status.labeled == 2 and status.leased == 5
 
     random_out = tmp_path / "random.jsonl"
