@@ -15,12 +15,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from activedpo.v1 import selector_pb2 as pb
 from activedpo_server.engine import Engine, NotReady
-from activedpo_server.store import Candidates, LabelIn, StoreError
+from activedpo_server.store import MAX_ID_CHARS, Candidates, LabelIn, StoreError
 from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest
 
 log = logging.getLogger(__name__)
 
 MAX_BUDGET = 100_000
+MAX_LEASE_SECONDS = 30 * 24 * 3600
 MAX_ITEMS_PER_STREAM = 1_000_000
 
 
@@ -162,8 +163,14 @@ class SelectorService:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"budget must be between 1 and {MAX_BUDGET:,}, got {request.budget}"
             )
-        if request.lease_seconds < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lease_seconds must not be negative")
+        if not 0 <= request.lease_seconds <= MAX_LEASE_SECONDS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"lease_seconds must be between 0 (the server's default) and {MAX_LEASE_SECONDS:,} "
+                                f"(30 days), got {request.lease_seconds:,}")  # fmt: skip
+        for name in ("request_id", "client", "strategy", "pool"):
+            if len(getattr(request, name)) > MAX_ID_CHARS:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"{name} is longer than {MAX_ID_CHARS} characters")  # fmt: skip
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 

@@ -27,7 +27,8 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
-MAX_ID_CHARS = 256
+MAX_ID_CHARS = 256  # ids, pool tags, annotators, idempotency keys
+MAX_RESPONSES_PER_GROUP = 64  # K responses make K·(K−1)/2 pairs: 64 → 2,016 pairs from one group
 
 PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
 
@@ -203,9 +204,15 @@ class Store:
                 raise StoreError(f"item {n}: a pair needs exactly two responses")
             if len(item.responses) < 2:
                 raise StoreError(f"item {n}: a prompt needs at least two responses to form a pair")
+            if len(item.responses) > MAX_RESPONSES_PER_GROUP:
+                raise StoreError(f"item {n}: {len(item.responses):,} responses to one prompt; the limit is "
+                                 f"{MAX_RESPONSES_PER_GROUP}: split the group")  # fmt: skip
             texts = [_check_text(f"item {n}: response {i}", t) for i, (_, t) in enumerate(item.responses)]
             if item.explicit_pair and texts[0] == texts[1]:
                 raise StoreError(f"item {n}: the pair's two responses are identical")
+            if len(set(texts)) < 2:
+                raise StoreError(f"item {n}: all {len(texts)} responses are identical; a pair needs two different ones")
+            _check_id(f"item {n}: pool tag", item.pool)
             _check_id(f"item {n}: prompt id", item.prompt_id)
             _check_id(f"item {n}: pair id", item.pair_id)
             for i, (rid, _) in enumerate(item.responses):
@@ -269,13 +276,14 @@ class Store:
     # ---- selection ------------------------------------------------------------------------
 
     def pool_view(self, pool: str = "", now: float | None = None) -> PoolView:
-        """Candidates a batch may come from (no label yet, no unexpired lease), and the labeled pairs."""
+        """Candidates a batch may come from (no label of any kind yet, a tie included, and no unexpired
+        lease), and the labeled pairs (A or B: what enters V)."""
         now = time.time() if now is None else now
         where = "AND p.pool = ?" if pool else ""
         args: tuple = (now, pool) if pool else (now,)
         cand = self._read(
             f"""SELECT p.rowid, p.a, p.b, p.prompt FROM pairs p
-                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2))
+                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid)
                   AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.pair = p.rowid AND s.expires > ?) {where}
                 ORDER BY p.rowid""",
             args,
@@ -382,6 +390,9 @@ class Store:
             out = []
             for lab in labels:
                 key = lab.idempotency_key or None
+                if key and len(key) > MAX_ID_CHARS:
+                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, _label_problem(lab)))
+                    continue
                 if key:
                     prev = c.execute(
                         "SELECT l.id, p.id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair "
@@ -397,11 +408,11 @@ class Store:
                             out.append(LabelOut(lab.pair_id, True, label_id=prev[0], late=bool(prev[2]), replayed=True))
                         continue
                 reason = _label_problem(lab)
-                pair = c.execute("SELECT rowid FROM pairs WHERE id = ?", (lab.pair_id,)).fetchone()
+                pair = None if reason else c.execute("SELECT rowid FROM pairs WHERE id = ?", (lab.pair_id,)).fetchone()
                 if not reason and not pair:
-                    reason = f"unknown pair id {lab.pair_id!r}"
-                if reason:
-                    out.append(LabelOut(lab.pair_id, False, reason))
+                    reason = f"unknown pair id {_short(lab.pair_id)}"
+                if reason:  # the answer never echoes more than an id's worth of what was sent
+                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
                     continue
                 lease = c.execute("SELECT expires FROM leases WHERE pair = ?", (pair[0],)).fetchone()
                 late = bool(lease and lease[0] < now)
@@ -507,11 +518,20 @@ def _lock_state_dir(directory: Path, wait: float = 15.0):
     return f
 
 
+def _short(value: str) -> str:
+    """``value`` for a message: its repr, cut to 60 characters with its length when longer."""
+    return repr(value) if len(value) <= 60 else f"{value[:60]!r}… ({len(value):,} characters)"
+
+
 def _label_problem(lab: LabelIn) -> str:
+    if len(lab.pair_id) > MAX_ID_CHARS:
+        return f"pair id {_short(lab.pair_id)} is longer than {MAX_ID_CHARS} characters"
     if lab.preference not in (PREF_A, PREF_B, PREF_TIE):
         return "preference must be A, B or TIE"
     if not lab.annotator or not lab.annotator.strip():
         return "annotator is required"
     if len(lab.annotator) > MAX_ID_CHARS:
         return f"annotator is longer than {MAX_ID_CHARS} characters"
+    if lab.idempotency_key and len(lab.idempotency_key) > MAX_ID_CHARS:
+        return f"idempotency key is longer than {MAX_ID_CHARS} characters"
     return ""

@@ -155,6 +155,13 @@ def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
         (lambda: select(stub, md, 1, strategy="best"), "unknown strategy 'best'"),
         (lambda: select(stub, md, 1, strategy="activedpo-fisher"), "start the server with --research-strategies"),
         (lambda: select(stub, md, 1, lease_seconds=-5), "lease_seconds"),
+        # issue 15, defect 6: 68 years of lease, and request ids and client names without a limit
+        (lambda: select(stub, md, 1, lease_seconds=2_147_483_647), "lease_seconds must be between 0"),
+        (lambda: select(stub, md, 1, request_id="r" * 300), "request_id is longer than 256 characters"),
+        (lambda: select(stub, md, 1, client="c" * 300), "client is longer than 256 characters"),
+        (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt="p", responses=[
+            pb.CandidateResponse(text="same"), pb.CandidateResponse(text="same")]))]), metadata=md),
+         "responses are identical"),
         (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=" ", responses=[
             pb.CandidateResponse(text="a"), pb.CandidateResponse(text="b")]))]), metadata=md), "prompt is empty"),
         (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest(group=pb.PromptGroup(prompt="p", responses=[

@@ -205,3 +205,47 @@ def test_float16_feature_store_halves_the_rows_and_keeps_its_own_file(tmp_path):
     assert len(FeatureStore(tmp_path, "k", 64, dtype="float16")) == 0  # sidecar disagrees: recomputed
     with pytest.raises(ValueError, match="feature storage dtype must be one of float32, float16"):
         FeatureStore(tmp_path, "k", 64, dtype="int8")
+
+
+def test_degenerate_and_oversized_groups_are_refused_whole(store):
+    """Issue 15, defects 4 and 8: a group of identical responses used to land silently with 0 pairs, and K and
+    the pool tag were unbounded (one 5 KB group with K = 400 made 79,800 pairs)."""
+    from activedpo_server.store import MAX_RESPONSES_PER_GROUP
+
+    cases = [
+        ([group("p", "a", "a", "a")], "item 1: all 3 responses are identical; a pair needs two different ones"),
+        ([group("p", *[f"r{i}" for i in range(400)])], f"400 responses to one prompt; the limit is "
+                                                      f"{MAX_RESPONSES_PER_GROUP}: split the group"),
+        ([group("p", "a", "b", pool="t" * 300)], "item 1: pool tag 'tttt"),
+    ]  # fmt: skip
+    for items, message in cases:
+        with pytest.raises(StoreError, match=message):
+            store.add_candidates([group("ok", "x", "y"), *items])
+    assert store.counts()["pairs"] == 0  # the good item before the bad one did not land either
+    res = store.add_candidates([group("p", *[f"r{i}" for i in range(MAX_RESPONSES_PER_GROUP)])])
+    assert res.pairs_added == MAX_RESPONSES_PER_GROUP * (MAX_RESPONSES_PER_GROUP - 1) // 2
+
+
+def test_rejections_never_echo_more_than_an_id(store):
+    """Issue 15, defect 3: a 17 MB unknown pair id was echoed in the reason and made the answer too large."""
+    store.add_candidates([group("p1", "a", "b")])
+    pid = store.pair_details(store.pool_view().pair_rows)[0]["pair_id"]
+    huge = "x" * 17_000_000
+    out = store.submit_labels([LabelIn(pid, PREF_A, "ann"), LabelIn(huge, PREF_A, "ann"),
+                               LabelIn(pid, PREF_B, "ann2", "k" * 300)], "ckpt")  # fmt: skip
+    assert [o.accepted for o in out] == [True, False, False]
+    assert len(out[1].pair_id) == 256 and len(out[1].reason) < 200
+    assert "pair id 'xxxx" in out[1].reason and "(17,000,000 characters) is longer than 256" in out[1].reason
+    assert out[2].reason == "idempotency key is longer than 256 characters"
+    assert store.counts()["annotations"] == 1
+
+
+def test_a_tied_pair_leaves_the_candidates_and_stays_out_of_v(store):
+    """Issue 15: a TIE-labeled pair stayed a candidate, so the greedy rule picked it again after every lease."""
+    store.add_candidates([group("p1", "a", "b", "c")])
+    view = store.pool_view()
+    tied = store.pair_details(view.pair_rows[:1])[0]["pair_id"]
+    assert store.submit_labels([LabelIn(tied, PREF_TIE, "ann")], "ckpt")[0].accepted
+    after = store.pool_view()
+    assert view.pair_rows[0] not in after.pair_rows and len(after.pair_rows) == 2
+    assert after.labeled.shape == (0, 2)  # a tie says nothing about which is better: not in V
