@@ -22,6 +22,7 @@ from activedpo_client.messages import AddResult, CandidateGroup, CandidatePair, 
 from activedpo_trainer.prompts import PromptFileError, PromptRenderer, check_prompt, iter_records
 
 CHUNK = 5_000  # items per AddCandidates stream: bounds client memory, one transaction each
+MAX_RESPONSES = 64  # the server's limit of responses per prompt group
 LABELED_POOL = "labeled"  # the pool tag of imported labels (never selected from)
 
 
@@ -44,6 +45,9 @@ def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup 
             raise PromptFileError(f"{where}: 'responses' must be a list")
         texts = [render.response(raw, r, f"{where} response {i}") for i, r in enumerate(rs)]
         texts = list(dict.fromkeys(t for t in texts if t.strip()))
+        if len(texts) > MAX_RESPONSES:
+            raise PromptFileError(f"{where}: {len(texts)} distinct responses; the server takes at most "
+                                  f"{MAX_RESPONSES} per prompt: split the row into several")  # fmt: skip
         return CandidateGroup(prompt, texts) if len(texts) >= 2 else None
     for a, b in (("chosen", "rejected"), ("response_a", "response_b")):
         if row.get(a) is not None and row.get(b) is not None:
