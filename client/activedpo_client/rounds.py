@@ -197,6 +197,7 @@ class RoundRunner:
 
     @property
     def checkpoint(self) -> str:
+        """The current policy's checkpoint as a path or hub id (the workload's base before round one)."""
         return self.run.checkpoint or self.workload.base.base
 
     def _load_policy(self, checkpoint=None):
@@ -264,7 +265,7 @@ class RoundRunner:
         want = resolve_checkpoint(self._checkpoint_ref()).id
         if self.client.status().checkpoint_id != want:
             self.say(f"round {self.r}: loading checkpoint {want} into the server")
-            ref = self.run.checkpoint or self.workload.base.base
+            ref = self.checkpoint
             self.client.load_checkpoint(Path(ref).resolve() if Path(ref).exists() else ref)
 
     def _add(self) -> dict:
