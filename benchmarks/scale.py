@@ -94,7 +94,7 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path
         )
     view = store.pool_view()
     if k:
-        ids = [p["pair_id"] for p in store.pair_details(view.pair_rows[:k].tolist())]
+        ids = [p.pair_id for p in store.pair_details(view.pair_rows[:k].tolist())]
         store.submit_labels([LabelIn(pid, 1, "bench") for pid in ids], "bench")
     responses = np.unique(view.pairs)
     populate_s = time.perf_counter() - t0

@@ -33,6 +33,25 @@ from activedpo_client.messages import (
 MAX_MESSAGE_BYTES = 64 << 20  # the server's limit too
 
 
+UPLOAD_CHUNK_BYTES = 1 << 20
+
+
+def _adapter_files(directory: Path) -> list[tuple[str, int, str, Path]]:
+    """(relative path, size, SHA-256, path) of every file in an adapter directory."""
+    import hashlib
+
+    if not (directory / "adapter_config.json").is_file():
+        raise ClientError(f"{directory} is not a PEFT adapter directory (no adapter_config.json)")
+    out = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+        out.append((path.relative_to(directory).as_posix(), path.stat().st_size, h.hexdigest(), path))
+    return out
+
+
 class ClientError(RuntimeError):
     """A failure the user can act on; the message is one line naming the cause and the fix."""
 
@@ -46,17 +65,20 @@ class Connection:
     tls: bool = False  # TLS with the system's root certificates
     tls_ca: Path | None = None  # TLS trusting this CA (implies tls)
     timeout: float = 3600.0  # seconds for one call; featurizing a large pool takes minutes on a CPU
+    shares_disk: bool = False  # the server reads this machine's paths (embedded): checkpoints load by path
+    server_base: str | None = None  # the base model as the server names it (default: the manifest's base)
 
 
 class SelectorClient:
     """The Selector service as plain method calls."""
 
-    def __init__(self, connection: Connection):
+    def __init__(self, connection: Connection, project: str = ""):
         import grpc
 
         from activedpo.v1 import selector_pb2_grpc
 
         self.connection = connection
+        self.project = project  # every call is scoped to it ("" = the server's default project)
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -93,7 +115,9 @@ class SelectorClient:
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ClientError(f"the server at {target} did not answer within {self.connection.timeout:.0f} s")
-        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
+                    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED):  # fmt: skip
             return ClientError(f"the server refused the request: {details}")
         return ClientError(f"the server at {target} failed: {code.name}: {details}")
 
@@ -128,12 +152,70 @@ class SelectorClient:
     # ---- RPCs -----------------------------------------------------------------------------
 
     def status(self) -> ServerStatus:
-        res = self._call(self.stub.GetStatus, self._pb.GetStatusRequest())
+        res = self._call(self.stub.GetStatus, self._pb.GetStatusRequest(project=self.project))
         return ServerStatus(**{f.name: getattr(res, f.name) for f in res.DESCRIPTOR.fields})
 
-    def load_checkpoint(self, checkpoint: str | Path) -> LoadResult:
-        res = self._call(self.stub.LoadCheckpoint, self._pb.LoadCheckpointRequest(manifest=str(checkpoint)))
+    def load_checkpoint(self, checkpoint: str | Path = "", checkpoint_id: str = "", base: str = "",
+                        id: str = "") -> LoadResult:  # fmt: skip
+        """Load a checkpoint the server can reach: a path of its own, an uploaded id, or a base model."""
+        request = self._pb.LoadCheckpointRequest(manifest=str(checkpoint) if checkpoint else "",
+                                                 checkpoint_id=checkpoint_id, base=base, id=id)  # fmt: skip
+        res = self._call(self.stub.LoadCheckpoint, request)
         return LoadResult(res.checkpoint_id, res.loaded, res.previous_checkpoint_id, res.refeaturized, res.seconds)
+
+    def push_checkpoint(self, ref: str | Path) -> LoadResult:
+        """Make the server serve ``ref`` (a checkpoint directory, manifest or base model).
+
+        A server on this machine's disk (embedded) loads it by path; a remote one gets the adapter
+        uploaded (only files it lacks) and loads it by id, with the base model as it names it.
+        """
+        from activedpo_trainer.checkpoint import resolve_checkpoint
+
+        if self.connection.shares_disk:
+            return self.load_checkpoint(ref)
+        manifest = resolve_checkpoint(ref)
+        base = self.connection.server_base or manifest.base
+        if manifest.adapter is None:
+            return self.load_checkpoint(base=base, id=manifest.id)
+        self.upload_checkpoint(manifest.adapter, manifest.id, base, manifest.parent_id or "")
+        return self.load_checkpoint(checkpoint_id=manifest.id)
+
+    def upload_checkpoint(self, adapter_dir: str | Path, checkpoint_id: str, base: str, parent_id: str = "",
+                          progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
+        """Upload an adapter directory; returns the bytes sent (0 when the server had every file)."""
+        pb = self._pb
+        files = _adapter_files(Path(adapter_dir))
+        header = pb.UploadHeader(checkpoint_id=checkpoint_id, base=base, parent_id=parent_id,
+                                 files=[pb.CheckpointFile(path=rel, size=size, sha256=digest)
+                                        for rel, size, digest, _ in files])  # fmt: skip
+        first = pb.UploadCheckpointRequest(header=header)
+        res = self._call(self.stub.UploadCheckpoint, iter([first]))  # which files does it lack?
+        if res.complete:
+            return 0
+        missing = set(res.missing)
+        total = sum(size for _, size, digest, _ in files if digest in missing)
+        sent = 0
+
+        def messages():
+            nonlocal sent
+            yield first
+            for _, _, digest, path in files:
+                if digest not in missing:
+                    continue
+                missing.discard(digest)  # the same content under two names goes once
+                with open(path, "rb") as f:
+                    offset = 0
+                    while chunk := f.read(UPLOAD_CHUNK_BYTES):
+                        yield pb.UploadCheckpointRequest(chunk=pb.FileChunk(sha256=digest, offset=offset, data=chunk))
+                        offset += len(chunk)
+                        sent += len(chunk)
+                        if progress:
+                            progress(sent, total)
+
+        res = self._call(self.stub.UploadCheckpoint, messages())
+        if not res.complete:
+            raise ClientError(f"the server still lacks {len(res.missing)} file(s) of checkpoint {checkpoint_id}")
+        return sent
 
     def add_candidates(self, items: Iterable[CandidateGroup | CandidatePair | tuple], pool: str = "") -> AddResult:
         """Stream candidates in one call: groups add all pairs of their responses, pairs add themselves.
@@ -147,8 +229,8 @@ class SelectorClient:
             if isinstance(item, tuple):
                 item = CandidateGroup(*item)
             if isinstance(item, CandidatePair):
-                return pb.AddCandidatesRequest(pair=item.to_pb(pb), pool=pool)
-            return pb.AddCandidatesRequest(group=item.to_pb(pb), pool=pool)
+                return pb.AddCandidatesRequest(pair=item.to_pb(pb), pool=pool, project=self.project)
+            return pb.AddCandidatesRequest(group=item.to_pb(pb), pool=pool, project=self.project)
 
         res = self._call(self.stub.AddCandidates, (message(i) for i in items))
         return AddResult(res.prompts_added, res.responses_added, res.pairs_added, res.pairs_deduplicated)
@@ -175,6 +257,7 @@ class SelectorClient:
             seed=seed,
             client=client,
             request_id=request_id,
+            project=self.project,
         )
         batch = None
         try:
@@ -190,6 +273,11 @@ class SelectorClient:
             raise ClientError("the server ended SelectBatch without a batch")
         return Batch.from_pb(batch)
 
+    def release_lease(self, lease_id: str, pair_ids: Iterable[str] = ()) -> int:
+        """Give a leased batch (or some of its pairs) back to the pool; returns how many were still held."""
+        request = self._pb.ReleaseLeaseRequest(lease_id=lease_id, pair_ids=list(pair_ids), project=self.project)
+        return self._call(self.stub.ReleaseLease, request).released
+
     def submit_labels(self, labels: Iterable[Label]) -> list[LabelResult]:
         """Record labels; each result says whether it was accepted, and why not."""
         pb = self._pb
@@ -200,7 +288,7 @@ class SelectorClient:
                 raise ClientError(f"preference must be A, B or TIE, got {lab.preference!r} for {lab.pair_id}")
             msgs.append(pb.Label(pair_id=lab.pair_id, preference=prefs[lab.preference], annotator=lab.annotator,
                                  idempotency_key=lab.idempotency_key))  # fmt: skip
-        res = self._call(self.stub.SubmitLabels, pb.SubmitLabelsRequest(labels=msgs))
+        res = self._call(self.stub.SubmitLabels, pb.SubmitLabelsRequest(labels=msgs, project=self.project))
         return [LabelResult(r.pair_id, r.accepted, r.reason, r.label_id, r.late, r.replayed) for r in res.results]
 
     def export_labels(self, include_ties: bool = False) -> Iterator[ExportedLabel]:
@@ -208,7 +296,7 @@ class SelectorClient:
 
         pb = self._pb
         names = {pb.PREFERENCE_A: "A", pb.PREFERENCE_B: "B", pb.PREFERENCE_TIE: "TIE"}
-        request = pb.ExportLabelsRequest(include_ties=include_ties)
+        request = pb.ExportLabelsRequest(include_ties=include_ties, project=self.project)
         try:
             for r in self.stub.ExportLabels(request, metadata=self.metadata, timeout=self.connection.timeout):
                 yield ExportedLabel(r.label_id, r.pair_id, r.prompt, r.chosen, r.rejected, r.annotator,

@@ -132,6 +132,7 @@ class Run:
     run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:10]}")
     rounds_done: int = 0
     checkpoint: str = ""  # the current policy's checkpoint directory ("" = the workload's base model)
+    project: str = ""  # the server-side project of its pools and labels (its run id; "" for runs before projects)
 
     @classmethod
     def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None) -> Run:
@@ -140,6 +141,7 @@ class Run:
             if workload is None or config is None:
                 raise ClientError(f"no run in {run_dir}; start one with `activedpo-client round`")
             run = cls(Path(run_dir), workload, config)
+            run.project = run.run_id
             run.save()
             return run
         try:
@@ -149,7 +151,7 @@ class Run:
                 "world": str(Path(data["world"]).resolve()),
             }  # pre-workload
             run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
-                      data["checkpoint"])  # fmt: skip
+                      data["checkpoint"], data.get("project", ""))  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
         if workload is not None:
@@ -173,7 +175,7 @@ class Run:
 
     def save(self) -> None:
         data = dict(workload=self.workload, config=asdict(self.config), run_id=self.run_id,
-                    rounds_done=self.rounds_done, checkpoint=self.checkpoint)  # fmt: skip
+                    rounds_done=self.rounds_done, checkpoint=self.checkpoint, project=self.project)  # fmt: skip
         write_json(self.dir / "run.json", data)
 
     def round_dir(self, r: int) -> Path:
@@ -257,8 +259,8 @@ class RoundRunner:
     def _server_has_current_checkpoint(self) -> None:
         """A server that holds another checkpoint (a fresh remote one, or one another run moved) gets ours.
 
-        The path is the client's: a remote server must see the run dir and the base model at the
-        same paths (shared volumes in deploy/compose.yaml and deploy/k8s/).
+        An embedded server reads it from the run dir; a remote one gets its adapter uploaded (see
+        :meth:`SelectorClient.push_checkpoint`), so no disk is shared.
         """
         from activedpo_trainer.checkpoint import resolve_checkpoint
 
@@ -266,7 +268,7 @@ class RoundRunner:
         if self.client.status().checkpoint_id != want:
             self.say(f"round {self.r}: loading checkpoint {want} into the server")
             ref = self.checkpoint
-            self.client.load_checkpoint(Path(ref).resolve() if Path(ref).exists() else ref)
+            self.client.push_checkpoint(Path(ref).resolve() if Path(ref).exists() else ref)
 
     def _add(self) -> dict:
         groups = (CandidateGroup(g["prompt"], g["responses"]) for g in _read_jsonl(self.dir / "candidates.jsonl"))
@@ -385,7 +387,7 @@ class RoundRunner:
         return {"labels": len(rows), "checkpoint": manifest.id, "agreement": agreement}
 
     def _load(self) -> dict:
-        res = self.client.load_checkpoint(self.dir / "checkpoint")
+        res = self.client.push_checkpoint(self.dir / "checkpoint")
         return {"server_checkpoint": res.checkpoint_id}
 
     def _evaluate(self) -> dict:
@@ -437,6 +439,7 @@ class ServerSpec:
     tls_ca: Path | None = None
     proj_dim: int = 8192  # embedded server only
     extra: tuple[str, ...] = ()  # further `activedpo-server serve` options (embedded only)
+    server_base: str | None = None  # the base model as a remote server names it (default: as here)
 
     def serve_args(self, config: RoundConfig, dtype: str = "float32") -> list[str]:
         """The embedded server's options: its fresh round-one adapter is the run's LoRA."""
@@ -505,10 +508,14 @@ def run_rounds(
     if server == "embedded":
         args = spec.serve_args(config, workload.dtype)
         write_json(run_dir / "server" / "args.json", args, indent=None)  # status/export reuse them
+        roots = [run_dir, *(p for p in [Path(workload.base.base)] if p.exists())]  # what it may load by path
+        args = [*args, *(a for r in roots for a in ("--checkpoint-root", str(Path(r).resolve())))]
         embedded = EmbeddedServer(run_dir / "server", run.checkpoint or workload.base.base, args=args).start()
         server = embedded.target
     try:
-        with SelectorClient(Connection(server, token=spec.token, tls_ca=spec.tls_ca)) as client:
+        connection = Connection(server, token=spec.token, tls_ca=spec.tls_ca, shares_disk=embedded is not None,
+                                server_base=spec.server_base)  # fmt: skip
+        with SelectorClient(connection, project=run.project) as client:
             client.wait_ready()
             while run.rounds_done < rounds:
                 with bars(transient=True) if bars else nullcontext(None) as bar:

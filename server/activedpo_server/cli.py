@@ -182,14 +182,37 @@ def serve_command(
     exit_with_parent: Annotated[
         bool, typer.Option(help="Shut down when the parent process exits (embedded servers).")
     ] = False,
+    checkpoint_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A directory remote callers may load checkpoints and base models from by path (repeatable). "
+            "Without one, path loads are off: clients upload checkpoints (UploadCheckpoint)."
+        ),
+    ] = None,
+    allow_downloads: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downloads",
+            help="Let base models named by Hugging Face id download; otherwise only the local cache is read.",
+        ),
+    ] = False,
 ) -> None:
     """Run the selection server until SIGTERM or Ctrl-C."""
     import asyncio
+    import os
+
+    if not allow_downloads:  # before transformers / huggingface_hub read it
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    roots = tuple(checkpoint_root or ())
+    for root in roots:
+        if not root.is_dir():
+            err.print(f"[bold red]error:[/] --checkpoint-root {root} is not a directory")
+            raise typer.Exit(2)
 
     from activedpo_server.engine import Engine, EngineConfig
+    from activedpo_server.errors import ServerError
     from activedpo_server.features import LoraSpec
     from activedpo_server.server import ServerConfig, serve
-    from activedpo_server.store import StoreError
     from activedpo_trainer.checkpoint import CheckpointError
     from activedpo_trainer.progress import quiet_libraries
 
@@ -205,10 +228,11 @@ def serve_command(
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
                 lease_seconds=lease_seconds, device=device, dtype=dtype,
                 lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
+                checkpoint_roots=roots, allow_downloads=allow_downloads,
             ),
             checkpoint=checkpoint,
         )  # fmt: skip
-    except (CheckpointError, StoreError, ValueError) as e:
+    except (CheckpointError, ServerError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
 
@@ -288,8 +312,8 @@ def featurize_command(
     import time
 
     from activedpo_server.engine import Engine, EngineConfig, NotReady
+    from activedpo_server.errors import ServerError
     from activedpo_server.features import LoraSpec
-    from activedpo_server.store import StoreError
     from activedpo_trainer.checkpoint import CheckpointError
     from activedpo_trainer.progress import progress_bars, quiet_libraries
 
@@ -307,7 +331,7 @@ def featurize_command(
         )  # fmt: skip
         with progress_bars() as bar:
             report = engine.featurize_all(progress=bar)
-    except (CheckpointError, StoreError, ValueError, NotReady, RuntimeError, ImportError) as e:
+    except (CheckpointError, ServerError, ValueError, NotReady, RuntimeError, ImportError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
     engine.store.close()

@@ -9,6 +9,7 @@ set's features are ready under it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,11 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from activedpo_server import __version__
+from activedpo_server.checkpoints import CheckpointRegistry
 from activedpo_server.distributed import RaySettings
+from activedpo_server.errors import FailedPrecondition
 from activedpo_server.features import DEFAULT_PROJECTION, EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.projection import PROJECTIONS
-from activedpo_server.store import AddResult, Candidates, LabelIn, LabelOut, Store
+from activedpo_server.store import (
+    AddResult,
+    Candidates,
+    ExportRow,
+    LabelIn,
+    LabelOut,
+    PairText,
+    Request,
+    Store,
+    check_id,
+)
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_trainer.progress import StageProgress
@@ -32,7 +45,7 @@ from activedpo_trainer.progress import StageProgress
 log = logging.getLogger(__name__)
 
 
-class NotReady(RuntimeError):
+class NotReady(FailedPrecondition):
     """The engine cannot do this yet (no checkpoint loaded); the message says what to do."""
 
 
@@ -57,6 +70,8 @@ class EngineConfig:
     feature_checkpoint: str | None = None
     feature_dtype: str = "float32"  # how the FAISS store holds features: float32 or float16 (half the memory)
     ray: RaySettings | None = None  # featurize new responses on a Ray cluster instead of in this process
+    checkpoint_roots: tuple[Path, ...] = ()  # where remote callers may load checkpoints by path (none: off)
+    allow_downloads: bool = False  # base models by Hugging Face id may be downloaded, not only read from cache
 
     def __post_init__(self) -> None:
         strategy_class(self.strategy, self.research_strategies)  # raises, naming the choices
@@ -80,14 +95,49 @@ class _Active:
     embeddings: FeatureStore | None = None
 
 
+@dataclass(frozen=True)
+class ScoredPair:
+    """A selected pair: its texts, what chose it, and its place in the batch (0 = picked first)."""
+
+    text: PairText
+    score: float
+    rank: int
+
+
 @dataclass
 class Batch:
-    pairs: list[dict]  # pair_id, prompt, response_a, response_b, score, rank, ids
+    pairs: list[ScoredPair]
     checkpoint_id: str
     strategy: str
     lease_id: str
     lease_expires: float
     candidates: int
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    checkpoint_id: str
+    loaded: bool  # False: it was already current
+    previous_checkpoint_id: str
+    refeaturized: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Status:
+    checkpoint_id: str
+    strategy: str
+    pool_size: int
+    featurized: int
+    labeled: int
+    leased: int
+    feature_dim: int
+    lam: float
+    version: str
+    prompts: int
+    responses: int
+    annotations: int
+    loading_checkpoint_id: str
 
 
 class _StoreSource:
@@ -136,6 +186,7 @@ class Engine:
     def __init__(self, config: EngineConfig, checkpoint: str | Path | CheckpointManifest | None = None):
         self.config = config
         self.store = Store(config.state_dir)
+        self.checkpoints = CheckpointRegistry(config.state_dir, config.checkpoint_roots, config.allow_downloads)
         self.features_dir = Path(config.state_dir) / "features"
         self._select_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -154,6 +205,10 @@ class Engine:
     @property
     def checkpoint_id(self) -> str:
         return self._active.manifest.id if self._active else ""
+
+    def checkpoint_ref(self, **request) -> CheckpointManifest:
+        """The checkpoint a LoadCheckpoint request names (see :meth:`CheckpointRegistry.resolve`)."""
+        return self.checkpoints.resolve(**request)
 
     def _featurizer(self, manifest: CheckpointManifest) -> GradientFeaturizer:
         c = self.config
@@ -179,19 +234,20 @@ class Engine:
             active.embedding = emb
         return active
 
-    def load_checkpoint(self, ref: str | Path | CheckpointManifest, progress: StageProgress | None = None) -> dict:
+    def load_checkpoint(
+        self, ref: str | Path | CheckpointManifest, progress: StageProgress | None = None
+    ) -> LoadReport:
         """Load ``ref``, featurize the labeled responses under it, then switch. Raises CheckpointError."""
         t0 = time.perf_counter()
         manifest = resolve_checkpoint(ref)
         previous = self.checkpoint_id
         if self._active is not None and manifest == self._active.manifest:
-            return dict(checkpoint_id=previous, loaded=False, previous_checkpoint_id=previous, refeaturized=0,
-                        seconds=time.perf_counter() - t0)  # fmt: skip
+            return LoadReport(previous, False, previous, 0, time.perf_counter() - t0)
         with self._load_lock:
             self.loading = manifest.id
             try:
                 active = self._build(manifest)
-                labeled = np.unique(self.store.pool_view().labeled.ravel())
+                labeled = self.store.all_responses(labeled_only=True)  # every project's
                 src = _StoreSource(self, active, labeled, progress)
                 before = len(active.features)
                 if labeled.size:
@@ -202,13 +258,13 @@ class Engine:
             self.store.record_checkpoint(manifest.id, manifest.base, manifest.adapter)
             self._active = active  # one assignment: requests see the old checkpoint or the new one
         log.info("checkpoint %s loaded (was %s)", manifest.id, previous or "none")
-        return dict(checkpoint_id=manifest.id, loaded=True, previous_checkpoint_id=previous,
-                    refeaturized=refeaturized, seconds=time.perf_counter() - t0)  # fmt: skip
+        return LoadReport(manifest.id, True, previous, refeaturized, time.perf_counter() - t0)
 
     # ---- candidates, selection, labels ----------------------------------------------------
 
-    def add_candidates(self, items: Iterable[Candidates]) -> AddResult:
-        return self.store.add_candidates(items)
+    def add_candidates(self, items: Iterable[Candidates], project: str = "", confirm=None) -> AddResult:
+        """All or nothing; ``confirm()`` runs just before the commit and may still back out."""
+        return self.store.add_candidates(items, project, confirm)
 
     def select(
         self,
@@ -220,9 +276,19 @@ class Engine:
         client: str = "",
         progress: StageProgress | None = None,
         request_id: str = "",
+        project: str = "",
+        now: float | None = None,
     ) -> Batch:
+        """Choose ``budget`` of ``project``'s candidates and lease them.
+
+        A ``request_id`` is scoped to (project, client): a retry while its lease lasts returns the same
+        batch; the same id with other parameters is refused (FailedPrecondition).
+        """
         if not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        for what, value in (("project", project), ("pool", pool), ("client", client), ("request_id", request_id),
+                            ("strategy", strategy)):  # fmt: skip
+            check_id(what, value)
         name = strategy or self.config.strategy
         chooser = get_strategy(
             name, self.config.research_strategies, **({"lam": self.config.lam} if name in LAM_STRATEGIES else {})
@@ -230,18 +296,17 @@ class Engine:
         active = self._active
         if active is None:
             raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")
+        params = json.dumps(dict(budget=budget, strategy=name, pool=pool, seed=seed, lease_seconds=lease_seconds),
+                            sort_keys=True)  # fmt: skip
+        request = Request(project, client, request_id, params) if request_id else None
         with self._select_lock:  # one selection at a time: leases never overlap
-            now = time.time()
-            if request_id:  # a retried request gets the batch already leased for it
-                held = self.store.leased_batch(request_id, now=now)
+            now = time.time() if now is None else now
+            if request is not None:  # a retried request gets the batch already leased for it
+                held = self._held(request, now)
                 if held is not None:
-                    rows, scores, expires = held
-                    details = self.store.pair_details(rows)
-                    for rank, (d, score) in enumerate(zip(details, scores, strict=True)):
-                        d.update(score=score, rank=rank)
-                    return Batch(details, active.manifest.id, name, request_id, expires, len(rows))
-            view = self.store.pool_view(pool, now=now)
-            lease_id = request_id or f"lease-{uuid.uuid4().hex[:12]}"
+                    return Batch(held[0], active.manifest.id, name, held[1], held[2], len(held[0]))
+            view = self.store.pool_view(pool, now=now, project=project)
+            lease_id = f"lease-{uuid.uuid4().hex}"
             expires = now + (lease_seconds or self.config.lease_seconds)
             if len(view.pair_rows) == 0:
                 return Batch([], active.manifest.id, name, lease_id, expires, 0)
@@ -256,19 +321,40 @@ class Engine:
                 Pool(pairs_local, response_prompt, source, labeled_local), budget, np.random.default_rng(seed)
             )
             chosen = [int(view.pair_rows[p.index]) for p in picks]
-            self.store.lease(chosen, lease_id, client, expires, now=now, scores=[p.score for p in picks])
+            self.store.lease(chosen, lease_id, client, expires, now=now, scores=[p.score for p in picks],
+                             request=request)  # fmt: skip
             details = self.store.pair_details(chosen)
-        for d, p in zip(details, picks, strict=True):
-            d.update(score=p.score, rank=p.rank)
-        return Batch(details, active.manifest.id, name, lease_id, expires, len(view.pair_rows))
+        pairs = [ScoredPair(d, p.score, p.rank) for d, p in zip(details, picks, strict=True)]
+        return Batch(pairs, active.manifest.id, name, lease_id, expires, len(view.pair_rows))
+
+    def _held(self, request: Request, now: float) -> tuple[list[ScoredPair], str, float] | None:
+        """The batch still leased for ``request``, or None; refuses a reuse with other parameters."""
+        prev = self.store.request(request.project, request.client, request.request_id)
+        if prev is None:
+            return None
+        params, lease_id = prev
+        held = self.store.leased_batch(lease_id, now=now)
+        if held is None:  # expired or released: the id may choose again
+            return None
+        if params != request.params:
+            raise FailedPrecondition(
+                f"request_id {request.request_id[:60]!r} was already used by this client with other parameters "
+                f"({params}); retry with the same parameters or use a new request_id"
+            )
+        rows, scores, expires = held
+        details = self.store.pair_details(rows)
+        return [ScoredPair(d, s, r) for r, (d, s) in enumerate(zip(details, scores, strict=True))], lease_id, expires
+
+    def release(self, lease_id: str, pair_ids: list[str] | tuple = (), project: str = "") -> int:
+        """Give leased pairs back to the pool; returns how many were still held."""
+        return self.store.release(lease_id, list(pair_ids), project)
 
     def featurize_all(self, progress: StageProgress | None = None) -> dict:
         """Gradient features for every response in the store (candidates, leased and labeled) not yet featurized."""
         active = self._active
         if active is None:
             raise NotReady("no checkpoint is loaded: pass --checkpoint (the state dir has never served one)")
-        view = self.store.pool_view(now=float("inf"))  # every lease counts as expired: all pairs
-        rows = np.unique(np.concatenate([view.pairs.ravel(), view.labeled.ravel()]))
+        rows = self.store.all_responses()  # every project's candidates, leased and labeled
         before = len(active.features)
         if rows.size:
             with self._select_lock:
@@ -276,17 +362,19 @@ class Engine:
         return dict(responses=int(rows.size), computed=len(active.features) - before,
                     checkpoint_id=active.manifest.id, feature_key=active.gradient.feature_key)  # fmt: skip
 
-    def submit_labels(self, labels: list[LabelIn]) -> list[LabelOut]:
+    def submit_labels(self, labels: list[LabelIn], project: str = "") -> list[LabelOut]:
         """Durably record labels (V grows with them at the next selection)."""
-        return self.store.submit_labels(labels, self.checkpoint_id)
+        return self.store.submit_labels(labels, self.checkpoint_id, project=project)
 
-    def export_labels(self, after_id: int = 0, include_ties: bool = False) -> Iterator[dict]:
-        return self.store.export_labels(after_id, include_ties)
+    def export_labels(self, after_id: int = 0, include_ties: bool = False, project: str = "") -> Iterator[ExportRow]:
+        check_id("project", project)
+        return self.store.export_labels(after_id, include_ties, project)
 
-    def status(self) -> dict:
-        counts = self.store.counts()
+    def status(self, project: str = "") -> Status:
+        check_id("project", project)
+        counts = self.store.counts(project=project)
         active = self._active
-        return dict(
+        return Status(
             checkpoint_id=self.checkpoint_id,
             strategy=self.config.strategy,
             pool_size=counts["pairs"],

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from activedpo.v1 import selector_pb2
 from activedpo_server.engine import Engine
+from activedpo_server.errors import status_for
 from activedpo_server.service import SelectorService, add_to_server
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,58 @@ def _reject(code: grpc.StatusCode, message: str, handler: grpc.RpcMethodHandler)
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
+class ErrorMapping(grpc.aio.ServerInterceptor):
+    """The one error path: whatever a Selector handler raises becomes a status code and one line.
+
+    Domain errors carry their code (:mod:`activedpo_server.errors`); a full disk is
+    RESOURCE_EXHAUSTED; anything unforeseen is INTERNAL with its type only (the traceback goes to
+    the log), so no bad input can make the server answer UNKNOWN or echo a traceback.
+    """
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/"):
+            return handler
+
+        async def fail(context, e: BaseException):
+            code, message = status_for(e)
+            if code == "INTERNAL":
+                log.error("%s failed", details.method, exc_info=e)
+            await context.abort(getattr(grpc.StatusCode, code), message)
+
+        def wrap_unary(fn):
+            async def call(request, context):
+                try:
+                    return await fn(request, context)
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as e:
+                    await fail(context, e)
+
+            return call
+
+        def wrap_streaming(fn):
+            async def call(request, context):
+                try:
+                    async for item in fn(request, context):
+                        yield item
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    raise
+                except Exception as e:
+                    await fail(context, e)
+
+            return call
+
+        kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(wrap_streaming(handler.stream_stream), **kw)
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary), **kw)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(wrap_streaming(handler.unary_stream), **kw)
+        return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), **kw)
+
+
 class TokenAuth(grpc.aio.ServerInterceptor):
     """Requires ``authorization: Bearer <token>`` on every RPC except gRPC health checks."""
 
@@ -97,7 +150,7 @@ def build_server(config: ServerConfig, engine: Engine) -> tuple[grpc.aio.Server,
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
     ]
-    interceptors = [TokenAuth(config.token)] if config.token else []
+    interceptors = ([TokenAuth(config.token)] if config.token else []) + [ErrorMapping()]
     server = grpc.aio.server(interceptors=interceptors, options=options)
     add_to_server(SelectorService(engine), server)
     health_servicer = health.aio.HealthServicer()

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from activedpo_server.errors import InvalidArgument, NotFound, ResourceExhausted, is_disk_full
+
+SCHEMA_VERSION = 2  # 2: projects (prompts, responses, pairs and labels carry one); request ids
 MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
-MAX_ID_CHARS = 256  # ids, pool tags, annotators, idempotency keys
+MAX_ID_CHARS = 256  # ids, pool tags, projects, annotators, idempotency keys, request ids, client names
 MAX_RESPONSES_PER_GROUP = 64  # K responses make K·(K−1)/2 pairs: 64 → 2,016 pairs from one group
 
 PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
@@ -35,31 +37,45 @@ PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (
-    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL, created REAL NOT NULL);
+    rowid INTEGER PRIMARY KEY, project TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, text TEXT NOT NULL,
+    created REAL NOT NULL, UNIQUE (project, id));
 CREATE TABLE IF NOT EXISTS responses (
-    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,
-    prompt INTEGER NOT NULL REFERENCES prompts(rowid), text TEXT NOT NULL);
+    rowid INTEGER PRIMARY KEY, project TEXT NOT NULL DEFAULT '', id TEXT NOT NULL,
+    prompt INTEGER NOT NULL REFERENCES prompts(rowid), text TEXT NOT NULL, UNIQUE (project, id));
 CREATE TABLE IF NOT EXISTS pairs (
-    rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, content TEXT UNIQUE NOT NULL,
+    rowid INTEGER PRIMARY KEY, project TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, content TEXT NOT NULL,
     prompt INTEGER NOT NULL REFERENCES prompts(rowid),
     a INTEGER NOT NULL REFERENCES responses(rowid), b INTEGER NOT NULL REFERENCES responses(rowid),
-    pool TEXT NOT NULL, created REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS pairs_pool ON pairs(pool);
+    pool TEXT NOT NULL, created REAL NOT NULL, UNIQUE (project, id), UNIQUE (project, content));
+CREATE INDEX IF NOT EXISTS pairs_pool ON pairs(project, pool);
 CREATE TABLE IF NOT EXISTS leases (
     pair INTEGER PRIMARY KEY REFERENCES pairs(rowid), lease_id TEXT NOT NULL, client TEXT NOT NULL,
     expires REAL NOT NULL, rank INTEGER NOT NULL DEFAULT 0, score REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_id ON leases(lease_id);
 CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL REFERENCES pairs(rowid),
-    preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT UNIQUE,
-    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL DEFAULT '',
+    pair INTEGER NOT NULL REFERENCES pairs(rowid),
+    preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT,
+    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL, UNIQUE (project, idempotency_key));
 CREATE INDEX IF NOT EXISTS labels_pair ON labels(pair);
+CREATE TABLE IF NOT EXISTS requests (
+    project TEXT NOT NULL, client TEXT NOT NULL, request_id TEXT NOT NULL, params TEXT NOT NULL,
+    lease_id TEXT NOT NULL, PRIMARY KEY (project, client, request_id));
 CREATE TABLE IF NOT EXISTS checkpoints (
     id TEXT PRIMARY KEY, base TEXT NOT NULL, adapter TEXT, loaded REAL NOT NULL);
 """
 
+# Schema 1 → 2: the tables whose uniqueness became per project are rebuilt (row ids kept, so the
+# feature indexes, keyed by response row, stay valid); every existing row joins the default project.
+_MIGRATE_1_TO_2 = [
+    ("prompts", "rowid, '', id, text, created"),
+    ("responses", "rowid, '', id, prompt, text"),
+    ("pairs", "rowid, '', id, content, prompt, a, b, pool, created"),
+    ("labels", "id, '', pair, preference, annotator, idempotency_key, created, checkpoint_id, late"),
+]
 
-class StoreError(ValueError):
+
+class StoreError(InvalidArgument):
     """Input the store refuses (a clash of ids, an empty text); the message says which."""
 
 
@@ -79,7 +95,7 @@ def _check_text(what: str, text: str) -> str:
     return text
 
 
-def _check_id(what: str, value: str | None) -> str | None:
+def check_id(what: str, value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > MAX_ID_CHARS:
@@ -125,6 +141,45 @@ class LabelOut:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class PairText:
+    """A pair's ids and texts."""
+
+    pair_id: str
+    prompt_id: str
+    prompt: str
+    response_a_id: str
+    response_a: str
+    response_b_id: str
+    response_b: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """A SelectBatch request id, scoped to (project, client), with the parameters it was made with."""
+
+    project: str
+    client: str
+    request_id: str
+    params: str  # canonical JSON of budget, strategy, pool, seed, lease_seconds
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One recorded label with its pair's texts, chosen first."""
+
+    label_id: int
+    pair_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    preference: int
+    annotator: str
+    created: float
+    checkpoint_id: str
+    late: bool
+
+
 @dataclass
 class PoolView:
     """Unlabeled, unleased candidates and the labeled pairs, as response row ids."""
@@ -147,20 +202,58 @@ class Store:
             raise StoreError(f"cannot create the state directory {self.dir}: {e}") from e
         self.path = self.dir / "state.sqlite"
         self._lock_file = _lock_state_dir(self.dir)
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            version = self._schema_version()
+            if version is not None and version not in (1, SCHEMA_VERSION):
+                raise StoreError(f"state database {self.path} has schema {version}; this server reads {SCHEMA_VERSION}")
+            if version == 1:
+                self._migrate_1_to_2()
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open the state database {self.path}: {e}") from e
-        self._lock = threading.RLock()
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
-            raise StoreError(f"state database {self.path} has schema {version}; this server reads {SCHEMA_VERSION}")
+            if version is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+        except sqlite3.Error as e:
+            self._lock_file.close()
+            if is_disk_full(e):
+                raise ResourceExhausted(f"cannot open the state database {self.path}: the disk is full") from None
+            raise StoreError(f"cannot open the state database {self.path}: {e}") from None
+
+    def _schema_version(self) -> int | None:
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    def _migrate_1_to_2(self) -> None:
+        """Move a schema-1 database to projects, in one transaction (a crash leaves schema 1)."""
+        db = self._db
+        db.execute("PRAGMA foreign_keys=OFF")  # the tables are swapped underneath their references
+        db.execute("PRAGMA legacy_alter_table=ON")  # a rename leaves other tables' references by name
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, _ in _MIGRATE_1_TO_2:
+                db.execute(f"ALTER TABLE {table} RENAME TO {table}_v1")
+            db.execute("DROP INDEX IF EXISTS pairs_pool")
+            db.execute("DROP INDEX IF EXISTS labels_pair")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            for table, columns in _MIGRATE_1_TO_2:
+                db.execute(f"INSERT INTO {table} SELECT {columns} FROM {table}_v1")
+                db.execute(f"DROP TABLE {table}_v1")
+            if db.execute("PRAGMA foreign_key_check").fetchall():
+                raise StoreError(f"state database {self.path}: dangling references; not migrating it")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA legacy_alter_table=OFF")
 
     def close(self) -> None:
         with self._lock:
@@ -169,17 +262,29 @@ class Store:
 
     # ---- transactions ---------------------------------------------------------------------
 
-    def _write(self, fn):
-        """Run ``fn(cursor)`` in one IMMEDIATE transaction; return its result after COMMIT."""
+    def _write(self, fn, confirm=None):
+        """Run ``fn(cursor)`` in one IMMEDIATE transaction; return its result after COMMIT.
+
+        ``confirm()``, when given, runs just before COMMIT; if it raises, everything rolls back.
+        """
         with self._lock:
             cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(cur)
-            except BaseException:
-                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(cur)
+                    if confirm is not None:
+                        confirm()  # last chance to back out (the caller went away): nothing is written
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+            except sqlite3.Error as e:
+                if is_disk_full(e):
+                    raise ResourceExhausted(
+                        f"the state database's disk is full ({self.path}); nothing was written"
+                    ) from None
                 raise
-            cur.execute("COMMIT")
             return result
 
     def _read(self, sql: str, args: Sequence = ()) -> list[tuple]:
@@ -195,8 +300,10 @@ class Store:
 
     # ---- candidates -----------------------------------------------------------------------
 
-    def add_candidates(self, items: Iterable[Candidates]) -> AddResult:
-        """Add every item, all in one transaction: either the whole request lands or none of it."""
+    def add_candidates(self, items: Iterable[Candidates], project: str = "", confirm=None) -> AddResult:
+        """Add every item to ``project``, all in one transaction: either the whole request lands or none
+        of it (``confirm`` runs before COMMIT, see :meth:`_write`)."""
+        check_id("project", project)
         items = list(items)  # validate everything before writing anything
         for n, item in enumerate(items):
             _check_text(f"item {n}: the prompt", item.prompt)
@@ -212,38 +319,42 @@ class Store:
                 raise StoreError(f"item {n}: the pair's two responses are identical")
             if len(set(texts)) < 2:
                 raise StoreError(f"item {n}: all {len(texts)} responses are identical; a pair needs two different ones")
-            _check_id(f"item {n}: pool tag", item.pool)
-            _check_id(f"item {n}: prompt id", item.prompt_id)
-            _check_id(f"item {n}: pair id", item.pair_id)
+            check_id(f"item {n}: pool tag", item.pool)
+            check_id(f"item {n}: prompt id", item.prompt_id)
+            check_id(f"item {n}: pair id", item.pair_id)
             for i, (rid, _) in enumerate(item.responses):
-                _check_id(f"item {n}: response {i} id", rid)
+                check_id(f"item {n}: response {i} id", rid)
         now = time.time()
-        return self._write(lambda c: self._add(c, items, now))
+        return self._write(lambda c: self._add(c, items, now, project), confirm)
 
-    def _add(self, c: sqlite3.Cursor, items: list[Candidates], now: float) -> AddResult:
+    def _add(self, c: sqlite3.Cursor, items: list[Candidates], now: float, project: str) -> AddResult:
         res = AddResult()
 
         def prompt_row(item: Candidates) -> int:
             pid = item.prompt_id or "x-" + _digest(item.prompt)[:16]
-            row = c.execute("SELECT rowid, text FROM prompts WHERE id = ?", (pid,)).fetchone()
+            row = c.execute("SELECT rowid, text FROM prompts WHERE project = ? AND id = ?", (project, pid)).fetchone()
             if row:
                 if row[1] != item.prompt:
                     raise StoreError(f"prompt id {pid!r} already names a different prompt")
                 return row[0]
             res.prompts_added += 1
             return c.execute(
-                "INSERT INTO prompts(id, text, created) VALUES (?, ?, ?)", (pid, item.prompt, now)
+                "INSERT INTO prompts(project, id, text, created) VALUES (?, ?, ?, ?)", (project, pid, item.prompt, now)
             ).lastrowid
 
         def response_row(prompt: int, prompt_id: str, rid: str | None, text: str) -> int:
             rid = rid or "y-" + _digest(prompt_id, text)[:16]
-            row = c.execute("SELECT rowid, prompt, text FROM responses WHERE id = ?", (rid,)).fetchone()
+            row = c.execute(
+                "SELECT rowid, prompt, text FROM responses WHERE project = ? AND id = ?", (project, rid)
+            ).fetchone()
             if row:
                 if row[1] != prompt or row[2] != text:
                     raise StoreError(f"response id {rid!r} already names a different response")
                 return row[0]
             res.responses_added += 1
-            return c.execute("INSERT INTO responses(id, prompt, text) VALUES (?, ?, ?)", (rid, prompt, text)).lastrowid
+            return c.execute(
+                "INSERT INTO responses(project, id, prompt, text) VALUES (?, ?, ?, ?)", (project, rid, prompt, text)
+            ).lastrowid
 
         for item in items:
             prompt = prompt_row(item)
@@ -259,7 +370,10 @@ class Store:
                 ids = sorted(c.execute("SELECT id FROM responses WHERE rowid IN (?, ?)", (a, b)).fetchall())
                 content = _digest(*(i[0] for i in ids))
                 pair_id = item.pair_id or "p-" + content[:16]
-                existing = c.execute("SELECT id, content FROM pairs WHERE id = ? OR content = ?", (pair_id, content))
+                existing = c.execute(
+                    "SELECT id, content FROM pairs WHERE project = ? AND (id = ? OR content = ?)",
+                    (project, pair_id, content),
+                )
                 clash = existing.fetchall()
                 if clash:
                     if any(cont != content for _, cont in clash):
@@ -267,30 +381,33 @@ class Store:
                     res.pairs_deduplicated += 1
                     continue
                 c.execute(
-                    "INSERT INTO pairs(id, content, prompt, a, b, pool, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (pair_id, content, prompt, a, b, item.pool, now),
+                    "INSERT INTO pairs(project, id, content, prompt, a, b, pool, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (project, pair_id, content, prompt, a, b, item.pool, now),
                 )
                 res.pairs_added += 1
         return res
 
     # ---- selection ------------------------------------------------------------------------
 
-    def pool_view(self, pool: str = "", now: float | None = None) -> PoolView:
-        """Candidates a batch may come from (no label of any kind yet, a tie included, and no unexpired
-        lease), and the labeled pairs (A or B: what enters V)."""
+    def pool_view(self, pool: str = "", now: float | None = None, project: str = "") -> PoolView:
+        """``project``'s candidates a batch may come from (no label of any kind yet, a tie included, and
+        no unexpired lease), and its labeled pairs (A or B: what enters V)."""
         now = time.time() if now is None else now
         where = "AND p.pool = ?" if pool else ""
-        args: tuple = (now, pool) if pool else (now,)
+        args: tuple = (now, project, pool) if pool else (now, project)
         cand = self._read(
             f"""SELECT p.rowid, p.a, p.b, p.prompt FROM pairs p
                 WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid)
-                  AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.pair = p.rowid AND s.expires > ?) {where}
+                  AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.pair = p.rowid AND s.expires > ?)
+                  AND p.project = ? {where}
                 ORDER BY p.rowid""",
             args,
         )
         labeled = self._read(
-            """SELECT p.a, p.b FROM pairs p WHERE EXISTS
-               (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2)) ORDER BY p.rowid"""
+            """SELECT p.a, p.b FROM pairs p WHERE p.project = ? AND EXISTS
+               (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2)) ORDER BY p.rowid""",
+            (project,),
         )
         arr = np.array(cand, dtype=np.int64).reshape(-1, 4)
         return PoolView(
@@ -315,28 +432,27 @@ class Store:
                 out[r] = (p, pt, t)
         return out
 
-    def pair_details(self, pair_rows: Sequence[int]) -> list[dict]:
-        """Everything a SelectBatch reply needs about each pair, in the given order."""
+    def pair_details(self, pair_rows: Sequence[int]) -> list[PairText]:
+        """The ids and texts of each pair, in the given order."""
         out = []
         for row in pair_rows:
-            (pid, prompt_id, prompt, aid, atext, bid, btext) = self._read(
-                """SELECT p.id, x.id, x.text, a.id, a.text, b.id, b.text FROM pairs p
-                   JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
-                   JOIN responses b ON b.rowid = p.b WHERE p.rowid = ?""",
-                (int(row),),
-            )[0]
             out.append(
-                dict(
-                    pair_id=pid,
-                    prompt_id=prompt_id,
-                    prompt=prompt,
-                    response_a_id=aid,
-                    response_a=atext,
-                    response_b_id=bid,
-                    response_b=btext,
+                PairText(
+                    *self._read(
+                        """SELECT p.id, x.id, x.text, a.id, a.text, b.id, b.text FROM pairs p
+                           JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
+                           JOIN responses b ON b.rowid = p.b WHERE p.rowid = ?""",
+                        (int(row),),
+                    )[0]
                 )
             )
         return out
+
+    def all_responses(self, labeled_only: bool = False) -> np.ndarray:
+        """Response rows of every project's pairs (or only of A/B-labeled pairs), sorted and unique."""
+        where = "WHERE EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2))"
+        rows = self._read(f"SELECT p.a, p.b FROM pairs p {where if labeled_only else ''}")
+        return np.unique(np.array(rows, dtype=np.int64).ravel())
 
     def lease(
         self,
@@ -346,8 +462,10 @@ class Store:
         expires: float,
         now: float | None = None,
         scores: Sequence[float] | None = None,
+        request: Request | None = None,
     ):
-        """Lease the pairs (in rank order); refuses (StoreError) if any is leased and unexpired."""
+        """Lease the pairs (in rank order), remembering ``request`` for retries; refuses (StoreError)
+        if any pair is leased and unexpired."""
         now = time.time() if now is None else now
         scores = list(scores) if scores is not None else [0.0] * len(pair_rows)
 
@@ -363,8 +481,22 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     (int(row), lease_id, client, expires, rank, float(score)),
                 )
+            if request is not None:
+                c.execute(
+                    "INSERT OR REPLACE INTO requests(project, client, request_id, params, lease_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (request.project, request.client, request.request_id, request.params, lease_id),
+                )
 
         self._write(go)
+
+    def request(self, project: str, client: str, request_id: str) -> tuple[str, str] | None:
+        """(params, lease id) recorded for a SelectBatch request id, or None."""
+        rows = self._read(
+            "SELECT params, lease_id FROM requests WHERE project = ? AND client = ? AND request_id = ?",
+            (project, client, request_id),
+        )
+        return rows[0] if rows else None
 
     def leased_batch(self, lease_id: str, now: float | None = None) -> tuple[list[int], list[float], float] | None:
         """The pairs still leased under ``lease_id`` (rank order), their scores and the expiry; None if none."""
@@ -376,15 +508,44 @@ class Store:
             return None
         return [r[0] for r in rows], [r[1] for r in rows], rows[0][2]
 
+    def release(self, lease_id: str, pair_ids: Sequence[str] = (), project: str = "", now: float | None = None) -> int:
+        """Return the unexpired pairs of ``lease_id`` (all, or those named) to the pool; how many were."""
+        now = time.time() if now is None else now
+        check_id("lease id", lease_id)
+        for i, pid in enumerate(pair_ids):
+            check_id(f"pair id {i}", pid)
+
+        def go(c: sqlite3.Cursor) -> int:
+            rows = c.execute(
+                """SELECT s.pair, p.id, s.expires > ? FROM leases s JOIN pairs p ON p.rowid = s.pair
+                   WHERE s.lease_id = ? AND p.project = ?""",
+                (now, lease_id, project),
+            ).fetchall()
+            if not rows:
+                raise NotFound(f"no lease {_short(lease_id)} in this project")
+            wanted = set(pair_ids)
+            if wanted - {pid for _, pid, _ in rows}:
+                unknown = sorted(wanted - {pid for _, pid, _ in rows})[0]
+                raise StoreError(f"pair {_short(unknown)} is not part of lease {_short(lease_id)}")
+            held = [row for row, pid, live in rows if live and (not wanted or pid in wanted)]
+            # the rows stay, expired now: a retried release finds the lease and releases nothing
+            c.executemany("UPDATE leases SET expires = ? WHERE pair = ?", [(now, row) for row in held])
+            return len(held)
+
+        return self._write(go)
+
     # ---- labels ---------------------------------------------------------------------------
 
-    def submit_labels(self, labels: Sequence[LabelIn], checkpoint_id: str, now: float | None = None) -> list[LabelOut]:
-        """Record the valid labels in one transaction and say, per item, what happened.
+    def submit_labels(
+        self, labels: Sequence[LabelIn], checkpoint_id: str, now: float | None = None, project: str = ""
+    ) -> list[LabelOut]:
+        """Record the valid labels of ``project`` in one transaction and say, per item, what happened.
 
         Unknown pairs and malformed items are rejected with a reason; the others still commit.
         A known idempotency key returns its original result (``replayed``) and writes nothing.
         """
         now = time.time() if now is None else now
+        check_id("project", project)
 
         def go(c: sqlite3.Cursor) -> list[LabelOut]:
             out = []
@@ -396,19 +557,21 @@ class Store:
                 if key:
                     prev = c.execute(
                         "SELECT l.id, p.id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair "
-                        "WHERE l.idempotency_key = ?",
-                        (key,),
+                        "WHERE l.project = ? AND l.idempotency_key = ?",
+                        (project, key),
                     ).fetchone()
                     if prev:
                         if prev[1] != lab.pair_id:
                             out.append(
-                                LabelOut(lab.pair_id, False, f"idempotency key {key!r} was used for pair {prev[1]}")
-                            )
+                                LabelOut(lab.pair_id[:MAX_ID_CHARS], False,
+                                         f"idempotency key {_short(key)} was used for pair {prev[1]}")
+                            )  # fmt: skip
                         else:
                             out.append(LabelOut(lab.pair_id, True, label_id=prev[0], late=bool(prev[2]), replayed=True))
                         continue
                 reason = _label_problem(lab)
-                pair = None if reason else c.execute("SELECT rowid FROM pairs WHERE id = ?", (lab.pair_id,)).fetchone()
+                find = "SELECT rowid FROM pairs WHERE project = ? AND id = ?"
+                pair = None if reason else c.execute(find, (project, lab.pair_id)).fetchone()
                 if not reason and not pair:
                     reason = f"unknown pair id {_short(lab.pair_id)}"
                 if reason:  # the answer never echoes more than an id's worth of what was sent
@@ -417,17 +580,17 @@ class Store:
                 lease = c.execute("SELECT expires FROM leases WHERE pair = ?", (pair[0],)).fetchone()
                 late = bool(lease and lease[0] < now)
                 label_id = c.execute(
-                    "INSERT INTO labels(pair, preference, annotator, idempotency_key, created, checkpoint_id, late) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (pair[0], int(lab.preference), lab.annotator, key, now, checkpoint_id, int(late)),
+                    "INSERT INTO labels(project, pair, preference, annotator, idempotency_key, created, checkpoint_id, "
+                    "late) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (project, pair[0], int(lab.preference), lab.annotator, key, now, checkpoint_id, int(late)),
                 ).lastrowid
                 out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=late))
             return out
 
         return self._write(go)
 
-    def export_labels(self, after_id: int = 0, include_ties: bool = False) -> Iterator[dict]:
-        """Every label after ``after_id``, oldest first, with the pair's texts (chosen first)."""
+    def export_labels(self, after_id: int = 0, include_ties: bool = False, project: str = "") -> Iterator[ExportRow]:
+        """Every label of ``project`` after ``after_id``, oldest first, with the pair's texts (chosen first)."""
         prefs = "(1, 2, 3)" if include_ties else "(1, 2)"
         last = after_id
         while True:
@@ -436,25 +599,14 @@ class Store:
                            l.checkpoint_id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair
                     JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
                     JOIN responses b ON b.rowid = p.b
-                    WHERE l.id > ? AND l.preference IN {prefs} ORDER BY l.id LIMIT 500""",
-                (last,),
+                    WHERE l.id > ? AND l.project = ? AND l.preference IN {prefs} ORDER BY l.id LIMIT 500""",
+                (last, project),
             )
             if not rows:
                 return
             for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late in rows:
                 chosen, rejected = (b, a) if pref == PREF_B else (a, b)
-                yield dict(
-                    label_id=lid,
-                    pair_id=pid,
-                    prompt=prompt,
-                    chosen=chosen,
-                    rejected=rejected,
-                    preference=pref,
-                    annotator=annotator,
-                    created=created,
-                    checkpoint_id=ckpt,
-                    late=bool(late),
-                )
+                yield ExportRow(lid, pid, prompt, chosen, rejected, pref, annotator, created, ckpt, bool(late))
             last = rows[-1][0]
 
     # ---- checkpoints and counts -----------------------------------------------------------
@@ -475,20 +627,20 @@ class Store:
         )
         return rows[0] if rows else None
 
-    def counts(self, now: float | None = None) -> dict[str, int]:
+    def counts(self, now: float | None = None, project: str = "") -> dict[str, int]:
         now = time.time() if now is None else now
         q = {
-            "prompts": "SELECT COUNT(*) FROM prompts",
-            "responses": "SELECT COUNT(*) FROM responses",
-            "pairs": "SELECT COUNT(*) FROM pairs",
-            "annotations": "SELECT COUNT(*) FROM labels",
-            "labeled": "SELECT COUNT(DISTINCT pair) FROM labels WHERE preference IN (1, 2)",
+            "prompts": "SELECT COUNT(*) FROM prompts WHERE project = ?",
+            "responses": "SELECT COUNT(*) FROM responses WHERE project = ?",
+            "pairs": "SELECT COUNT(*) FROM pairs WHERE project = ?",
+            "annotations": "SELECT COUNT(*) FROM labels WHERE project = ?",
+            "labeled": "SELECT COUNT(DISTINCT pair) FROM labels WHERE project = ? AND preference IN (1, 2)",
         }
-        out = {k: self._read(sql)[0][0] for k, sql in q.items()}
+        out = {k: self._read(sql, (project,))[0][0] for k, sql in q.items()}
         out["leased"] = self._read(
-            """SELECT COUNT(*) FROM leases s WHERE s.expires > ? AND NOT EXISTS
-               (SELECT 1 FROM labels l WHERE l.pair = s.pair AND l.preference IN (1, 2))""",
-            (now,),
+            """SELECT COUNT(*) FROM leases s JOIN pairs p ON p.rowid = s.pair WHERE p.project = ? AND s.expires > ?
+               AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = s.pair AND l.preference IN (1, 2))""",
+            (project, now),
         )[0][0]
         return out
 

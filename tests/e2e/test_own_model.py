@@ -29,9 +29,9 @@ def jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def server_state(state_dir, args):
+def server_state(state_dir, args, project=""):
     """(exported labels, status) of a stopped server's state dir, through a server started on it."""
-    with EmbeddedServer(state_dir, args=args) as s, SelectorClient(Connection(s.target)) as client:
+    with EmbeddedServer(state_dir, args=args) as s, SelectorClient(Connection(s.target), project=project) as client:
         return list(client.export_labels()), client.status()
 
 
@@ -146,7 +146,9 @@ def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, 
     assert "activedpo round 1: 4 labels; evaluation: none" in out
     m = jsonl(run_dir / "metrics.jsonl")[0]
     assert m["reward"] is None and m["labels"] == 4 and m["evaluate"] == "none"
-    exported, status = server_state(run_dir / "server", json.loads((run_dir / "server" / "args.json").read_text()))
+    args = json.loads((run_dir / "server" / "args.json").read_text())
+    project = json.loads((run_dir / "run.json").read_text())["project"]
+    exported, status = server_state(run_dir / "server", args, project)
     assert sorted(x.pair_id for x in exported) == sorted(x["pair_id"] for x in rows)  # each label once
     assert status.checkpoint_id == m["checkpoint"]
     assert (run_dir / "reward.png").stat().st_size > 1000  # labels and agreement, no reward
@@ -206,7 +208,8 @@ def test_select_against_a_running_server_that_holds_no_checkpoint(gpt2_dir, tmp_
         {"prompt": f"tell me about the {w}", "responses": [" good", " bad", " very nice"]} for w in ("sea", "sky")
     ])  # fmt: skip
     with EmbeddedServer(tmp_path / "remote", args=["--proj-dim", "64", "--lora-r", "4", "--lora-alpha", "8",
-                                                   "--lora-targets", "auto"]) as server:  # fmt: skip
+                                                   "--lora-targets", "auto",
+                                                   "--checkpoint-root", str(gpt2_dir)]) as server:  # fmt: skip
         out = invoke("select", "--model", gpt2_dir, "--candidates", pool, "--budget", 2, "--out", tmp_path / "b.jsonl",
                      "--server", server.target)  # fmt: skip
         assert "2 of 6 pairs selected by activedpo under base:" in out

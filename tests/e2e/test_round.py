@@ -38,9 +38,12 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     assert run["rounds_done"] == 2 and run["checkpoint"].endswith("rounds/002/checkpoint")
     # the embedded server kept its state: the round-2 checkpoint, 16 labels, each pair labeled once
     with EmbeddedServer(run_dir / "server", args=["--proj-dim", "128", "--lora-r", "8"]) as server:
-        client = SelectorClient(Connection(server.target))
+        client = SelectorClient(Connection(server.target), project=run["project"])
         status, labels = client.status(), list(client.export_labels())
+        client.project = ""  # the run's labels live in its own project, not the server's default one
+        assert client.status().annotations == 0 and not list(client.export_labels())
         client.close()
+    assert run["project"] == run["run_id"]
     assert status.checkpoint_id == metrics[1]["checkpoint"] and status.annotations == 16
     assert len({x.pair_id for x in labels}) == 16
     assert (run_dir / "reward.png").stat().st_size > 1000  # the plot, redrawn each round
@@ -57,9 +60,11 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
 
 
 def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_world, tmp_path):
-    # the deployment case: a long-running server (compose, Kubernetes) that no checkpoint was given
+    # the deployment case: a long-running server (compose, Kubernetes) that no checkpoint was given, with
+    # its own copy of the base model and no disk shared with the client: the round's adapter is uploaded
     with EmbeddedServer(
-        tmp_path / "remote", args=["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "32"]
+        tmp_path / "remote",
+        args=["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "32", "--checkpoint-root", str(tiny_world.sft_dir)],
     ) as server:
         args = round_args(tiny_world, tmp_path / "run", 1)
         out = invoke(*args[: args.index("--proj-dim")], "--server", server.target)
@@ -70,6 +75,8 @@ def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_w
         run = json.loads((tmp_path / "run" / "run.json").read_text())
         assert client.status().checkpoint_id == f"{run['run_id']}-r001"  # the round's own checkpoint now
         client.close()
+    uploaded = list((tmp_path / "remote" / "checkpoints").glob("*/adapter/adapter_config.json"))
+    assert len(uploaded) == 1  # it came by upload, into the server's own state dir
 
 
 def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_path, monkeypatch):

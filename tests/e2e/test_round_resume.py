@@ -31,7 +31,8 @@ def steps_done(run_dir) -> int:
 def outcome(run_dir) -> dict:
     r = run_dir / "rounds" / "001"
     with EmbeddedServer(run_dir / "server", args=["--proj-dim", "128", "--lora-r", "8"]) as server:
-        client = SelectorClient(Connection(server.target))
+        project = json.loads((run_dir / "run.json").read_text())["project"]
+        client = SelectorClient(Connection(server.target), project=project)
         exported = [(x.pair_id, x.chosen) for x in client.export_labels()]
         client.close()
     return {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import pytest
 
 from activedpo_client.messages import Label
 from activedpo_client.remote import ClientError, Connection, EmbeddedServer, SelectorClient
+from activedpo_trainer.checkpoint import CheckpointManifest
 
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
 
@@ -40,7 +42,8 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
             assert {r.preference for r in exported} == {"A"}
             status = client.status()
             assert status.labeled == 4 and status.pool_size == 18 and isinstance(status.pool_size, int)
-            with pytest.raises(ClientError, match=r"the server refused the request: .*does not exist"):
+            # no --checkpoint-root: a remote caller cannot make the server open paths
+            with pytest.raises(ClientError, match=r"the server refused the request: .*path loads are off"):
                 client.load_checkpoint(tmp_path / "missing")
             with pytest.raises(ClientError, match="preference must be A, B or TIE"):
                 client.submit_labels([Label("x", "left", "t")])
@@ -49,6 +52,30 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
             wrong.status()
         wrong.close()
     assert server.proc.returncode == 0  # stopped cleanly by SIGTERM
+
+
+def test_a_remote_server_gets_checkpoints_by_upload(tmp_path, tiny_world, random_adapter):
+    """No shared disk: the adapter travels over gRPC; the base model is one the server can open."""
+    roots = ["--checkpoint-root", str(tiny_world.sft_dir)]  # the server's own copy of the base model
+    server = EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=[*SMALL, *roots])
+    with server, SelectorClient(Connection(server.target), project="run-a") as client:
+        client.wait_ready()
+        adapter_dir = tmp_path / "client-side"  # a directory the server may not read
+        shutil.copytree(random_adapter.adapter, adapter_dir / "adapter")
+        CheckpointManifest(random_adapter.id, random_adapter.base, "adapter", None, "").save(adapter_dir)
+        res = client.push_checkpoint(adapter_dir)
+        assert res.loaded and res.checkpoint_id == random_adapter.id == client.status().checkpoint_id
+        # pushing it again sends nothing (the server has every file) and changes nothing
+        sent = client.upload_checkpoint(adapter_dir / "adapter", random_adapter.id, random_adapter.base)
+        assert sent == 0 and not client.push_checkpoint(adapter_dir).loaded
+        with pytest.raises(ClientError, match="is not under a checkpoint root of this server"):
+            client.load_checkpoint(adapter_dir)
+    # the upload survives a restart: the server comes back serving it, from its own state dir
+    server = EmbeddedServer(tmp_path / "state", args=[*SMALL, *roots])
+    with server, SelectorClient(Connection(server.target)) as client:
+        client.wait_ready()
+        assert client.status().checkpoint_id == random_adapter.id
+        assert not client.load_checkpoint(checkpoint_id=random_adapter.id).loaded
 
 
 def test_errors_name_the_cause(tmp_path, tiny_world):

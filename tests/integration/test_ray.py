@@ -75,7 +75,7 @@ def test_the_featurize_job_fills_the_store_a_server_then_uses(tiny_world, tmp_pa
     assert "36 of 36 responses featurized" in out.output and "(ray)" in out.output
 
     served = Engine(config)  # a server started on the state: every feature is there already
-    assert served.status()["featurized"] == 36
+    assert served.status().featurized == 36
     batch = served.select(6)
     assert len(batch.pairs) == 6 and len(served._active.features) == 36  # nothing computed on the way
     rows = np.array(sorted(served._active.features._ids))

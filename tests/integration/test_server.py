@@ -63,8 +63,10 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server(tmp_path, tiny_world):
-    s = ServerProcess(tmp_path / "state", tiny_world.sft_dir).start()
+def server(tmp_path, tiny_world, tmp_path_factory):
+    # path loads allowed under this session's temporary directories (the toy world, test adapters)
+    roots = ["--checkpoint-root", str(tmp_path_factory.getbasetemp())]
+    s = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=roots).start()
     yield s
     s.kill(signal.SIGTERM)
 
@@ -169,7 +171,7 @@ def test_auth_health_and_bad_input(server, tiny_world, tmp_path):
         (lambda: stub.AddCandidates(iter([pb.AddCandidatesRequest()]), metadata=md), "set either `group` or `pair`"),
         (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=str(tmp_path / "nowhere")), metadata=md),
          "does not exist"),
-        (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(), metadata=md), "set `manifest`"),
+        (lambda: stub.LoadCheckpoint(pb.LoadCheckpointRequest(), metadata=md), "`manifest`, or `base`"),
     ]  # fmt: skip
     raw = channel.unary_unary("/activedpo.v1.Selector/SubmitLabels")  # bytes in, bytes out
     not_utf8 = b"\x0a\x04\x0a\x02\xff\xfe"  # SubmitLabelsRequest{labels: [{pair_id: b"\xff\xfe"}]}

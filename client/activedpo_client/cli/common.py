@@ -114,6 +114,8 @@ def server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | Non
         args_file = run_dir / "server" / "args.json"
         args = json.loads(args_file.read_text()) if args_file.exists() else []
         server = stack.enter_context(EmbeddedServer(run_dir / "server", args=args)).target
-    client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca)))
+    run_file = run_dir / "run.json"
+    project = json.loads(run_file.read_text()).get("project", "") if run_file.is_file() else ""
+    client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project))
     client.wait_ready()
     return stack, client

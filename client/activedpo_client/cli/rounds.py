@@ -99,6 +99,13 @@ def round_cmd(
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
+    server_base: Annotated[
+        str | None,
+        typer.Option(
+            help="Remote server: the base model as that server names it (a path on its host or a Hugging Face id) "
+            "\\[default: --model as given here]. Adapters are uploaded; no disk is shared."
+        ),
+    ] = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -152,7 +159,7 @@ def round_cmd(
                              seed=seed, eval_prompts=eval_prompts, evaluate=evaluate, lora_r=lora_r,
                              lora_alpha=lora_alpha, target_modules=targets, device=device or "")  # fmt: skip
         try:
-            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim)
+            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")
             raise typer.Exit(3) from None
@@ -169,11 +176,11 @@ def metrics_line(strategy: str, m: dict) -> str:
 
 
 def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
-                   proj_dim=8192) -> list[dict]:  # fmt: skip
+                   proj_dim=8192, server_base=None) -> list[dict]:  # fmt: skip
     from activedpo_client.rounds import ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars
 
-    spec = ServerSpec(server, token, tls_ca, proj_dim)
+    spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
     return run_rounds(run_dir, workload, config, rounds, spec, progress_bars, say=err.print,
                       report=lambda m: console.print(metrics_line(config.strategy, m)))  # fmt: skip
 

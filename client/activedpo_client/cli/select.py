@@ -98,6 +98,7 @@ def select_cmd(
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load the tokenizer of {manifest.base}: {e}") from None
         render = PromptRenderer(tokenizer, chat_template.value)
+        state = None
         if server == "embedded":
             state = state_dir or out.with_name(out.stem + ".server")
             args = [
@@ -114,13 +115,18 @@ def select_cmd(
             ]
             if device:
                 args += ["--device", device]
+            for path in {Path(p).resolve() for p in (ref, manifest.base, manifest.adapter) if p and Path(p).exists()}:
+                args += ["--checkpoint-root", str(path)]  # what it may load by path: this checkpoint only
             err.print(f"starting the embedded selection server (state in {state}) …")
             server = stack.enter_context(EmbeddedServer(state, ref, args=args, log=state / "server.log")).target
-        client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca)))
+        embedded = state is not None
+        connection = Connection(server, token=token, tls_ca=tls_ca, shares_disk=embedded)
+        client = stack.enter_context(SelectorClient(connection))
         client.wait_ready()
         if client.status().checkpoint_id != manifest.id:
-            err.print(f"loading {manifest.id} into the server …")
-            client.load_checkpoint(ref)
+            upload = not embedded and manifest.adapter
+            err.print(f"loading {manifest.id} into the server{' (uploading its adapter)' if upload else ''} …")
+            client.push_checkpoint(ref)
         if labeled is not None:
             n = import_labeled(client, labeled, render)
             err.print(f"{n} labels from {labeled} condition the selection")

@@ -22,8 +22,10 @@ PREFERENCE_B: Preference
 PREFERENCE_TIE: Preference
 
 class GetStatusRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("checkpoint_id", "strategy", "pool_size", "featurized", "labeled", "leased", "feature_dim", "lam", "version", "prompts", "responses", "annotations", "loading_checkpoint_id")
@@ -56,16 +58,18 @@ class GetStatusResponse(_message.Message):
     def __init__(self, checkpoint_id: _Optional[str] = ..., strategy: _Optional[str] = ..., pool_size: _Optional[int] = ..., featurized: _Optional[int] = ..., labeled: _Optional[int] = ..., leased: _Optional[int] = ..., feature_dim: _Optional[int] = ..., lam: _Optional[float] = ..., version: _Optional[str] = ..., prompts: _Optional[int] = ..., responses: _Optional[int] = ..., annotations: _Optional[int] = ..., loading_checkpoint_id: _Optional[str] = ...) -> None: ...
 
 class LoadCheckpointRequest(_message.Message):
-    __slots__ = ("manifest", "base", "adapter", "id")
+    __slots__ = ("checkpoint_id", "manifest", "base", "adapter", "id")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
     manifest: str
     base: str
     adapter: str
     id: str
-    def __init__(self, manifest: _Optional[str] = ..., base: _Optional[str] = ..., adapter: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    def __init__(self, checkpoint_id: _Optional[str] = ..., manifest: _Optional[str] = ..., base: _Optional[str] = ..., adapter: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class LoadCheckpointResponse(_message.Message):
     __slots__ = ("checkpoint_id", "loaded", "previous_checkpoint_id", "refeaturized", "seconds")
@@ -114,14 +118,16 @@ class CandidatePair(_message.Message):
     def __init__(self, id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., a: _Optional[_Union[CandidateResponse, _Mapping]] = ..., b: _Optional[_Union[CandidateResponse, _Mapping]] = ...) -> None: ...
 
 class AddCandidatesRequest(_message.Message):
-    __slots__ = ("group", "pair", "pool")
+    __slots__ = ("group", "pair", "pool", "project")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PAIR_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     group: PromptGroup
     pair: CandidatePair
     pool: str
-    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., pair: _Optional[_Union[CandidatePair, _Mapping]] = ..., pool: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., pair: _Optional[_Union[CandidatePair, _Mapping]] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class AddCandidatesResponse(_message.Message):
     __slots__ = ("prompts_added", "responses_added", "pairs_added", "pairs_deduplicated")
@@ -136,7 +142,7 @@ class AddCandidatesResponse(_message.Message):
     def __init__(self, prompts_added: _Optional[int] = ..., responses_added: _Optional[int] = ..., pairs_added: _Optional[int] = ..., pairs_deduplicated: _Optional[int] = ...) -> None: ...
 
 class SelectBatchRequest(_message.Message):
-    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id")
+    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id", "project")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +150,7 @@ class SelectBatchRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     budget: int
     strategy: str
     pool: str
@@ -151,7 +158,8 @@ class SelectBatchRequest(_message.Message):
     seed: int
     client: str
     request_id: str
-    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    project: str
+    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "done", "total")
@@ -222,10 +230,12 @@ class Label(_message.Message):
     def __init__(self, pair_id: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelsRequest(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "project")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    project: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LabelResult(_message.Message):
     __slots__ = ("pair_id", "accepted", "reason", "label_id", "late", "replayed")
@@ -254,12 +264,14 @@ class SubmitLabelsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[LabelResult, _Mapping]]] = ..., accepted: _Optional[int] = ..., rejected: _Optional[int] = ...) -> None: ...
 
 class ExportLabelsRequest(_message.Message):
-    __slots__ = ("include_ties", "after_label_id")
+    __slots__ = ("include_ties", "after_label_id", "project")
     INCLUDE_TIES_FIELD_NUMBER: _ClassVar[int]
     AFTER_LABEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
     include_ties: bool
     after_label_id: int
-    def __init__(self, include_ties: _Optional[bool] = ..., after_label_id: _Optional[int] = ...) -> None: ...
+    project: str
+    def __init__(self, include_ties: _Optional[bool] = ..., after_label_id: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LabeledPair(_message.Message):
     __slots__ = ("label_id", "pair_id", "prompt", "chosen", "rejected", "preference", "annotator", "labeled_at", "checkpoint_id", "late")
@@ -284,3 +296,71 @@ class LabeledPair(_message.Message):
     checkpoint_id: str
     late: bool
     def __init__(self, label_id: _Optional[int] = ..., pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., labeled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_id: _Optional[str] = ..., late: _Optional[bool] = ...) -> None: ...
+
+class ReleaseLeaseRequest(_message.Message):
+    __slots__ = ("lease_id", "pair_ids", "project")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAIR_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    lease_id: str
+    pair_ids: _containers.RepeatedScalarFieldContainer[str]
+    project: str
+    def __init__(self, lease_id: _Optional[str] = ..., pair_ids: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ...) -> None: ...
+
+class ReleaseLeaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: int
+    def __init__(self, released: _Optional[int] = ...) -> None: ...
+
+class CheckpointFile(_message.Message):
+    __slots__ = ("path", "size", "sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    sha256: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("checkpoint_id", "base", "files", "parent_id")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    base: str
+    files: _containers.RepeatedCompositeFieldContainer[CheckpointFile]
+    parent_id: str
+    def __init__(self, checkpoint_id: _Optional[str] = ..., base: _Optional[str] = ..., files: _Optional[_Iterable[_Union[CheckpointFile, _Mapping]]] = ..., parent_id: _Optional[str] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("sha256", "offset", "data")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    offset: int
+    data: bytes
+    def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadCheckpointRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadHeader
+    chunk: FileChunk
+    def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
+
+class UploadCheckpointResponse(_message.Message):
+    __slots__ = ("checkpoint_id", "complete", "missing", "bytes_received")
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    checkpoint_id: str
+    complete: bool
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    bytes_received: int
+    def __init__(self, checkpoint_id: _Optional[str] = ..., complete: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., bytes_received: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,16 @@ class SelectorStub:
                 request_serializer=activedpo_dot_v1_dot_selector__pb2.ExportLabelsRequest.SerializeToString,
                 response_deserializer=activedpo_dot_v1_dot_selector__pb2.LabeledPair.FromString,
                 _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/activedpo.v1.Selector/ReleaseLease',
+                request_serializer=activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseResponse.FromString,
+                _registered_method=True)
+        self.UploadCheckpoint = channel.stream_unary(
+                '/activedpo.v1.Selector/UploadCheckpoint',
+                request_serializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.SerializeToString,
+                response_deserializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class SelectorServicer:
@@ -113,6 +123,23 @@ class SelectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseLease(self, request, context):
+        """Give a leased batch (or some of its pairs) back to the pool before its lease expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadCheckpoint(self, request_iterator, context):
+        """Push a checkpoint's adapter files to the server: a header (id, base model, each file's size and
+        SHA-256), then the chunks of the files the server lacks. Files are stored by content and every
+        digest is verified before the checkpoint can be loaded. A stream with only the header asks
+        which files are missing; uploading known content again sends nothing new and succeeds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SelectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +172,16 @@ def add_SelectorServicer_to_server(servicer, server):
                     servicer.ExportLabels,
                     request_deserializer=activedpo_dot_v1_dot_selector__pb2.ExportLabelsRequest.FromString,
                     response_serializer=activedpo_dot_v1_dot_selector__pb2.LabeledPair.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseResponse.SerializeToString,
+            ),
+            'UploadCheckpoint': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadCheckpoint,
+                    request_deserializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.FromString,
+                    response_serializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +346,60 @@ class Selector:
             '/activedpo.v1.Selector/ExportLabels',
             activedpo_dot_v1_dot_selector__pb2.ExportLabelsRequest.SerializeToString,
             activedpo_dot_v1_dot_selector__pb2.LabeledPair.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/activedpo.v1.Selector/ReleaseLease',
+            activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseRequest.SerializeToString,
+            activedpo_dot_v1_dot_selector__pb2.ReleaseLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadCheckpoint(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/activedpo.v1.Selector/UploadCheckpoint',
+            activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.SerializeToString,
+            activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

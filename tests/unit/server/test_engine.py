@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from activedpo_server.engine import Engine, EngineConfig, NotReady
+from activedpo_server.errors import FailedPrecondition, NotFound
 from activedpo_server.features import LoraSpec
 from activedpo_server.store import Candidates, LabelIn
 from activedpo_trainer.checkpoint import CheckpointError
@@ -32,20 +33,20 @@ def test_cycle_leases_labels_and_restart(tiny_world, tmp_path):
     assert e.add_candidates(candidates(tiny_world)).pairs_added == 30
     first = e.select(5, client="a")
     second = e.select(5, client="b")
-    ids1, ids2 = {p["pair_id"] for p in first.pairs}, {p["pair_id"] for p in second.pairs}
+    ids1, ids2 = {p.text.pair_id for p in first.pairs}, {p.text.pair_id for p in second.pairs}
     assert len(ids1) == len(ids2) == 5 and not ids1 & ids2  # leased pairs are never handed out twice
-    assert [p["rank"] for p in first.pairs] == list(range(5)) and first.candidates == 30
-    assert e.status()["featurized"] == 30 and e.status()["leased"] == 10
-    out = e.submit_labels([LabelIn(p["pair_id"], 1, "ann") for p in first.pairs])
-    assert all(o.accepted for o in out) and e.status()["labeled"] == 5
+    assert [p.rank for p in first.pairs] == list(range(5)) and first.candidates == 30
+    assert e.status().featurized == 30 and e.status().leased == 10
+    out = e.submit_labels([LabelIn(p.text.pair_id, 1, "ann") for p in first.pairs])
+    assert all(o.accepted for o in out) and e.status().labeled == 5
     third = e.select(30)
-    assert len(third.pairs) == 20 and not {p["pair_id"] for p in third.pairs} & (ids1 | ids2)
+    assert len(third.pairs) == 20 and not {p.text.pair_id for p in third.pairs} & (ids1 | ids2)
 
     e.store.close()
     again = Engine(config(tmp_path))  # restart: the same checkpoint, pool, labels and leases
     s = again.status()
-    assert (s["checkpoint_id"], s["pool_size"], s["labeled"], s["leased"]) == (e.checkpoint_id, 30, 5, 25)
-    assert s["featurized"] == 30  # features reloaded from the FAISS index, not recomputed
+    assert (s.checkpoint_id, s.pool_size, s.labeled, s.leased) == (e.checkpoint_id, 30, 5, 25)
+    assert s.featurized == 30  # features reloaded from the FAISS index, not recomputed
     assert len(list(again.export_labels())) == 5
 
 
@@ -76,22 +77,22 @@ def test_hot_swap_changes_features_and_a_bad_checkpoint_keeps_the_old_one(tiny_w
     e = Engine(config(tmp_path, lease_seconds=1), checkpoint=tiny_world.sft_dir)
     e.add_candidates(candidates(tiny_world))
     before = e.select(5)
-    e.submit_labels([LabelIn(p["pair_id"], 2, "ann") for p in before.pairs[:2]])
+    e.submit_labels([LabelIn(p.text.pair_id, 2, "ann") for p in before.pairs[:2]])
     old_key = e._active.gradient.feature_key
     time.sleep(1.1)
     report = e.load_checkpoint(random_adapter)
-    assert report["loaded"] and report["previous_checkpoint_id"] == tiny_world.sft_checkpoint.id
-    assert report["refeaturized"] == 4  # the two labeled pairs' responses, under the new checkpoint
+    assert report.loaded and report.previous_checkpoint_id == tiny_world.sft_checkpoint.id
+    assert report.refeaturized == 4  # the two labeled pairs' responses, under the new checkpoint
     assert e._active.gradient.feature_key != old_key and e.checkpoint_id == random_adapter.id
     after = e.select(5)
     assert after.checkpoint_id == random_adapter.id
-    assert [p["pair_id"] for p in after.pairs] != [p["pair_id"] for p in before.pairs]
-    assert not e.load_checkpoint(random_adapter)["loaded"]  # already current: a no-op
+    assert [p.text.pair_id for p in after.pairs] != [p.text.pair_id for p in before.pairs]
+    assert not e.load_checkpoint(random_adapter).loaded  # already current: a no-op
     with pytest.raises(CheckpointError, match="does not exist"):
         e.load_checkpoint(tmp_path / "missing")
     assert e.checkpoint_id == random_adapter.id  # the old checkpoint keeps serving
     labels = list(e.export_labels())
-    assert {r["checkpoint_id"] for r in labels} == {tiny_world.sft_checkpoint.id}
+    assert {r.checkpoint_id for r in labels} == {tiny_world.sft_checkpoint.id}
 
 
 def test_without_a_checkpoint_selection_says_what_to_do(tmp_path):
@@ -110,12 +111,56 @@ def test_a_retried_selection_gets_the_batch_already_leased_for_it(tiny_world, tm
     e.add_candidates(candidates(tiny_world))
     first = e.select(4, request_id="req-1")
     again = e.select(4, request_id="req-1")
-    assert [(p["pair_id"], p["score"], p["rank"]) for p in again.pairs] == [
-        (p["pair_id"], p["score"], p["rank"]) for p in first.pairs
+    assert [(p.text.pair_id, p.score, p.rank) for p in again.pairs] == [
+        (p.text.pair_id, p.score, p.rank) for p in first.pairs
     ]
-    assert again.lease_id == first.lease_id == "req-1"
+    assert again.lease_id == first.lease_id and again.lease_expires == first.lease_expires
     other = e.select(4, request_id="req-2")
-    assert not {p["pair_id"] for p in other.pairs} & {p["pair_id"] for p in first.pairs}
+    assert not {p.text.pair_id for p in other.pairs} & {p.text.pair_id for p in first.pairs}
+    # a request id is scoped to (project, client): another client's "req-1" is another request
+    theirs = e.select(4, request_id="req-1", client="someone-else")
+    assert theirs.lease_id != first.lease_id and not {p.text.pair_id for p in theirs.pairs} & ids(first, other)
+    # the same id with other parameters is refused, and leases nothing
+    leased = e.status().leased
+    with pytest.raises(FailedPrecondition, match=r"req-1.*other parameters"):
+        e.select(5, request_id="req-1")
+    with pytest.raises(FailedPrecondition, match="other parameters"):
+        e.select(4, request_id="req-1", strategy="random")
+    assert e.status().leased == leased
+    # once the lease is released the id chooses afresh
+    assert e.release(first.lease_id) == 4
+    fresh = e.select(5, request_id="req-1")
+    assert fresh.lease_id != first.lease_id and len(fresh.pairs) == 5
+
+
+def ids(*batches) -> set[str]:
+    return {p.text.pair_id for b in batches for p in b.pairs}
+
+
+def test_release_lease_and_projects_keep_labels_apart(tiny_world, tmp_path):
+    e = Engine(config(tmp_path), checkpoint=tiny_world.sft_dir)
+    e.add_candidates(candidates(tiny_world))
+    assert e.add_candidates(candidates(tiny_world), project="team-b").pairs_added == 30  # a project's own pool
+    batch = e.select(6)
+    some = [p.text.pair_id for p in batch.pairs[:2]]
+    assert e.release(batch.lease_id, some) == 2 and e.status().leased == 4
+    assert e.release(batch.lease_id, some) == 0  # already back: nothing to release
+    with pytest.raises(NotFound, match="no lease"):
+        e.release("lease-unknown")
+    with pytest.raises(NotFound, match="no lease"):
+        e.release(batch.lease_id, project="team-b")  # another project's lease is not visible
+    # labels stay in their project: same pair ids (content ids), separate records
+    out = e.submit_labels([LabelIn(p.text.pair_id, 1, "ann", f"k-{p.text.pair_id}") for p in batch.pairs[2:]])
+    assert all(o.accepted and not o.replayed for o in out)
+    assert e.status().labeled == 4 and e.status("team-b").labeled == 0
+    assert list(e.export_labels(project="team-b")) == []
+    b = e.select(30, project="team-b")  # nothing of the default project's leases or labels touches team-b
+    assert len(b.pairs) == 30 and b.candidates == 30
+    again = e.submit_labels([LabelIn(p.text.pair_id, 2, "ann", f"k-{p.text.pair_id}") for p in batch.pairs[2:]],
+                            project="team-b")  # fmt: skip
+    assert all(o.accepted and not o.replayed for o in again)  # the same keys are new in team-b
+    assert [r.chosen for r in e.export_labels(project="team-b")] != [r.chosen for r in e.export_labels()]
+    assert e.status("team-b").labeled == 4 and e.status().labeled == 4
 
 
 def test_ablation_settings_fixed_feature_checkpoint_and_no_normalisation(tiny_world, random_adapter, tmp_path):
@@ -127,10 +172,10 @@ def test_ablation_settings_fixed_feature_checkpoint_and_no_normalisation(tiny_wo
     key = e._active.gradient.feature_key
     time.sleep(1.1)
     report = e.load_checkpoint(random_adapter)
-    assert report["loaded"] and report["refeaturized"] == 0 and e.checkpoint_id == random_adapter.id
+    assert report.loaded and report.refeaturized == 0 and e.checkpoint_id == random_adapter.id
     assert e._active.gradient.feature_key == key  # the same featurizer and store
     assert e._active.policy.checkpoint_id == random_adapter.id  # log-probs follow the policy
-    assert [p["pair_id"] for p in e.select(5).pairs] == [p["pair_id"] for p in before.pairs]
+    assert [p.text.pair_id for p in e.select(5).pairs] == [p.text.pair_id for p in before.pairs]
     assert len(e.select(3, strategy="activedpo-fisher").pairs) == 3
 
     # without normalisation the features (and their store) differ, and rows are not unit length

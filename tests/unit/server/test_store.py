@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.store import PREF_A, PREF_B, PREF_TIE, Candidates, LabelIn, Store, StoreError, _lock_state_dir
+from activedpo_server.store import (
+    PREF_A,
+    PREF_B,
+    PREF_TIE,
+    Candidates,
+    LabelIn,
+    PairText,
+    Store,
+    StoreError,
+    _lock_state_dir,
+)
 
 
 def group(prompt, *texts, pool="", prompt_id=None):
@@ -54,15 +64,7 @@ def test_caller_ids_are_kept_and_clashes_are_refused(store):
     store.add_candidates(
         [Candidates("p", [("r1", "a"), ("r2", "b")], prompt_id="P", pair_id="pair-1", explicit_pair=True)]
     )
-    assert store.pair_details(store.pool_view().pair_rows)[0] == {
-        "pair_id": "pair-1",
-        "prompt_id": "P",
-        "prompt": "p",
-        "response_a_id": "r1",
-        "response_a": "a",
-        "response_b_id": "r2",
-        "response_b": "b",
-    }
+    assert store.pair_details(store.pool_view().pair_rows)[0] == PairText("pair-1", "P", "p", "r1", "a", "r2", "b")
     with pytest.raises(StoreError, match="prompt id 'P' already names a different prompt"):
         store.add_candidates([group("other", "a", "b", prompt_id="P")])
     with pytest.raises(StoreError, match="pair id 'pair-1' already names a different pair"):
@@ -82,7 +84,7 @@ def test_pool_view_leases_and_labels(store):
         store.lease(first[:1], "L2", "other", expires=300.0, now=150.0)
     assert store.counts(now=150.0)["leased"] == 2
     assert len(store.pool_view(now=250.0).pair_rows) == 4  # expired leases return to the pool
-    pid = store.pair_details(first[:1])[0]["pair_id"]
+    pid = store.pair_details(first[:1])[0].pair_id
     out = store.submit_labels([LabelIn(pid, PREF_A, "ann")], "ckpt-1", now=250.0)
     assert out[0].accepted and out[0].late  # after its lease expired: still recorded, marked late
     view = store.pool_view(now=250.0)
@@ -91,7 +93,7 @@ def test_pool_view_leases_and_labels(store):
 
 def test_labels_idempotency_rejections_and_repeat_annotations(store):
     store.add_candidates([group("p1", "a", "b"), group("p2", "x", "y")])
-    ids = [d["pair_id"] for d in store.pair_details(store.pool_view().pair_rows)]
+    ids = [d.pair_id for d in store.pair_details(store.pool_view().pair_rows)]
     out = store.submit_labels(
         [
             LabelIn(ids[0], PREF_A, "ann1", "k1"),
@@ -112,25 +114,25 @@ def test_labels_idempotency_rejections_and_repeat_annotations(store):
     second = store.submit_labels([LabelIn(ids[0], PREF_B, "ann2")], "ckpt-2")[0]  # a different opinion
     assert second.accepted and second.label_id != out[0].label_id
     rows = list(store.export_labels())
-    assert [(r["pair_id"], r["chosen"], r["annotator"], r["checkpoint_id"]) for r in rows] == [
+    assert [(r.pair_id, r.chosen, r.annotator, r.checkpoint_id) for r in rows] == [
         (ids[0], "a", "ann1", "ckpt"),
         (ids[0], "b", "ann2", "ckpt-2"),
     ]
     assert len(list(store.export_labels(include_ties=True))) == 3
-    assert [r["label_id"] for r in store.export_labels(after_id=rows[0]["label_id"])] == [rows[1]["label_id"]]
+    assert [r.label_id for r in store.export_labels(after_id=rows[0].label_id)] == [rows[1].label_id]
     assert store.counts()["annotations"] == 3 and store.counts()["labeled"] == 1
 
 
 def test_state_survives_reopening(tmp_path):
     s = Store(tmp_path)
     s.add_candidates([group("p", "a", "b")])
-    pid = s.pair_details(s.pool_view().pair_rows)[0]["pair_id"]
+    pid = s.pair_details(s.pool_view().pair_rows)[0].pair_id
     s.submit_labels([LabelIn(pid, PREF_B, "ann")], "c")
     s.record_checkpoint("ckpt-7", "/base", "/adapter")
     s.close()
     s = Store(tmp_path)
     assert s.current_checkpoint() == ("ckpt-7", "/base", "/adapter")
-    assert [r["chosen"] for r in s.export_labels()] == ["b"]
+    assert [r.chosen for r in s.export_labels()] == ["b"]
     s.close()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "state.sqlite").write_bytes(b"not a database at all" * 100)
@@ -143,7 +145,7 @@ import sys
 from activedpo_server.store import Candidates, LabelIn, Store
 s = Store(sys.argv[1])
 s.add_candidates([Candidates("p%d" % i, [(None, "a"), (None, "b")]) for i in range(400)])
-pairs = [d["pair_id"] for d in s.pair_details(s.pool_view().pair_rows)]
+pairs = [d.pair_id for d in s.pair_details(s.pool_view().pair_rows)]
 for n, pid in enumerate(pairs):
     out = s.submit_labels([LabelIn(pid, 1, "ann", "key-%d" % n)], "c")
     print(out[0].label_id, flush=True)  # acknowledged: committed
@@ -156,7 +158,7 @@ def test_every_acknowledged_label_survives_kill_9(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     s = Store(tmp_path)
-    ids = [r["label_id"] for r in s.export_labels()]
+    ids = [r.label_id for r in s.export_labels()]
     assert set(acked) <= set(ids) and len(ids) == len(set(ids))  # all there, exactly once
     s.close()
 
@@ -229,7 +231,7 @@ def test_degenerate_and_oversized_groups_are_refused_whole(store):
 def test_rejections_never_echo_more_than_an_id(store):
     """Issue 15, defect 3: a 17 MB unknown pair id was echoed in the reason and made the answer too large."""
     store.add_candidates([group("p1", "a", "b")])
-    pid = store.pair_details(store.pool_view().pair_rows)[0]["pair_id"]
+    pid = store.pair_details(store.pool_view().pair_rows)[0].pair_id
     huge = "x" * 17_000_000
     out = store.submit_labels([LabelIn(pid, PREF_A, "ann"), LabelIn(huge, PREF_A, "ann"),
                                LabelIn(pid, PREF_B, "ann2", "k" * 300)], "ckpt")  # fmt: skip
@@ -244,7 +246,7 @@ def test_a_tied_pair_leaves_the_candidates_and_stays_out_of_v(store):
     """Issue 15: a TIE-labeled pair stayed a candidate, so the greedy rule picked it again after every lease."""
     store.add_candidates([group("p1", "a", "b", "c")])
     view = store.pool_view()
-    tied = store.pair_details(view.pair_rows[:1])[0]["pair_id"]
+    tied = store.pair_details(view.pair_rows[:1])[0].pair_id
     assert store.submit_labels([LabelIn(tied, PREF_TIE, "ann")], "ckpt")[0].accepted
     after = store.pool_view()
     assert view.pair_rows[0] not in after.pair_rows and len(after.pair_rows) == 2
