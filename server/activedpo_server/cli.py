@@ -189,6 +189,14 @@ def serve_command(
             "Without one, path loads are off: clients upload checkpoints (UploadCheckpoint)."
         ),
     ] = None,
+    selection: Annotated[
+        str,
+        typer.Option(help="Where the greedy V⁻¹ selection runs: torch (on --device) or numpy (the reference)."),
+    ] = "torch",
+    max_state_mb: Annotated[
+        int | None,
+        typer.Option(help="Cap the state database at this many MiB; past it, writes fail with RESOURCE_EXHAUSTED."),
+    ] = None,
     allow_downloads: Annotated[
         bool,
         typer.Option(
@@ -229,6 +237,7 @@ def serve_command(
                 lease_seconds=lease_seconds, device=device, dtype=dtype,
                 lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
                 checkpoint_roots=roots, allow_downloads=allow_downloads,
+                max_state_bytes=None if max_state_mb is None else max_state_mb << 20, selection=selection,
             ),
             checkpoint=checkpoint,
         )  # fmt: skip

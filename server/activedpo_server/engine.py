@@ -39,7 +39,7 @@ from activedpo_server.store import (
     check_id,
 )
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
-from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
+from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
 from activedpo_trainer.progress import StageProgress
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class EngineConfig:
     ray: RaySettings | None = None  # featurize new responses on a Ray cluster instead of in this process
     checkpoint_roots: tuple[Path, ...] = ()  # where remote callers may load checkpoints by path (none: off)
     allow_downloads: bool = False  # base models by Hugging Face id may be downloaded, not only read from cache
+    max_state_bytes: int | None = None  # cap of the state database; past it writes are RESOURCE_EXHAUSTED
+    selection: str = "torch"  # the greedy V⁻¹ math: torch on the server's device, or numpy (the reference)
 
     def __post_init__(self) -> None:
         strategy_class(self.strategy, self.research_strategies)  # raises, naming the choices
@@ -79,6 +81,8 @@ class EngineConfig:
             raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
         if self.projection not in PROJECTIONS:
             raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        if self.selection not in ("torch", "numpy"):
+            raise ValueError(f"selection must be torch or numpy, got {self.selection!r}")
         if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
             raise ValueError("proj_dim, lam, lease_seconds and batch_size must be positive")
 
@@ -169,7 +173,7 @@ class _StoreSource:
                 feats = featurizer.featurize(prompts, responses, progress=self.progress)
             store.add(missing, feats)
             store.save()
-        return store.get(rows)
+        return store.view(rows)  # read in place: the features are not copied out of the index
 
     def gradient_features(self, idx):
         return self._cached(self.active.features, self.active.gradient, idx, self.engine.config.ray)
@@ -185,7 +189,7 @@ class _StoreSource:
 class Engine:
     def __init__(self, config: EngineConfig, checkpoint: str | Path | CheckpointManifest | None = None):
         self.config = config
-        self.store = Store(config.state_dir)
+        self.store = Store(config.state_dir, config.max_state_bytes)
         self.checkpoints = CheckpointRegistry(config.state_dir, config.checkpoint_roots, config.allow_downloads)
         self.features_dir = Path(config.state_dir) / "features"
         self._select_lock = threading.Lock()
@@ -314,12 +318,13 @@ class Engine:
             n_cand = view.pairs.size
             pairs_local = local[:n_cand].reshape(-1, 2)
             labeled_local = local[n_cand:].reshape(-1, 2)
-            texts = self.store.response_texts(rows)
-            response_prompt = np.array([texts[int(r)][0] for r in rows], dtype=np.int64)
+            response_prompt = np.empty(len(rows), dtype=np.int64)  # from the pool itself: no text is read
+            response_prompt[pairs_local] = view.pair_prompt[:, None]
+            response_prompt[labeled_local] = view.labeled_prompt[:, None]
             source = _StoreSource(self, active, rows, progress)
-            picks = chooser.select(
-                Pool(pairs_local, response_prompt, source, labeled_local), budget, np.random.default_rng(seed)
-            )
+            device = resolve_device(self.config.device) if self.config.selection == "torch" else None
+            pool_ = Pool(pairs_local, response_prompt, source, labeled_local, device=device)
+            picks = chooser.select(pool_, budget, np.random.default_rng(seed))
             chosen = [int(view.pair_rows[p.index]) for p in picks]
             self.store.lease(chosen, lease_id, client, expires, now=now, scores=[p.score for p in picks],
                              request=request)  # fmt: skip

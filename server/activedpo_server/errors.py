@@ -56,7 +56,7 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 def is_disk_full(e: BaseException) -> bool:
     """A write failed for lack of space: SQLite's SQLITE_FULL, or ENOSPC/EDQUOT/EFBIG from the OS."""
     if isinstance(e, sqlite3.Error):
-        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e).lower()
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(e).lower()
     return isinstance(e, OSError) and e.errno in _FULL_ERRNOS
 
 

@@ -95,6 +95,25 @@ class FeatureStore:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.index.reconstruct_batch(ids)
 
+    def view(self, ids) -> FeatureView:
+        """Features of ``ids`` without copying them out of the index: an ``[n, dim]`` array-like whose
+        row gathers (``view[idx]``) read the index's storage directly. Valid while the store is not
+        modified (the engine adds features only under its selection lock, before taking a view)."""
+        import faiss
+
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        stored = faiss.vector_to_array(self.index.id_map)  # position → id
+        order = np.argsort(stored, kind="stable")
+        at = np.searchsorted(stored, ids, sorter=order)
+        at = np.minimum(at, len(stored) - 1) if len(stored) else at
+        if not len(stored) or (stored[order[at]] != ids).any():
+            absent = ids if not len(stored) else ids[stored[order[at]] != ids]
+            raise KeyError(f"no features for response rows {absent[:5].tolist()}")
+        inner = faiss.downcast_index(self.index.index)
+        raw = faiss.rev_swig_ptr(inner.codes.data(), inner.codes.size())  # uint8 view, no copy
+        codes = raw.view(np.float16 if self.dtype == "float16" else np.float32).reshape(-1, self.dim)
+        return FeatureView(codes, order[at], self)
+
     def save(self) -> None:
         """Write the index and its sidecar atomically; a crash leaves the previous files."""
         import faiss
@@ -105,3 +124,27 @@ class FeatureStore:
         meta = json.dumps({"key": self.key, "dim": self.dim, "dtype": self.dtype})
         atomic_write(self.meta_path, lambda tmp: tmp.write_text(meta))
         self.dirty = False
+
+
+class FeatureView:
+    """Rows of a :class:`FeatureStore` read in place: ``view[idx]`` gathers float32 rows by position.
+
+    Holds the store, so the index's memory outlives the view; never copies more than is gathered.
+    """
+
+    def __init__(self, codes: np.ndarray, positions: np.ndarray, owner: FeatureStore):
+        self._codes, self._pos, self._owner = codes, positions, owner
+        self.shape = (len(positions), codes.shape[1])
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+        self.nbytes = codes[:0].itemsize * codes.shape[1] * len(positions)  # what these rows occupy in the index
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return np.asarray(self._codes[self._pos[idx]], dtype=np.float32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype, copy=False)

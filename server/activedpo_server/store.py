@@ -188,13 +188,15 @@ class PoolView:
     pairs: np.ndarray  # [P, 2] response row ids
     pair_prompt: np.ndarray  # [P] prompt row ids
     labeled: np.ndarray  # [k, 2] response row ids of A/B-labeled pairs (one row per pair)
-    response_prompt: dict[int, int] = field(default_factory=dict)  # response row → prompt row
+    labeled_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [k] prompt row ids
 
 
 class Store:
     """The server's SQLite state in ``state_dir/state.sqlite``; safe to call from several threads."""
 
-    def __init__(self, state_dir: str | Path):
+    def __init__(self, state_dir: str | Path, max_bytes: int | None = None):
+        """``max_bytes`` caps the database (SQLite's max_page_count): past it, writes are refused as
+        RESOURCE_EXHAUSTED, as on a full disk, instead of filling the host's disk."""
         self.dir = Path(state_dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,9 @@ class Store:
             if version == 1:
                 self._migrate_1_to_2()
             self._db.execute("PRAGMA foreign_keys=ON")
+            if max_bytes is not None:
+                page = self._db.execute("PRAGMA page_size").fetchone()[0]
+                self._db.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page)}")
             self._db.executescript(_SCHEMA)
             if version is None:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
@@ -276,7 +281,8 @@ class Store:
                     if confirm is not None:
                         confirm()  # last chance to back out (the caller went away): nothing is written
                 except BaseException:
-                    cur.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite already rolled back after some errors (SQLITE_FULL)
+                        cur.execute("ROLLBACK")
                     raise
                 cur.execute("COMMIT")
             except sqlite3.Error as e:
@@ -405,17 +411,15 @@ class Store:
             args,
         )
         labeled = self._read(
-            """SELECT p.a, p.b FROM pairs p WHERE p.project = ? AND EXISTS
+            """SELECT p.a, p.b, p.prompt FROM pairs p WHERE p.project = ? AND EXISTS
                (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference IN (1, 2)) ORDER BY p.rowid""",
             (project,),
         )
         arr = np.array(cand, dtype=np.int64).reshape(-1, 4)
-        return PoolView(
-            pair_rows=arr[:, 0],
-            pairs=arr[:, 1:3],
-            pair_prompt=arr[:, 3],
-            labeled=np.array(labeled, dtype=np.int64).reshape(-1, 2),
-        )
+        del cand
+        lab = np.array(labeled, dtype=np.int64).reshape(-1, 3)
+        return PoolView(pair_rows=arr[:, 0], pairs=arr[:, 1:3], pair_prompt=arr[:, 3], labeled=lab[:, :2],
+                        labeled_prompt=lab[:, 2])  # fmt: skip
 
     def response_texts(self, rows: Iterable[int]) -> dict[int, tuple[int, str, str]]:
         """response row → (prompt row, prompt text, response text)."""

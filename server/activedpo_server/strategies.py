@@ -36,7 +36,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from activedpo_server.features import pair_features
-from activedpo_server.selection import greedy_select_scored, top_scores_select
+from activedpo_server.selection import PairRows, greedy_select_scored, top_scores_select
 
 
 class FeatureSource(Protocol):
@@ -64,6 +64,7 @@ class Pool:
     response_prompt: np.ndarray  # [R] int64
     source: FeatureSource
     labeled: np.ndarray | None = None  # [k, 2] int64
+    device: str | None = None  # where the greedy V⁻¹ math runs in torch (cpu, cuda); None: numpy
 
     def __post_init__(self) -> None:
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
@@ -142,13 +143,14 @@ def _picks(indices: Sequence[int], scores: Sequence[float]) -> list[Pick]:
     return [Pick(int(i), rank, float(s)) for rank, (i, s) in enumerate(zip(indices, scores, strict=True))]
 
 
-def _features_of_pairs(fetch, pool: Pool) -> tuple[np.ndarray, np.ndarray]:
-    """Pair-difference features of the candidates and of the labeled pairs, fetching each response once."""
+def _features_of_pairs(fetch, pool: Pool) -> tuple[PairRows, np.ndarray]:
+    """Pair-difference features of the candidates (gathered on demand, never an [N, d] matrix) and of the
+    labeled pairs, fetching each response once."""
     needed = np.unique(np.concatenate([pool.pairs.ravel(), pool.labeled.ravel()]))
-    feats = fetch(needed)  # [len(needed), d]
+    feats = fetch(needed)  # [len(needed), d]: an array, or a view of the feature store
     row = np.full(len(pool.response_prompt), -1, dtype=np.int64)
     row[needed] = np.arange(len(needed))
-    return pair_features(feats, row[pool.pairs]), pair_features(feats, row[pool.labeled])
+    return PairRows(feats, row[pool.pairs]), pair_features(feats, row[pool.labeled])
 
 
 class _GreedyV:
@@ -169,9 +171,9 @@ class _GreedyV:
         cand, labeled = _features_of_pairs(lambda r: self._fetch(pool.source, r), pool)
         return _picks(*self._choose(pool, cand, labeled, budget))
 
-    def _choose(self, pool: Pool, cand: np.ndarray, labeled: np.ndarray, budget: int):
+    def _choose(self, pool: Pool, cand: PairRows, labeled: np.ndarray, budget: int):
         """(indices, scores) of the picks among the candidates' pair features."""
-        return greedy_select_scored(cand, labeled, budget, self.lam)
+        return greedy_select_scored(cand, labeled, budget, self.lam, pool.device)
 
 
 @register
@@ -232,9 +234,9 @@ class FisherActiveDPO(ActiveDPO):
 
     def _choose(self, pool, cand, labeled, budget):
         m_cand, m_lab = _implicit_margins(pool, self.beta)
-        cand = cand * np.sqrt(fisher_weight(m_cand))[:, None].astype(cand.dtype)
+        cand = cand.weighted(np.sqrt(fisher_weight(m_cand)))
         labeled = labeled * np.sqrt(fisher_weight(m_lab))[:, None].astype(labeled.dtype)
-        return greedy_select_scored(cand, labeled, budget, self.lam)
+        return greedy_select_scored(cand, labeled, budget, self.lam, pool.device)
 
 
 @register

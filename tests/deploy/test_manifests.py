@@ -106,9 +106,9 @@ def compose() -> dict:
 
 def test_compose_server_round_and_world_agree():
     services = compose()["services"]
-    assert set(services) == {"world", "server", "round"}
+    assert set(services) == {"world", "server-world", "server", "round"}
     parsed = {name: parse([*s["entrypoint"], *s["command"]]) for name, s in services.items()}
-    assert parsed["world"][0] == "activedpo-client toyworld build"
+    assert parsed["world"][0] == parsed["server-world"][0] == "activedpo-client toyworld build"
     spath, sp = parsed["server"]
     rpath, rp = parsed["round"]
     assert spath == "activedpo-server serve" and rpath == "activedpo-client round"
@@ -118,11 +118,16 @@ def test_compose_server_round_and_world_agree():
     assert services["server"]["ports"] == [f"127.0.0.1:{sp['port']}:{sp['port']}"]
     hc = services["server"]["healthcheck"]["test"]
     assert hc[0] == "CMD" and parse(hc[1:])[1]["address"] == f"127.0.0.1:{sp['port']}"
-    # both sides hold the token; checkpoints travel by path, so the mounts must be the same paths
+    # both sides hold the token; they share no volume: checkpoints travel by upload, and the server
+    # opens paths only under its own copy of the base model, at the path the client names it by
     for name in ("server", "round"):
         assert "ACTIVEDPO_TOKEN" in services[name]["environment"]
     mounts = {name: set(s["volumes"]) for name, s in services.items()}
-    assert {"cache:/var/cache/activedpo", "runs:/runs"} <= mounts["server"] & mounts["round"]
+    volumes = {name: {v.split(":")[0] for v in m} for name, m in mounts.items()}
+    assert not volumes["server"] & volumes["round"] and volumes["server-world"] <= volumes["server"]
+    assert volumes["world"] <= volumes["round"]
+    assert [str(p) for p in sp["checkpoint_root"]] == [services["server-world"]["environment"]["ACTIVEDPO_CACHE"]]
+    assert "models:/var/cache/activedpo:ro" in mounts["server"]
     assert services["round"]["environment"]["ACTIVEDPO_CACHE"] == "/var/cache/activedpo"
     assert str(rp["run_dir"]).startswith("/runs/")
     assert services["round"]["depends_on"]["server"]["condition"] == "service_healthy"
@@ -149,8 +154,7 @@ def test_kubernetes_server_service_secret_and_job_fit_together():
     svc = docs[("Service", "activedpo-server")]
     job = docs[("Job", "activedpo-round")]
     secret = docs[("Secret", "activedpo-token")]
-    pvc = docs[("PersistentVolumeClaim", "activedpo-shared")]
-    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    pvc = docs[("PersistentVolumeClaim", "activedpo-runs")]
 
     pod = sts["spec"]["template"]["spec"]
     (server,) = pod["containers"]
@@ -161,7 +165,7 @@ def test_kubernetes_server_service_secret_and_job_fit_together():
     assert server["readinessProbe"]["grpc"] == {"port": port, "service": SERVICE_NAME}
     assert server["livenessProbe"]["grpc"]["port"] == port and server["livenessProbe"]["grpc"].get("service", "") == ""
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
-    state = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}["state"]
+    state = {m["name"]: m["mountPath"] for m in server["volumeMounts"] if "subPath" not in m}["state"]
     assert state == str(sp["state_dir"])
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
     assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
@@ -180,13 +184,15 @@ def test_kubernetes_server_service_secret_and_job_fit_together():
         ref = env["ACTIVEDPO_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
         assert set(env) <= ENV_READ
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]}
-        assert claims["shared"] == pvc["metadata"]["name"]
-    # checkpoints travel by path: the shared volume sits at the same paths in the server and the job
-    shared = [{(m["mountPath"], m.get("subPath")) for m in c["volumeMounts"] if m["name"] == "shared"}
-              for c in (server, client)]  # fmt: skip
-    assert shared[0] == shared[1] and ("/runs", "runs") in shared[0]
-    assert {e["name"]: e.get("value") for e in client["env"]}["ACTIVEDPO_CACHE"] in {p for p, _ in shared[0]}
+    # no volume is shared: the job has its own claim, the server only its state (with its model copy)
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert claims == {"runs": pvc["metadata"]["name"]} and "volumes" not in pod
+    assert {m["name"] for m in server["volumeMounts"]} == {"state"}
+    models = {m["mountPath"] for m in server["volumeMounts"] if m.get("subPath") == "models"}
+    assert models == {str(p) for p in sp["checkpoint_root"]}
+    (init,) = pod["initContainers"]
+    assert {m["mountPath"] for m in init["volumeMounts"]} == models  # the same path the client names its base by
+    assert {e["name"]: e.get("value") for e in client["env"]}["ACTIVEDPO_CACHE"] in models
 
 
 def test_the_readme_walks_through_every_file():

@@ -185,3 +185,17 @@ def test_ablation_settings_fixed_feature_checkpoint_and_no_normalisation(tiny_wo
     rows = raw._active.features.get(sorted(raw._active.features._ids))
     assert "norm=0" in raw._active.gradient.feature_key
     assert not np.allclose(np.linalg.norm(rows, axis=1), 1.0)
+
+
+def test_torch_and_numpy_selection_lease_the_same_batch(tiny_world, tmp_path):
+    batches = []
+    for backend in ("numpy", "torch"):
+        e = Engine(config(tmp_path / backend, selection=backend), checkpoint=tiny_world.sft_dir)
+        e.add_candidates(candidates(tiny_world))
+        e.submit_labels([LabelIn(p.text.pair_id, 1, "ann") for p in e.select(3).pairs])  # V has labels: Woodbury
+        batches.append(e.select(8))
+        e.store.close()
+    assert [(p.text.pair_id, p.rank) for p in batches[0].pairs] == [(p.text.pair_id, p.rank) for p in batches[1].pairs]
+    np.testing.assert_allclose([p.score for p in batches[0].pairs], [p.score for p in batches[1].pairs], rtol=1e-5)
+    with pytest.raises(ValueError, match="selection must be torch or numpy"):
+        config(tmp_path, selection="jax")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activedpo_server.selection import greedy_select, greedy_select_dense, greedy_select_scored
+from activedpo_server.selection import PairRows, greedy_select, greedy_select_dense, greedy_select_scored
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,59 @@ def test_property_same_picks_as_dense(n, k, d, budget, lam, seed):
     picks = greedy_select(x, lab, budget, lam)
     assert len(picks) == min(budget, n) and len(set(picks)) == len(picks)
     assert picks == greedy_select_dense(x, lab, budget, lam)[0]
+
+
+# ---- pair rows gathered on demand, and the torch path -------------------------------------------
+
+SETTINGS = [(60, 0, 8, 1.0, 10), (300, 5, 32, 0.1, 40), (250, 32, 32, 1.0, 30), (300, 90, 16, 10.0, 60),
+            (400, 0, 12, 1.0, 100), (5000, 20, 64, 1.0, 50)]  # fmt: skip
+
+
+def response_pool(n_responses, n_pairs, d, seed):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=(n_responses, d)).astype(np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    pairs = rng.integers(0, n_responses, size=(n_pairs, 2))
+    return f, pairs[pairs[:, 0] != pairs[:, 1]]
+
+
+@pytest.mark.parametrize(("n", "k", "d", "lam", "budget"), SETTINGS)
+def test_pair_rows_and_torch_pick_what_the_dense_matrix_picks(n, k, d, lam, budget):
+    f, pairs = response_pool(n // 2 + 2, n, d, n + k + d)
+    lab = np.random.default_rng(k).normal(size=(k, d)).astype(np.float32)
+    matrix = f[pairs[:, 0]] - f[pairs[:, 1]]
+    want, want_scores = greedy_select_scored(matrix, lab, budget, lam)
+    rows = PairRows(f, pairs)  # never forms the [N, d] matrix
+    for got, scores in (greedy_select_scored(rows, lab, budget, lam),
+                        greedy_select_scored(rows, lab, budget, lam, device="cpu"),
+                        greedy_select_scored(matrix, lab, budget, lam, device="cpu")):  # fmt: skip
+        assert got == want
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-9)
+
+
+def test_torch_ties_weights_and_bad_rows_behave_as_numpy():
+    f, pairs = response_pool(40, 120, 6, 3)
+    pairs = np.concatenate([pairs, pairs[:10]])  # duplicate rows: exact ties, lowest index wins
+    w = np.random.default_rng(4).uniform(0.1, 2.0, size=len(pairs)).astype(np.float32)
+    rows = PairRows(f, pairs).weighted(w)
+    dense = (f[pairs[:, 0]] - f[pairs[:, 1]]) * w[:, None]
+    want = greedy_select(dense, None, 30)
+    assert greedy_select_scored(rows, None, 30)[0] == want
+    assert greedy_select_scored(rows, None, 30, device="cpu")[0] == want
+    f[7, 2] = np.nan
+    bad = int(np.flatnonzero((pairs == 7).any(axis=1))[0])
+    for device in (None, "cpu"):
+        with pytest.raises(ValueError, match=rf"candidates contain NaN or inf \(row {bad}\)"):
+            greedy_select_scored(PairRows(f, pairs), None, 5, device=device)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("n", "k", "d", "lam", "budget"), SETTINGS)
+def test_cuda_picks_equal_the_cpu_picks(n, k, d, lam, budget):
+    f, pairs = response_pool(n // 2 + 2, n, d, n + k + d)
+    lab = np.random.default_rng(k).normal(size=(k, d)).astype(np.float32)
+    want = greedy_select_scored(PairRows(f, pairs), lab, budget, lam)
+    got = greedy_select_scored(PairRows(f, pairs), lab, budget, lam, device="cuda")
+    assert got[0] == want[0]
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-9)

@@ -251,3 +251,20 @@ def test_a_tied_pair_leaves_the_candidates_and_stays_out_of_v(store):
     after = store.pool_view()
     assert view.pair_rows[0] not in after.pair_rows and len(after.pair_rows) == 2
     assert after.labeled.shape == (0, 2)  # a tie says nothing about which is better: not in V
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_feature_view_reads_the_index_in_place(tmp_path, dtype):
+    fs = FeatureStore(tmp_path, "key", 8, dtype)
+    x = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    ids = np.arange(1000, 1050)[::-1].copy()
+    fs.add(ids, x)
+    fs.add([1010], x[:1] * 3)  # an upsert moves the row inside the index
+    want = fs.get([1049, 1010, 1000, 1025])
+    view = fs.view([1049, 1010, 1000, 1025])
+    assert view.shape == (4, 8) and view.nbytes == 4 * 8 * (2 if dtype == "float16" else 4)
+    np.testing.assert_array_equal(view[np.arange(4)], want)
+    np.testing.assert_array_equal(view[np.array([1, 1, 3])], want[[1, 1, 3]])
+    np.testing.assert_array_equal(np.asarray(view), want)
+    with pytest.raises(KeyError, match="no features for response rows"):
+        fs.view([1049, 7])

@@ -1,0 +1,286 @@
+"""Issue 15's defects, each against the real server in a subprocess: a request the caller sees fail
+changes nothing; ids are scoped; paths are confined; a full database is RESOURCE_EXHAUSTED."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+from test_server import ServerProcess, groups, select
+
+from activedpo.v1 import selector_pb2 as pb
+
+
+def status(stub, md, project=""):
+    return stub.GetStatus(pb.GetStatusRequest(project=project), metadata=md, timeout=10)
+
+
+@pytest.fixture
+def plain(tmp_path, tiny_world):
+    """A server with no checkpoint roots: remote callers cannot make it open paths."""
+    s = ServerProcess(tmp_path / "state", tiny_world.sft_dir).start()
+    yield s
+    s.kill(signal.SIGTERM)
+
+
+def _held_open(world, release: threading.Event, n=10):
+    """10 groups, then a stream that stays open (no half-close) until ``release``."""
+    yield from groups(world, n)
+    release.wait(30)
+
+
+CLIENT_KILLED_MID_STREAM = """
+import sys, time, grpc
+from activedpo.v1 import selector_pb2 as pb, selector_pb2_grpc as pbg
+stub = pbg.SelectorStub(grpc.insecure_channel(sys.argv[1]))
+def items():
+    for i in range(10):
+        yield pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=f"prompt {i}", responses=[
+            pb.CandidateResponse(text=" a"), pb.CandidateResponse(text=" b"), pb.CandidateResponse(text=" c")]))
+    print("sent", flush=True)
+    time.sleep(60)
+stub.AddCandidates(items(), metadata=(("authorization", "Bearer " + sys.argv[2]),))
+"""
+
+
+def test_an_add_stream_that_never_half_closes_commits_nothing(plain, tiny_world):
+    """Defect 1: cancel, deadline and a killed client each used to commit what was sent so far."""
+    stub, md, _ = plain.stub()
+    # the client cancels
+    release = threading.Event()
+    call = stub.AddCandidates.future(_held_open(tiny_world, release), metadata=md)
+    time.sleep(1.0)
+    call.cancel()
+    release.set()
+    # its deadline expires
+    release2 = threading.Event()
+    with pytest.raises(grpc.RpcError) as e:
+        stub.AddCandidates(_held_open(tiny_world, release2), metadata=md, timeout=1.0)
+    release2.set()
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # the client process is killed mid-stream
+    client = subprocess.Popen([sys.executable, "-c", CLIENT_KILLED_MID_STREAM, f"127.0.0.1:{plain.port}", plain.token],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert client.stdout.readline().strip() == "sent"
+    time.sleep(0.5)
+    client.kill()
+    client.wait()
+    time.sleep(1.0)
+    s = status(stub, md)
+    assert (s.pool_size, s.prompts, s.responses) == (0, 0, 0)
+    # a stream that half-closes commits all of it
+    assert stub.AddCandidates(groups(tiny_world, 10), metadata=md).pairs_added == 30
+
+
+def _slow_pool(stub, md, world):
+    stub.AddCandidates(groups(world, 200), metadata=md)  # 600 responses: featurizing takes seconds
+
+
+def test_a_selection_whose_caller_goes_away_leases_nothing(tmp_path, tiny_world):
+    """Defect 2: a cancelled or expired SelectBatch kept its pairs leased under an id nobody received."""
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
+    try:
+        stub, md, _ = server.stub()
+        _slow_pool(stub, md, tiny_world)
+        calls = stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="gone"), metadata=md)
+        first = next(calls)
+        assert first.WhichOneof("event") == "progress"  # the work has started
+        calls.cancel()
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="late"), metadata=md, timeout=0.5))
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        deadline = time.time() + 120  # both selections finish in the background, then give their leases back
+        while time.time() < deadline and status(stub, md).featurized < 600:
+            time.sleep(0.2)
+        assert status(stub, md).featurized == 600
+        time.sleep(1.0)
+        assert status(stub, md).leased == 0
+        batch, _ = select(stub, md, 20)  # and the pairs are there for the next caller
+        assert len(batch.pairs) == 20 and status(stub, md).leased == 20
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_request_ids_are_scoped_and_a_changed_retry_is_refused(plain, tiny_world):
+    """Defect 7: a retry with another strategy returned the original pairs; ids were global."""
+    stub, md, _ = plain.stub()
+    stub.AddCandidates(groups(tiny_world, 10), metadata=md)
+    a, _ = select(stub, md, 4, client="labeler-1", request_id="r1")
+    again, _ = select(stub, md, 4, client="labeler-1", request_id="r1")
+    assert [p.pair_id for p in again.pairs] == [p.pair_id for p in a.pairs] and again.lease_id == a.lease_id
+    other, _ = select(stub, md, 4, client="labeler-2", request_id="r1")  # another client's r1
+    assert not {p.pair_id for p in other.pairs} & {p.pair_id for p in a.pairs}
+    for changed in (dict(strategy="random"), dict(budget=5), dict(pool="x"), dict(seed=3)):
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.SelectBatch(pb.SelectBatchRequest(**{"budget": 4, **changed}, client="labeler-1",
+                                                        request_id="r1"), metadata=md))  # fmt: skip
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "other parameters" in e.value.details()
+    assert status(stub, md).leased == 8  # the refused retries leased nothing
+    # ReleaseLease gives a batch back (idempotent), and the id may then choose afresh
+    released = stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id=a.lease_id), metadata=md)
+    assert released.released == 4 and status(stub, md).leased == 4
+    assert stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id=a.lease_id), metadata=md).released == 0
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id="lease-nobody"), metadata=md)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id=a.lease_id, project="elsewhere"), metadata=md)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND  # another project's lease is invisible
+
+
+def test_projects_keep_pools_labels_and_exports_apart(plain, tiny_world):
+    stub, md, _ = plain.stub()
+    stub.AddCandidates(groups(tiny_world, 4), metadata=md)
+    added = stub.AddCandidates(
+        (pb.AddCandidatesRequest(group=g.group, project="team-b") for g in groups(tiny_world, 4)), metadata=md
+    )
+    assert added.pairs_added == 12  # the same content is new in another project
+    batch, _ = select(stub, md, 3, project="team-b")
+    labels = [pb.Label(pair_id=p.pair_id, preference=pb.PREFERENCE_A, annotator="b", idempotency_key=p.pair_id)
+              for p in batch.pairs]  # fmt: skip
+    res = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels, project="team-b"), metadata=md)
+    assert res.accepted == 3
+    assert (status(stub, md, "team-b").labeled, status(stub, md).labeled) == (3, 0)
+    assert len(list(stub.ExportLabels(pb.ExportLabelsRequest(project="team-b"), metadata=md))) == 3
+    assert list(stub.ExportLabels(pb.ExportLabelsRequest(), metadata=md)) == []
+    # the same keys in the default project are new labels there, not replays of team-b's
+    res = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md)
+    assert res.accepted == 3 and not any(r.replayed for r in res.results)
+    default, _ = select(stub, md, 20)
+    assert len(default.pairs) == 9 and default.candidates == 9  # team-b's lease does not touch it
+    two = list(groups(tiny_world, 2))
+    mixed = [pb.AddCandidatesRequest(group=two[0].group, project="a"), pb.AddCandidatesRequest(group=two[1].group)]
+    with pytest.raises(grpc.RpcError) as e:
+        stub.AddCandidates(iter(mixed), metadata=md)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "project differs" in e.value.details()
+
+
+def test_path_loads_are_confined_and_hub_ids_stay_offline(tmp_path, tiny_world, random_adapter):
+    """Defect 9: LoadCheckpoint opened any path, told existing from missing ones, and tried the hub."""
+    root = tmp_path / "root"
+    root.mkdir()
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--checkpoint-root", str(root)]).start()
+    try:
+        stub, md, _ = server.stub()
+        answers = set()
+        for path in (random_adapter.adapter, "/etc/passwd", str(tmp_path / "missing"), str(root / ".." / "state")):
+            with pytest.raises(grpc.RpcError) as e:
+                stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=path), metadata=md)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            answers.add(e.value.details().replace(repr(path[:80]), "PATH"))
+        assert answers == {"manifest: PATH is not under a checkpoint root of this server"}  # existing or not
+        (root / "link").symlink_to(tmp_path)  # a symlink out of the root is outside it
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=str(root / "link" / "state")), metadata=md)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest=str(root / "nothing")), metadata=md)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # inside the root, a missing path is named
+        t0 = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadCheckpoint(pb.LoadCheckpointRequest(base="some-org/some-model"), metadata=md)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND and "downloads are off" in e.value.details()
+        assert time.perf_counter() - t0 < 5  # answered from the cache, no network attempt
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadCheckpoint(pb.LoadCheckpointRequest(manifest="x" * 5000), metadata=md)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(e.value.details()) < 100
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def _header(cid, files, base):
+    return pb.UploadCheckpointRequest(header=pb.UploadHeader(checkpoint_id=cid, base=base, files=[
+        pb.CheckpointFile(path=p, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for p, d in files]))  # fmt: skip
+
+
+def _chunks(files, size=1000, sent=None):
+    """Chunks of ``files``, named by their digests; ``sent`` replaces the bytes actually sent."""
+    for n, (_, d) in enumerate(files):
+        digest = hashlib.sha256(d).hexdigest()
+        d = sent[n][1] if sent else d
+        for off in range(0, len(d), size):
+            yield pb.UploadCheckpointRequest(chunk=pb.FileChunk(sha256=digest, offset=off, data=d[off : off + size]))
+
+
+def test_upload_verifies_every_byte_and_is_idempotent(tmp_path, tiny_world, random_adapter):
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir,
+                           extra=["--checkpoint-root", str(tiny_world.sft_dir)]).start()  # fmt: skip
+    try:
+        stub, md, _ = server.stub()
+        from pathlib import Path
+
+        adapter = Path(random_adapter.adapter)
+        files = [(p.name, p.read_bytes()) for p in sorted(adapter.iterdir())]
+        base = str(tiny_world.sft_dir)
+        asked = stub.UploadCheckpoint(iter([_header("up-1", files, base)]), metadata=md)
+        assert not asked.complete and len(asked.missing) == len(files)
+        with pytest.raises(grpc.RpcError) as e:  # not loadable before its files arrive
+            stub.LoadCheckpoint(pb.LoadCheckpointRequest(checkpoint_id="up-1"), metadata=md)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        corrupt = [(n, d if n != "adapter_config.json" else d[:-1] + b" ") for n, d in files]
+        with pytest.raises(grpc.RpcError) as e:  # bytes that do not match the header's digest
+            stub.UploadCheckpoint(iter([_header("up-1", files, base), *_chunks(files, sent=corrupt)]), metadata=md)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "do not match its SHA-256" in e.value.details()
+        bad_cases = [
+            ([_header("up-1", [("../x", b"1"), *files], base)], "must be relative"),
+            ([*_chunks(files)], "first message of an upload must be its header"),
+            ([_header("up-1", files, base), _header("up-1", files, base)], "exactly one header"),
+            ([_header("up-1", files, base), *list(_chunks(files))[1:]], "offset"),
+            ([_header("x" * 300, files, base)], "checkpoint_id must be 1 to 256"),
+            ([_header("up-2", [("weights.bin", b"123")], base)], "adapter_config.json is missing"),
+        ]
+        for messages, why in bad_cases:
+            with pytest.raises(grpc.RpcError) as e:
+                stub.UploadCheckpoint(iter(messages), metadata=md)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details(), why
+        done = stub.UploadCheckpoint(iter([_header("up-1", files, base), *_chunks(files)]), metadata=md)
+        assert done.complete and not done.missing and done.bytes_received == sum(len(d) for _, d in files)
+        again = stub.UploadCheckpoint(iter([_header("up-1", files, base)]), metadata=md)
+        assert again.complete and again.bytes_received == 0  # known content: nothing to send
+        with pytest.raises(grpc.RpcError) as e:  # the id is taken by other content
+            stub.UploadCheckpoint(iter([_header("up-1", files[1:], base)]), metadata=md)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        shared = stub.UploadCheckpoint(iter([_header("up-3", files, base)]), metadata=md)
+        assert shared.complete and shared.bytes_received == 0  # same files under a new id: stored once
+        loaded = stub.LoadCheckpoint(pb.LoadCheckpointRequest(checkpoint_id="up-1"), metadata=md)
+        assert loaded.loaded and status(stub, md).checkpoint_id == "up-1"
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+def test_a_full_database_is_resource_exhausted_in_one_line(tmp_path, tiny_world):
+    """Defect 5: a full disk answered INTERNAL with a traceback-sized message."""
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--max-state-mb", "1"]).start()
+    try:
+        stub, md, _ = server.stub()
+        big = "long " * 30_000  # 150 kB a response
+        code, sent = None, 0
+        for i in range(40):
+            item = pb.AddCandidatesRequest(group=pb.PromptGroup(prompt=f"p{i}", responses=[
+                pb.CandidateResponse(text=big + str(i)), pb.CandidateResponse(text=big + "x" + str(i))]))  # fmt: skip
+            try:
+                stub.AddCandidates(iter([item]), metadata=md)
+                sent += 1
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details()
+                break
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "full" in details and "\n" not in details
+        assert len(details) < 200 and status(stub, md).prompts == sent  # the refused request wrote nothing
+    finally:
+        server.kill(signal.SIGTERM)
+    # a start that cannot write its database says so in one line, no traceback
+    import resource
+
+    def tiny_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(tmp_path / "new"), "--port", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=tiny_files, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cannot open the state database" in out.stderr and len(out.stderr.strip().splitlines()) == 1
