@@ -1,7 +1,8 @@
 """Scale: SelectBatch through the real server as the pool grows, and what each cost grows with.
 
     .venv/bin/python benchmarks/scale.py [--sizes 3000 100000 1000000] [--proj-dim 1024] [--labels 150]
-        [--dims 1024 2048 8192] [--label-counts 0 150 2000] [--repeats 3] [--out benchmarks/results/scale.md]
+        [--dims 1024 2048 8192] [--label-counts 0 150 2000] [--selection torch numpy] [--no-featurize]
+        [--repeats 3] [--out benchmarks/results/scale.md]
 
 For each pool (N candidate pairs, k labeled pairs, projection dimension d, feature storage
 dtype) a fresh state dir is filled the way a running server fills it, without the hours of
@@ -13,7 +14,10 @@ computes for the default toy world's SFT checkpoint. Then ``activedpo-server ser
 that state and ``SelectBatch(budget=50)`` is timed over gRPC: reading the pool from SQLite,
 reading the features from FAISS, building pair features and the greedy ``V⁻¹`` selection. Each
 call leases its batch for 1 s and the next waits it out, so every call sees the same pool.
-Peak memory is the server process's peak resident set (VmHWM).
+Peak memory is the server process's peak resident set (VmHWM), also as a multiple of the
+stored feature bytes (R responses × d × bytes per value: what the FAISS index must hold).
+``--selection`` runs each pool under each selection backend (``serve --selection``: torch on the
+server's device, or the numpy reference), side by side on the same state.
 
 Also measured: FAISS store add / save / load / read throughput, real featurization throughput
 (responses/s through the gradient featurizer at each d; a pool of N responses costs N / that),
@@ -45,6 +49,8 @@ class Result:
     d: int
     k: int
     dtype: str
+    selection: str
+    feature_bytes: int
     populate_s: float
     faiss_add_rows_s: float
     faiss_save_s: float
@@ -71,13 +77,8 @@ def peak_gib(pid: int) -> float:
     return float("nan")
 
 
-def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path) -> Result:
-    import signal
-
-    import grpc
-
-    from activedpo.v1 import selector_pb2 as pb
-    from activedpo.v1 import selector_pb2_grpc as pb_grpc
+def run_pool(world, n: int, d: int, k: int, dtype: str, selections: list[str], repeats: int,
+             work: Path) -> list[Result]:  # fmt: skip
     from activedpo_server.features import GradientFeaturizer
     from activedpo_server.featurestore import FeatureStore
     from activedpo_server.store import Candidates, LabelIn, Store
@@ -124,7 +125,28 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path
     read_s = time.perf_counter() - t
     del fs
 
-    proc, port, start_s = start(state, world.sft_dir, d, ("--feature-dtype", dtype))
+    feature_bytes = len(responses) * d * (2 if dtype == "float16" else 4)
+    out = []
+    for selection in selections:
+        out.append(_serve_and_select(world, state, n, d, k, dtype, selection, repeats, prompts))
+        r = out[-1]
+        out[-1] = Result(n, d, k, dtype, selection, feature_bytes, populate_s, len(responses) / add_s, save_s, load_s,
+                         len(responses) / read_s, r[0], r[1], r[2], r[3])  # fmt: skip
+        print(f"N={n:,} d={d} k={k} {dtype} selection={selection}: SelectBatch {statistics.median(r[1]):.2f} s, "
+              f"peak {r[2]:.2f} GiB = {r[2] * 2**30 / feature_bytes:.2f} x the feature bytes "
+              f"(populate {populate_s:.0f} s, start {r[0]:.1f} s)", flush=True)  # fmt: skip
+    return out
+
+
+def _serve_and_select(world, state: Path, n, d, k, dtype, selection, repeats, prompts):
+    import signal
+
+    import grpc
+
+    from activedpo.v1 import selector_pb2 as pb
+    from activedpo.v1 import selector_pb2_grpc as pb_grpc
+
+    proc, port, start_s = start(state, world.sft_dir, d, ("--feature-dtype", dtype, "--selection", selection))
     try:
         stub = pb_grpc.SelectorStub(grpc.insecure_channel(f"127.0.0.1:{port}", options=[
             ("grpc.max_receive_message_length", 64 << 20)]))  # fmt: skip
@@ -143,10 +165,7 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, repeats: int, work: Path
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
-    print(f"N={n:,} d={d} k={k} {dtype}: SelectBatch {statistics.median(times):.2f} s, peak {peak:.2f} GiB "
-          f"(populate {populate_s:.0f} s, start {start_s:.1f} s)", flush=True)  # fmt: skip
-    return Result(n, d, k, dtype, populate_s, len(responses) / add_s, save_s, load_s, len(responses) / read_s,
-                  start_s, times, peak, picks)  # fmt: skip
+    return start_s, times, peak, picks
 
 
 def featurize_rate(world, d: int, n: int = 256, repeats: int = 2) -> float:
@@ -186,6 +205,10 @@ def main() -> int:
     ap.add_argument("--label-counts", type=int, nargs="+", default=[0, 150, 2000], help="k sweep at the middle N")
     ap.add_argument("--float16", action=argparse.BooleanOptionalAction, default=True,
                     help="also run the N sweep with float16 storage and report pick agreement")  # fmt: skip
+    ap.add_argument("--selection", nargs="+", default=["torch"], choices=["torch", "numpy"],
+                    help="selection backends, each run on the same pools")  # fmt: skip
+    ap.add_argument("--featurize", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure real featurization throughput at each d")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.md"))
     args = ap.parse_args()
@@ -201,13 +224,15 @@ def main() -> int:
     configs += [(n, d0, k0, "float16") for n in args.sizes] if args.float16 else []
     configs += [(mid, d, k0, "float32") for d in args.dims if d != d0]
     configs += [(mid, d0, k, "float32") for k in args.label_counts if k != k0]
-    rates = {d: featurize_rate(world, d) for d in sorted({d0, *args.dims})}
-    print("featurization: " + ", ".join(f"d={d} {r:.1f} responses/s" for d, r in rates.items()), flush=True)
+    rates = {d: featurize_rate(world, d) for d in sorted({d0, *args.dims})} if args.featurize else {}
+    if rates:
+        print("featurization: " + ", ".join(f"d={d} {r:.1f} responses/s" for d, r in rates.items()), flush=True)
 
     results: dict[tuple, Result] = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:  # on the disk the state dirs would use
-        for c in configs:
-            results[c] = run_pool(world, *c, args.repeats, Path(tmp))
+        for c in dict.fromkeys(configs):
+            for r in run_pool(world, *c, args.selection, args.repeats, Path(tmp)):
+                results[(*c, r.selection)] = r
             for p in Path(tmp).glob("*/state"):  # free the disk before the next pool
                 import shutil
 
@@ -215,6 +240,8 @@ def main() -> int:
 
     def med(r: Result) -> float:
         return statistics.median(r.select_s)
+
+    sel0 = args.selection[0]
 
     lines = [
         *header("Scale: SelectBatch(budget=50) through the server as the pool grows"),
@@ -224,13 +251,14 @@ def main() -> int:
         "",
         "## SelectBatch against pool size",
         "",
-        "| N pairs | d | k labels | storage | SelectBatch | peak server memory | server start (load) "
-        "| FAISS add | save | load | read |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N pairs | d | k labels | storage | selection | SelectBatch | peak server memory | peak / feature bytes "
+        "| server start (load) | FAISS add | save | load | read |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (n, d, k, dt), r in results.items():
+    for (n, d, k, dt, sel), r in results.items():
         lines.append(
-            f"| {n:,} | {d} | {k} | {dt} | {med(r):.2f} s | {r.peak_gib:.2f} GiB | {r.start_s:.1f} s "
+            f"| {n:,} | {d} | {k} | {dt} | {sel} | {med(r):.2f} s | {r.peak_gib:.2f} GiB "
+            f"| {r.peak_gib * 2**30 / r.feature_bytes:.2f} × {r.feature_bytes / 2**30:.2f} GiB | {r.start_s:.1f} s "
             f"| {r.faiss_add_rows_s:,.0f} rows/s | {r.faiss_save_s:.2f} s | {r.faiss_load_s:.2f} s "
             f"| {r.faiss_read_rows_s:,.0f} rows/s |"
         )
@@ -239,23 +267,33 @@ def main() -> int:
                   "| N pairs | picks in common (of 50) | same pick at the same rank | memory float16 / float32 |",
                   "|---|---|---|---|"]  # fmt: skip
         for n in args.sizes:
-            a, b = results[(n, d0, k0, "float32")], results[(n, d0, k0, "float16")]
+            a, b = results[(n, d0, k0, "float32", sel0)], results[(n, d0, k0, "float16", sel0)]
             common = len(set(a.picks) & set(b.picks))
             same = sum(x == y for x, y in zip(a.picks, b.picks, strict=True))
             lines.append(f"| {n:,} | {common} | {same} | {b.peak_gib / a.peak_gib:.2f} |")
-    lines += ["", "## Featurization throughput (real responses, gradient featurizer, fresh r = 128 adapter)", "",
-              "| d | responses/s | one round of 3,000 responses | 1,000,000 responses |",
-              "|---|---|---|---|"]  # fmt: skip
-    for d, r in rates.items():
-        lines.append(f"| {d} | {r:.1f} | {3000 / r:.0f} s | {1e6 / r / 3600:.1f} h |")
+    if len(args.selection) > 1:
+        lines += ["", "## Selection backends side by side (same pools, same server build)", "",
+                  "| N pairs | d | k | " + " | ".join(args.selection) + " | same 50 picks in order |",
+                  "|---|---|---|" + "---|" * len(args.selection) + "---|"]  # fmt: skip
+        for c in dict.fromkeys(configs):
+            rs = [results[(*c, sel)] for sel in args.selection]
+            same = all(r.picks == rs[0].picks for r in rs)
+            lines.append(f"| {c[0]:,} | {c[1]} | {c[2]} | " + " | ".join(f"{med(r):.2f} s" for r in rs)
+                         + f" | {'yes' if same else 'no'} |")  # fmt: skip
+    if rates:
+        lines += ["", "## Featurization throughput (real responses, gradient featurizer, fresh r = 128 adapter)", "",
+                  "| d | responses/s | one round of 3,000 responses | 1,000,000 responses |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for d, r in rates.items():
+            lines.append(f"| {d} | {r:.1f} | {3000 / r:.0f} s | {1e6 / r / 3600:.1f} h |")
 
     ns = [n for n in args.sizes]
     ds = sorted({d0, *args.dims})
     ks = sorted({k0, *args.label_counts})
-    n_times = [med(results[(n, d0, k0, "float32")]) for n in ns]
-    d_times = [med(results[(mid, d, k0, "float32")]) for d in ds]
-    k_times = [med(results[(mid, d0, k, "float32")]) for k in ks]
-    n_mem = [results[(n, d0, k0, "float32")].peak_gib for n in ns]
+    n_times = [med(results[(n, d0, k0, "float32", sel0)]) for n in ns]
+    d_times = [med(results[(mid, d, k0, "float32", sel0)]) for d in ds]
+    k_times = [med(results[(mid, d0, k, "float32", sel0)]) for k in ks]
+    n_mem = [results[(n, d0, k0, "float32", sel0)].peak_gib for n in ns]
     k_pos = [(k, t) for k, t in zip(ks, k_times, strict=True) if k > 0]
 
     def row(cost: str, points: str, exponent: str, complexity: str) -> str:
@@ -264,7 +302,7 @@ def main() -> int:
     def pts(xs, ys, unit: str, fmt: str = "{:,}") -> str:
         return ", ".join(f"{fmt.format(x)}: {y:.2f} {unit}" for x, y in zip(xs, ys, strict=True))
 
-    ms = [1000 / rates[d] for d in ds]
+    ms = [1000 / rates[d] for d in ds] if rates else []
     lines += [
         "",
         "## How the costs grow",
@@ -279,10 +317,11 @@ def main() -> int:
             f"k^{slope([k for k, _ in k_pos], [t for _, t in k_pos])} (k > 0)",
             "O(N·k·d) initial scores while k < d (Woodbury), O(d³ + N·d²) from k ≥ d (dense Cholesky)"),
         row("peak server memory vs N", pts(ns, n_mem, "GiB"), f"N^{slope(ns, n_mem)}",
-            "O(N·d): the FAISS rows, the fetched response rows and the pair rows"),
-        row("featurization vs d", pts(ds, ms, "ms/response", "{}"), f"d^{slope(ds, ms)}",
-            "O(D·d) per response for the projection (D LoRA parameters) plus one backward pass"),
+            "O(N·d): the FAISS rows, read in place; pair rows are gathered a block at a time"),
     ]  # fmt: skip
+    if rates:
+        lines.append(row("featurization vs d", pts(ds, ms, "ms/response", "{}"), f"d^{slope(ds, ms)}",
+                         "O(D·d) per response for the projection (D LoRA parameters) plus one backward pass"))
     print("\n".join(lines))
     write(args.out, lines)
     return 0
