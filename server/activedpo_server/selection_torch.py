@@ -83,15 +83,15 @@ class _BaseInverse:
         for s in range(0, rows.n, _ROW_CHUNK):
             e = min(s + _ROW_CHUNK, rows.n)
             xc = rows.block(s, e)
-            norms = (xc.double() * xc.double()).sum(1)
+            x64 = xc.double()  # one conversion: norms accumulate in float64, as numpy's einsum does
             if self.mode == "ridge":
-                out[s:e] = norms / self.lam
+                out[s:e] = torch.einsum("ij,ij->i", x64, x64) / self.lam
             elif self.mode == "woodbury":
                 c = (xc @ self.lab32.T).double()  # [n, k]
                 w = torch.linalg.solve_triangular(self.chol, c.T, upper=False)
-                out[s:e] = (norms - (w * w).sum(0)) / self.lam
+                out[s:e] = (torch.einsum("ij,ij->i", x64, x64) - (w * w).sum(0)) / self.lam
             else:
-                w = torch.linalg.solve_triangular(self.chol, xc.double().T, upper=False)
+                w = torch.linalg.solve_triangular(self.chol, x64.T, upper=False)
                 out[s:e] = (w * w).sum(0)
         return out
 

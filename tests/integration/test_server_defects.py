@@ -284,3 +284,37 @@ def test_a_full_database_is_resource_exhausted_in_one_line(tmp_path, tiny_world)
     out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=tiny_files, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "cannot open the state database" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_oversized_input_is_refused_without_amplification(plain, tiny_world):
+    """Defects 3, 4 and 6 over gRPC: a 17 MB unknown id, K = 400, a 100 KB pool tag, long keys."""
+    stub, md, _ = plain.stub()
+    stub.AddCandidates(groups(tiny_world, 2), metadata=md)
+    batch, _ = select(stub, md, 1)
+    labels = [pb.Label(pair_id=batch.pairs[0].pair_id, preference=pb.PREFERENCE_A, annotator="a"),
+              pb.Label(pair_id="x" * 17_000_000, preference=pb.PREFERENCE_A, annotator="a")]  # fmt: skip
+    res = stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md)
+    assert [r.accepted for r in res.results] == [True, False] and res.ByteSize() < 2000
+    assert len(res.results[1].pair_id) == 256 and "17,000,000 characters" in res.results[1].reason
+    many = pb.PromptGroup(prompt="p", responses=[pb.CandidateResponse(text=f" r{i}") for i in range(400)])
+    for request, why in (
+        (pb.AddCandidatesRequest(group=many), "400 responses to one prompt; the limit is 64"),
+        (pb.AddCandidatesRequest(group=next(groups(tiny_world, 1)).group, pool="t" * 100_000), "pool tag"),
+        (pb.AddCandidatesRequest(group=next(groups(tiny_world, 1)).group, project="p" * 300), "project"),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.AddCandidates(iter([request]), metadata=md)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details(), why
+        assert len(e.value.details()) < 200
+    for request, why in (
+        (pb.LoadCheckpointRequest(checkpoint_id="c" * 300), "checkpoint_id is longer than 256"),
+        (pb.LoadCheckpointRequest(base="b" * 300), "base is longer than 256"),
+    ):
+        with pytest.raises(grpc.RpcError) as e:
+            stub.LoadCheckpoint(request, metadata=md)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in e.value.details(), why
+    with pytest.raises(grpc.RpcError) as e:
+        stub.ReleaseLease(pb.ReleaseLeaseRequest(lease_id="l" * 300), metadata=md)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    s = status(stub, md)
+    assert (s.annotations, s.pool_size) == (1, 6)  # nothing of the refused requests landed

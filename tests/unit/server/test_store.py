@@ -268,3 +268,49 @@ def test_a_feature_view_reads_the_index_in_place(tmp_path, dtype):
     np.testing.assert_array_equal(np.asarray(view), want)
     with pytest.raises(KeyError, match="no features for response rows"):
         fs.view([1049, 7])
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE prompts (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE responses (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,
+    prompt INTEGER NOT NULL REFERENCES prompts(rowid), text TEXT NOT NULL);
+CREATE TABLE pairs (rowid INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, content TEXT UNIQUE NOT NULL,
+    prompt INTEGER NOT NULL REFERENCES prompts(rowid), a INTEGER NOT NULL REFERENCES responses(rowid),
+    b INTEGER NOT NULL REFERENCES responses(rowid), pool TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX pairs_pool ON pairs(pool);
+CREATE TABLE leases (pair INTEGER PRIMARY KEY REFERENCES pairs(rowid), lease_id TEXT NOT NULL, client TEXT NOT NULL,
+    expires REAL NOT NULL, rank INTEGER NOT NULL DEFAULT 0, score REAL NOT NULL DEFAULT 0);
+CREATE INDEX leases_id ON leases(lease_id);
+CREATE TABLE labels (id INTEGER PRIMARY KEY AUTOINCREMENT, pair INTEGER NOT NULL REFERENCES pairs(rowid),
+    preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT UNIQUE,
+    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL);
+CREATE INDEX labels_pair ON labels(pair);
+CREATE TABLE checkpoints (id TEXT PRIMARY KEY, base TEXT NOT NULL, adapter TEXT, loaded REAL NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO prompts VALUES (5, 'x-1', 'the prompt', 0);
+INSERT INTO responses VALUES (7, 'y-a', 5, ' one'), (9, 'y-b', 5, ' two'), (11, 'y-c', 5, ' three');
+INSERT INTO pairs VALUES (3, 'p-ab', 'c-ab', 5, 7, 9, 'r1', 0), (4, 'p-ac', 'c-ac', 5, 7, 11, 'r1', 0);
+INSERT INTO leases VALUES (4, 'lease-1', 'someone', 1e12, 0, 0.5);
+INSERT INTO labels VALUES (1, 3, 1, 'ann', 'key-1', 0, 'ckpt', 0);
+"""
+
+
+def test_a_schema_1_state_dir_migrates_into_the_default_project(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    db.executescript(SCHEMA_1)
+    db.close()
+    s = Store(tmp_path)  # migrates: row ids kept (the feature indexes are keyed by them), nothing lost
+    assert s.get_meta("schema_version") == "2"
+    assert s.counts(now=0) == dict(prompts=1, responses=3, pairs=2, annotations=1, labeled=1, leased=1)
+    assert s.counts(now=0, project="other")["pairs"] == 0
+    view = s.pool_view(now=0)
+    assert view.pair_rows.size == 0 and view.labeled.tolist() == [[7, 9]]  # p-ac leased, p-ab labeled
+    assert [r.pair_id for r in s.export_labels()] == ["p-ab"]
+    again = s.submit_labels([LabelIn("p-ab", PREF_B, "ann", "key-1")], "ckpt")[0]
+    assert again.replayed and again.label_id == 1  # idempotency keys still work after the move
+    assert s.release("lease-1") == 1 and s.pool_view().pair_rows.tolist() == [4]
+    s.close()
+    assert Store(tmp_path).counts()["pairs"] == 2  # opens again as schema 2
