@@ -40,7 +40,7 @@ def main() -> int:
     import torch
 
     from activedpo_server.distributed import RaySettings, featurize_on_ray
-    from activedpo_server.features import GradientFeaturizer
+    from activedpo_server.features import FeaturizerConfig, GradientFeaturizer
     from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
     from activedpo_trainer.progress import quiet_libraries
@@ -71,7 +71,8 @@ def main() -> int:
 
         def run_ray(n, s=settings):
             t = time.perf_counter()
-            out = featurize_on_ray(world.sft_dir, prompts[:n], responses[:n], proj_dim=args.proj_dim, ray_settings=s)
+            out = featurize_on_ray(world.sft_dir, prompts[:n], responses[:n], config=FeaturizerConfig(args.proj_dim),
+                                   ray_settings=s)  # fmt: skip
             return time.perf_counter() - t, out
 
         run_ray(actors)  # the first call also loads Ray Data's own code

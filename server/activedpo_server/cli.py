@@ -219,7 +219,7 @@ def serve_command(
 
     from activedpo_server.engine import Engine, EngineConfig
     from activedpo_server.errors import ServerError
-    from activedpo_server.features import LoraSpec
+    from activedpo_server.features import FeaturizerConfig, LoraSpec
     from activedpo_server.server import ServerConfig, serve
     from activedpo_trainer.checkpoint import CheckpointError
     from activedpo_trainer.progress import quiet_libraries
@@ -229,13 +229,12 @@ def serve_command(
         server_config = ServerConfig(host, port, token, tls_cert, tls_key, tls_client_ca)
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, proj_dim=proj_dim, projection=projection, seed=seed, lam=lam, strategy=strategy,
-                normalize=normalize,
-                research_strategies=research_strategies,
+                state_dir=state_dir, lam=lam, strategy=strategy, research_strategies=research_strategies,
+                features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
+                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets)),
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
-                lease_seconds=lease_seconds, device=device, dtype=dtype,
-                lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
+                lease_seconds=lease_seconds,
                 checkpoint_roots=roots, allow_downloads=allow_downloads,
                 max_state_bytes=None if max_state_mb is None else max_state_mb << 20, selection=selection,
             ),
@@ -322,7 +321,7 @@ def featurize_command(
 
     from activedpo_server.engine import Engine, EngineConfig, NotReady
     from activedpo_server.errors import ServerError
-    from activedpo_server.features import LoraSpec
+    from activedpo_server.features import FeaturizerConfig, LoraSpec
     from activedpo_trainer.checkpoint import CheckpointError
     from activedpo_trainer.progress import progress_bars, quiet_libraries
 
@@ -331,10 +330,10 @@ def featurize_command(
     try:
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, proj_dim=proj_dim, projection=projection, seed=seed, normalize=normalize,
-                feature_dtype=feature_dtype,
-                ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor), device=device, dtype=dtype,
-                lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets),
+                state_dir=state_dir, feature_dtype=feature_dtype,
+                features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
+                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets)),
+                ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor),
             ),
             checkpoint=checkpoint,
         )  # fmt: skip

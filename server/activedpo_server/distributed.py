@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from activedpo_server.features import LoraSpec
+from activedpo_server.features import FeaturizerConfig, LoraSpec
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,15 @@ class _Featurize:
     """The Ray Data callable class: one GradientFeaturizer per actor, built once."""
 
     def __init__(self, checkpoint, settings: dict, device: str):
-        from activedpo_server.features import GradientFeaturizer
         from activedpo_trainer.progress import quiet_libraries
 
         quiet_libraries()
-
-        lora = LoraSpec(**settings.pop("lora"))
-        self.featurizer = GradientFeaturizer(checkpoint, device=device, lora=lora, **settings)
+        lora = settings.pop("lora")
+        lora["target_modules"] = lora["target_modules"] if isinstance(lora["target_modules"], str) else tuple(
+            lora["target_modules"]
+        )
+        config = FeaturizerConfig(lora=LoraSpec(**lora), **settings)
+        self.featurizer = config.build(checkpoint, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats = self.featurizer.featurize([str(p) for p in batch["prompt"]], [str(r) for r in batch["response"]])
@@ -89,35 +91,30 @@ def featurize_on_ray(
     responses: Sequence[str],
     ids: Sequence[int] | None = None,
     *,
-    proj_dim: int = 8192,
-    seed: int = 0,
-    normalize: bool = True,
-    dtype: str = "float32",
-    lora: LoraSpec | None = None,
-    batch_size: int = 16,
-    projection: str = "sjlt",
+    config: FeaturizerConfig | None = None,
     ray_settings: RaySettings | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
     """Features of ``responses[i]`` (continuing ``prompts[i]``), ``[n, proj_dim]`` float32, computed on Ray.
 
     ``checkpoint`` is a path or :class:`~activedpo_trainer.checkpoint.CheckpointManifest` every actor
-    can read. The settings mean what they mean for :class:`GradientFeaturizer` and give the same rows.
+    can read. ``config`` (its device aside: each actor uses its own) gives the same rows as
+    ``config.build(checkpoint)`` does locally.
     """
     from activedpo_trainer.checkpoint import resolve_checkpoint
 
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    config = config or FeaturizerConfig()
     n = len(responses)
     if n == 0:
-        return np.zeros((0, proj_dim), dtype=np.float32)
+        return np.zeros((0, config.proj_dim), dtype=np.float32)
     rs = ray_settings or RaySettings()
     ray = connect(rs)
     manifest = resolve_checkpoint(checkpoint)  # fail here, with the path, not inside an actor
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     gpus = rs.num_gpus if rs.num_gpus is not None else (1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0)
-    settings = dict(proj_dim=proj_dim, seed=seed, normalize=normalize, dtype=dtype, batch_size=batch_size,
-                    lora=asdict(lora or LoraSpec()), projection=projection)  # fmt: skip
+    settings = asdict(replace(config, device=None))  # plain data for the actors
     resources = {"num_gpus": gpus} if gpus > 0 else {"num_cpus": rs.num_cpus}
     position = {int(i): k for k, i in enumerate(ids.tolist())}
     if len(position) != n:
@@ -134,7 +131,7 @@ def featurize_on_ray(
         compute=ray.data.ActorPoolStrategy(size=rs.actors),
         **resources,
     )
-    result = np.empty((n, proj_dim), dtype=np.float32)
+    result = np.empty((n, config.proj_dim), dtype=np.float32)
     done = 0
     for batch in out.iter_batches(batch_format="numpy", batch_size=None):
         rows = [position[int(i)] for i in batch["id"]]

@@ -24,9 +24,8 @@ from activedpo_server import __version__
 from activedpo_server.checkpoints import CheckpointRegistry
 from activedpo_server.distributed import RaySettings
 from activedpo_server.errors import FailedPrecondition
-from activedpo_server.features import DEFAULT_PROJECTION, EmbeddingFeaturizer, GradientFeaturizer, LoraSpec
+from activedpo_server.features import EmbeddingFeaturizer, FeaturizerConfig, GradientFeaturizer
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.projection import PROJECTIONS
 from activedpo_server.store import (
     AddResult,
     Candidates,
@@ -54,18 +53,11 @@ class EngineConfig:
     """How the selection server featurizes and selects. Frozen: it describes a running server."""
 
     state_dir: Path
-    proj_dim: int = 8192  # the paper's projection dimension
-    projection: str = DEFAULT_PROJECTION  # sjlt (factored sparse sketch), kron (LoGra) or dense (the reference)
-    seed: int = 0  # projection seed: features are reproducible across devices and restarts
-    normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
+    features: FeaturizerConfig = field(default_factory=FeaturizerConfig)  # what a gradient feature is
     lam: float = 1.0  # ridge λ of V
     strategy: str = "activedpo"
     research_strategies: bool = False  # also answer the benchmark's research strategies (activedpo-fisher, -topb)
     lease_seconds: int = 3600  # how long selected pairs are withheld from other callers
-    batch_size: int = 16
-    device: str | None = None  # cuda when present, else cpu
-    dtype: str = "float32"
-    lora: LoraSpec = field(default_factory=LoraSpec)  # the fresh adapter of a checkpoint without one
     # ablation: featurize with this fixed checkpoint instead of the current one (log-probs stay current)
     feature_checkpoint: str | None = None
     feature_dtype: str = "float32"  # how the FAISS store holds features: float32 or float16 (half the memory)
@@ -79,12 +71,10 @@ class EngineConfig:
         strategy_class(self.strategy, self.research_strategies)  # raises, naming the choices
         if self.feature_dtype not in ("float32", "float16"):
             raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
-        if self.projection not in PROJECTIONS:
-            raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
         if self.selection not in ("torch", "numpy"):
             raise ValueError(f"selection must be torch or numpy, got {self.selection!r}")
-        if self.proj_dim < 1 or self.lam <= 0 or self.lease_seconds < 1 or self.batch_size < 1:
-            raise ValueError("proj_dim, lam, lease_seconds and batch_size must be positive")
+        if self.lam <= 0 or self.lease_seconds < 1:
+            raise ValueError("lam and lease_seconds must be positive")
 
 
 @dataclass
@@ -162,13 +152,9 @@ class _StoreSource:
             if ray is not None:  # the same rows, computed by Ray actors (activedpo_server.distributed)
                 from activedpo_server.distributed import featurize_on_ray
 
-                c = self.engine.config
-                feats = featurize_on_ray(
-                    featurizer.loaded.manifest, prompts, responses, missing, proj_dim=c.proj_dim, seed=c.seed,
-                    normalize=c.normalize, dtype=c.dtype, lora=c.lora, batch_size=c.batch_size, ray_settings=ray,
-                    projection=c.projection,
-                    progress=self.progress,
-                )  # fmt: skip
+                feats = featurize_on_ray(featurizer.loaded.manifest, prompts, responses, missing,
+                                         config=self.engine.config.features, ray_settings=ray,
+                                         progress=self.progress)  # fmt: skip
             else:
                 feats = featurizer.featurize(prompts, responses, progress=self.progress)
             store.add(missing, feats)
@@ -215,11 +201,7 @@ class Engine:
         return self.checkpoints.resolve(**request)
 
     def _featurizer(self, manifest: CheckpointManifest) -> GradientFeaturizer:
-        c = self.config
-        return GradientFeaturizer(
-            manifest, proj_dim=c.proj_dim, seed=c.seed, normalize=c.normalize, batch_size=c.batch_size,
-            device=c.device, dtype=c.dtype, lora=c.lora, projection=c.projection,
-        )  # fmt: skip
+        return self.config.features.build(manifest)
 
     def _build(self, manifest: CheckpointManifest) -> _Active:
         policy = self._featurizer(manifest)
@@ -228,12 +210,14 @@ class Engine:
             if self._fixed is None:
                 self._fixed = self._featurizer(resolve_checkpoint(self.config.feature_checkpoint))
             grad = self._fixed
-        store = FeatureStore(self.features_dir, grad.feature_key, self.config.proj_dim, self.config.feature_dtype)
+        store = FeatureStore(self.features_dir, grad.feature_key, self.config.features.proj_dim,
+                             self.config.feature_dtype)  # fmt: skip
         return _Active(manifest, grad, store, policy)
 
     def _embedding(self, active: _Active) -> _Active:
         if active.embedding is None:
-            emb = EmbeddingFeaturizer(active.manifest, device=self.config.device, dtype=self.config.dtype)
+            f = self.config.features
+            emb = EmbeddingFeaturizer(active.manifest, device=f.device, dtype=f.dtype)
             active.embeddings = FeatureStore(self.features_dir, emb.feature_key, emb.dim)
             active.embedding = emb
         return active
@@ -322,7 +306,7 @@ class Engine:
             response_prompt[pairs_local] = view.pair_prompt[:, None]
             response_prompt[labeled_local] = view.labeled_prompt[:, None]
             source = _StoreSource(self, active, rows, progress)
-            device = resolve_device(self.config.device) if self.config.selection == "torch" else None
+            device = resolve_device(self.config.features.device) if self.config.selection == "torch" else None
             pool_ = Pool(pairs_local, response_prompt, source, labeled_local, device=device)
             picks = chooser.select(pool_, budget, np.random.default_rng(seed))
             chosen = [int(view.pair_rows[p.index]) for p in picks]
@@ -386,7 +370,7 @@ class Engine:
             featurized=len(active.features) if active else 0,
             labeled=counts["labeled"],
             leased=counts["leased"],
-            feature_dim=self.config.proj_dim,
+            feature_dim=self.config.features.proj_dim,
             lam=self.config.lam,
             version=__version__,
             prompts=counts["prompts"],

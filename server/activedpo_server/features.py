@@ -60,6 +60,37 @@ class LoraSpec:
         return f"lora(r={self.r},alpha={self.alpha},targets={targets},seed={self.init_seed})"
 
 
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    """Every setting of the gradient featurizer, in one place: the server, the ``featurize`` job and
+    Ray actors build their featurizers from it (:meth:`build`), so the same settings give the same rows."""
+
+    proj_dim: int = 8192  # the paper's projection dimension d
+    projection: str = DEFAULT_PROJECTION  # sjlt (factored sparse sketch), kron (LoGra) or dense (the reference)
+    seed: int = 0  # projection seed: features are reproducible across devices and restarts
+    normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
+    batch_size: int = 16
+    device: str | None = None  # cuda when present, else cpu
+    dtype: str = "float32"  # model weights: float32, bfloat16 or float16
+    lora: LoraSpec = field(default_factory=LoraSpec)  # the fresh adapter of a checkpoint without one
+
+    def __post_init__(self) -> None:
+        from activedpo_server.projection import PROJECTIONS
+
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"unknown projection {self.projection!r}; choose one of {', '.join(PROJECTIONS)}")
+        if self.proj_dim < 1 or self.batch_size < 1:
+            raise ValueError(f"proj_dim and batch_size must be positive, got {self.proj_dim} and {self.batch_size}")
+
+    def build(self, checkpoint, device: str | None = None) -> GradientFeaturizer:
+        """A featurizer of ``checkpoint`` with these settings (on ``device`` when given)."""
+        return GradientFeaturizer(
+            checkpoint, proj_dim=self.proj_dim, seed=self.seed, normalize=self.normalize,
+            batch_size=self.batch_size, device=device or self.device, dtype=self.dtype, lora=self.lora,
+            projection=self.projection,
+        )  # fmt: skip
+
+
 @dataclass
 class FeaturizerTimings:
     """Seconds spent per stage since the last reset (benchmarks read it)."""

@@ -21,7 +21,7 @@ else:
 from activedpo_server.cli import app as server_app
 from activedpo_server.distributed import RaySettings, featurize_on_ray
 from activedpo_server.engine import Engine, EngineConfig
-from activedpo_server.features import GradientFeaturizer, LoraSpec
+from activedpo_server.features import FeaturizerConfig, LoraSpec
 from activedpo_server.store import Candidates
 
 WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a", "reef coral shell"]
@@ -44,21 +44,22 @@ def test_ray_actors_give_the_local_features(random_adapter, tiny_world):
     prompts, responses = texts(tiny_world, 30)
     ids = np.arange(1000, 1030)[::-1]  # arbitrary ids: rows come back in input order
     seen = []
+    settings = FeaturizerConfig(256, seed=3, lora=LORA, batch_size=4)
     on_ray = featurize_on_ray(
-        random_adapter, prompts, responses, ids, proj_dim=256, seed=3, lora=LORA, batch_size=4,
+        random_adapter, prompts, responses, ids, config=settings,
         ray_settings=RaySettings(actors=2, num_cpus=0.5, batch_size=8), progress=lambda s, d, t: seen.append((d, t)),
     )  # fmt: skip
-    local = GradientFeaturizer(random_adapter, proj_dim=256, seed=3, lora=LORA).featurize(prompts, responses)
+    local = settings.build(random_adapter).featurize(prompts, responses)
     assert on_ray.shape == (30, 256) and np.abs(local).max() > 0
     np.testing.assert_allclose(on_ray, local, rtol=1e-5, atol=1e-6)
     assert seen[-1] == (30, 30) and len(seen) >= 2  # progress as batches came back
     with pytest.raises(ValueError, match="ids must be unique"):
-        featurize_on_ray(random_adapter, prompts[:2], responses[:2], [1, 1], proj_dim=256, lora=LORA)
+        featurize_on_ray(random_adapter, prompts[:2], responses[:2], [1, 1], config=settings)
 
 
 def test_the_featurize_job_fills_the_store_a_server_then_uses(tiny_world, tmp_path):
     state = tmp_path / "state"
-    config = EngineConfig(state_dir=state, proj_dim=128, lora=LORA)
+    config = EngineConfig(state_dir=state, features=FeaturizerConfig(128, lora=LORA))
     e = Engine(config, checkpoint=tiny_world.sft_dir)
     prompts, responses = texts(tiny_world, 12)
     e.add_candidates(
@@ -80,7 +81,7 @@ def test_the_featurize_job_fills_the_store_a_server_then_uses(tiny_world, tmp_pa
     assert len(batch.pairs) == 6 and len(served._active.features) == 36  # nothing computed on the way
     rows = np.array(sorted(served._active.features._ids))
     texts_of = served.store.response_texts(rows)
-    local = GradientFeaturizer(tiny_world.sft_dir, proj_dim=128, lora=LORA).featurize(
+    local = config.features.build(tiny_world.sft_dir).featurize(
         [texts_of[int(r)][1] for r in rows], [texts_of[int(r)][2] for r in rows]
     )
     np.testing.assert_allclose(served._active.features.get(rows), local, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 from activedpo_server.engine import Engine, EngineConfig, NotReady
 from activedpo_server.errors import FailedPrecondition, NotFound
-from activedpo_server.features import LoraSpec
+from activedpo_server.features import FeaturizerConfig, LoraSpec
 from activedpo_server.store import Candidates, LabelIn
 from activedpo_trainer.checkpoint import CheckpointError
 
@@ -24,8 +24,9 @@ def candidates(world, n=10):
     ]
 
 
-def config(tmp_path, **kw):
-    return EngineConfig(state_dir=tmp_path / "state", proj_dim=128, lora=LoraSpec(r=8, alpha=16), **kw)
+def config(tmp_path, normalize=True, **kw):
+    features = FeaturizerConfig(128, normalize=normalize, lora=LoraSpec(r=8, alpha=16))
+    return EngineConfig(state_dir=tmp_path / "state", features=features, **kw)
 
 
 def test_cycle_leases_labels_and_restart(tiny_world, tmp_path):
