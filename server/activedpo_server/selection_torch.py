@@ -59,6 +59,18 @@ class _Rows:
         return self.take(torch.arange(s, e, device=self.device))
 
 
+def _sq_norms(x):
+    """Row norms² accumulated in float64 (as the numpy path's): on the CPU numpy's einsum does it without
+    a float64 copy of the block (3× faster than torch's); on a GPU the copy is cheap."""
+    import torch
+
+    if x.device.type == "cpu":
+        xn = x.numpy()
+        return torch.from_numpy(np.einsum("ij,ij->i", xn, xn, dtype=np.float64))
+    x64 = x.double()
+    return torch.einsum("ij,ij->i", x64, x64)
+
+
 class _BaseInverse:
     """``V₀⁻¹ = (λI + LᵀL)⁻¹`` on the device: initial scores for all candidates, and ``V₀⁻¹v``."""
 
@@ -83,15 +95,14 @@ class _BaseInverse:
         for s in range(0, rows.n, _ROW_CHUNK):
             e = min(s + _ROW_CHUNK, rows.n)
             xc = rows.block(s, e)
-            x64 = xc.double()  # one conversion: norms accumulate in float64, as numpy's einsum does
             if self.mode == "ridge":
-                out[s:e] = torch.einsum("ij,ij->i", x64, x64) / self.lam
+                out[s:e] = _sq_norms(xc) / self.lam
             elif self.mode == "woodbury":
                 c = (xc @ self.lab32.T).double()  # [n, k]
                 w = torch.linalg.solve_triangular(self.chol, c.T, upper=False)
-                out[s:e] = (torch.einsum("ij,ij->i", x64, x64) - (w * w).sum(0)) / self.lam
+                out[s:e] = (_sq_norms(xc) - (w * w).sum(0)) / self.lam
             else:
-                w = torch.linalg.solve_triangular(self.chol, x64.T, upper=False)
+                w = torch.linalg.solve_triangular(self.chol, xc.double().T, upper=False)
                 out[s:e] = (w * w).sum(0)
         return out
 
