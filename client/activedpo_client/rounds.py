@@ -508,8 +508,9 @@ def run_rounds(
     if server == "embedded":
         args = spec.serve_args(config, workload.dtype)
         write_json(run_dir / "server" / "args.json", args, indent=None)  # status/export reuse them
-        roots = [run_dir, *(p for p in [Path(workload.base.base)] if p.exists())]  # what it may load by path
-        args = [*args, *(a for r in roots for a in ("--checkpoint-root", str(Path(r).resolve())))]
+        # what it may load by path; the user's own process, so a hub id may download (unless HF_HUB_OFFLINE)
+        roots = [run_dir, *(p for p in [Path(workload.base.base)] if p.exists())]
+        args = [*args, *(a for r in roots for a in ("--checkpoint-root", str(Path(r).resolve()))), "--allow-downloads"]
         embedded = EmbeddedServer(run_dir / "server", run.checkpoint or workload.base.base, args=args).start()
         server = embedded.target
     try:

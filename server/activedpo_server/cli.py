@@ -201,7 +201,8 @@ def serve_command(
         bool,
         typer.Option(
             "--allow-downloads",
-            help="Let base models named by Hugging Face id download; otherwise only the local cache is read.",
+            help="Let base models named by Hugging Face id download (unless HF_HUB_OFFLINE is set); otherwise "
+            "only the server's local cache is read.",
         ),
     ] = False,
 ) -> None:

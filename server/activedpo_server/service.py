@@ -269,7 +269,8 @@ class SelectorService:
                 else:
                     getter.cancel()
             batch = work.result()
-            if context.cancelled() or (context.time_remaining() or 1.0) <= 0:
+            remaining = context.time_remaining()
+            if context.cancelled() or (remaining is not None and remaining <= 0):
                 raise asyncio.CancelledError
             yield pb.SelectBatchResponse(batch=batch_to_pb(batch))
             delivered = True

@@ -117,6 +117,7 @@ def select_cmd(
                 args += ["--device", device]
             for path in {Path(p).resolve() for p in (ref, manifest.base, manifest.adapter) if p and Path(p).exists()}:
                 args += ["--checkpoint-root", str(path)]  # what it may load by path: this checkpoint only
+            args.append("--allow-downloads")  # the user's own process: a hub id may download (unless offline)
             err.print(f"starting the embedded selection server (state in {state}) …")
             server = stack.enter_context(EmbeddedServer(state, ref, args=args, log=state / "server.log")).target
         embedded = state is not None
