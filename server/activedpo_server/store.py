@@ -31,6 +31,7 @@ SCHEMA_VERSION = 2  # 2: projects (prompts, responses, pairs and labels carry on
 MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
 MAX_ID_CHARS = 256  # ids, pool tags, projects, annotators, idempotency keys, request ids, client names
 MAX_RESPONSES_PER_GROUP = 64  # K responses make K·(K−1)/2 pairs: 64 → 2,016 pairs from one group
+MAX_PAIRS_PER_REQUEST = 1_000_000  # candidate pairs one AddCandidates request may make (one transaction)
 
 PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
 
@@ -330,6 +331,10 @@ class Store:
             check_id(f"item {n}: pair id", item.pair_id)
             for i, (rid, _) in enumerate(item.responses):
                 check_id(f"item {n}: response {i} id", rid)
+        pairs = sum(len(i.responses) * (len(i.responses) - 1) // 2 for i in items)
+        if pairs > MAX_PAIRS_PER_REQUEST:
+            raise StoreError(f"the request makes {pairs:,} pairs; the limit is {MAX_PAIRS_PER_REQUEST:,} per request: "
+                             f"split it")  # fmt: skip
         now = time.time()
         return self._write(lambda c: self._add(c, items, now, project), confirm)
 

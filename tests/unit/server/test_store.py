@@ -314,3 +314,13 @@ def test_a_schema_1_state_dir_migrates_into_the_default_project(tmp_path):
     assert s.release("lease-1") == 1 and s.pool_view().pair_rows.tolist() == [4]
     s.close()
     assert Store(tmp_path).counts()["pairs"] == 2  # opens again as schema 2
+
+
+def test_the_pairs_one_request_makes_are_capped(store, monkeypatch):
+    import activedpo_server.store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_PAIRS_PER_REQUEST", 10)
+    with pytest.raises(StoreError, match="the request makes 12 pairs; the limit is 10 per request: split it"):
+        store.add_candidates([group("p1", "a", "b", "c", "d"), group("p2", "a", "b", "c", "d")])  # 6 + 6 pairs
+    assert store.counts()["pairs"] == 0
+    assert store.add_candidates([group("p1", "a", "b", "c", "d")]).pairs_added == 6
