@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LS_VENV := .venv-labelstudio
 PROTOS := $(wildcard proto/activedpo/*/*.proto)
 
 .PHONY: test demo install lint proto proto-check clean
@@ -16,7 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray,labelstudio]"
+	# the Label Studio server the integration tests start: a separate application, in a venv of its own
+	test -x $(LS_VENV)/bin/label-studio || { $(PYTHON) -m venv $(LS_VENV) && \
+	  $(LS_VENV)/bin/python -m pip install -q --upgrade pip && $(LS_VENV)/bin/python -m pip install -q "label-studio==1.23.2"; }
 	touch $@
 
 test: $(STAMP)
@@ -51,4 +55,4 @@ else
 endif
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache
