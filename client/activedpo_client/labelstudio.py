@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from activedpo_client.labelfiles import LABEL_CONFIG
 from activedpo_client.messages import Batch, Label
+from activedpo_client.remote import ClientError
 
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"  # the SDK's own names
 
 
-class LabelStudioError(RuntimeError):
+class LabelStudioError(ClientError):
     """Label Studio cannot be used as asked; the message names the cause and what to do."""
 
 

@@ -90,7 +90,7 @@ class RoundConfig:
     prompts: int = 1000  # prompts sampled per round
     responses: int = 3  # responses generated per prompt (3 → 3 pairs)
     strategy: str = "activedpo"
-    annotator: str = "oracle"  # oracle (toy world) | file (people) | reward-model:PATH
+    annotator: str = "oracle"  # oracle (toy world) | file (people) | label-studio (people, live) | reward-model:PATH
     dpo_mode: str = "continue"  # or "retrain": a fresh adapter from the base on all labels so far
     dpo_epochs: float = 4.0
     dpo_lr: float = 1e-4
@@ -102,13 +102,16 @@ class RoundConfig:
     lora_alpha: int = 512
     target_modules: str = "all-linear"  # "auto": PEFT's defaults for the architecture; or "q_proj,v_proj"
     device: str = ""  # generation, DPO, evaluation, embedded server; "" until the run resolves it
+    ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)
 
     def __post_init__(self) -> None:
         if self.budget < 1 or self.prompts < 1 or self.responses < 2:
             raise ValueError("budget and prompts must be positive and responses at least 2")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        _check_judge("annotator", self.annotator, ("oracle", "file"))
+        _check_judge("annotator", self.annotator, ("oracle", "file", "label-studio"))
+        if self.annotator == "label-studio" and not self.ls_project:
+            raise ValueError("--annotator label-studio needs --ls-project (a project id, or a title to create)")
         _check_judge("evaluator", self.evaluate, ("oracle", "none"))
         if self.lora_r < 1 or self.lora_alpha < 1:
             raise ValueError(f"LoRA rank and alpha must be positive, got r={self.lora_r}, alpha={self.lora_alpha}")
@@ -187,8 +190,9 @@ class RoundRunner:
 
     def __init__(self, run: Run, workload, client: SelectorClient,
                  progress: Callable[[str, int, int], None] | None = None,
-                 say: Callable[[str], None] = print):  # fmt: skip
+                 say: Callable[[str], None] = print, label_studio: LabelStudioSpec | None = None):  # fmt: skip
         self.run, self.workload, self.client, self.progress, self.say = run, workload, client, progress, say
+        self.label_studio = label_studio
         self.device = run.config.device or None
         self.r = run.rounds_done + 1
         self.dir = run.round_dir(self.r)
@@ -289,6 +293,8 @@ class RoundRunner:
         annotator = self.run.config.annotator
         if annotator == "file":
             return self._annotate_by_people()
+        if annotator == "label-studio":
+            return self._annotate_in_label_studio()
         batch = self._batch()
         if annotator.startswith("reward-model:"):
             from activedpo_trainer.rewardmodel import RewardModel
@@ -326,6 +332,37 @@ class RoundRunner:
             f"with {files[2].name}); import the finished labels with `activedpo-client labels import FILE "
             f"--run-dir {self.run.dir}`, then run `activedpo-client round` again"
         )
+
+    def _annotate_in_label_studio(self) -> dict:
+        """Push the batch to Label Studio (once: the tasks are found again by their batch tag) and poll its
+        annotations until every task is done or ``--ls-wait`` passes (then the round waits, resumable)."""
+        from activedpo_client.labelstudio import LabelStudioProject
+
+        spec = self.label_studio or LabelStudioSpec()
+        project = LabelStudioProject(self.run.config.ls_project, spec.url, spec.api_key)
+        batch = self._batch()
+        record = self.dir / "label_studio.json"
+        if record.exists():
+            tasks = json.loads(record.read_text())["task_ids"]
+        else:
+            tasks = project.push(batch, tag=self.pool)
+            write_json(record, {"url": project.url, "project": project.id, "task_ids": tasks})
+        deadline = time.monotonic() + spec.wait
+        while True:
+            pulled = project.pull(tasks)
+            if self.progress:
+                self.progress("label-studio", pulled.done, pulled.total)
+            if pulled.done >= pulled.total:
+                break
+            if time.monotonic() >= deadline:
+                raise AwaitingLabels(
+                    f"round {self.r}: {pulled.done} of {pulled.total} tasks done in Label Studio project "
+                    f"{project.id} ({project.url}); run `activedpo-client round` again to keep waiting"
+                )
+            time.sleep(min(spec.poll, max(0.0, deadline - time.monotonic())))
+        write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in pulled.labels))
+        prefs = [x.preference for x in pulled.labels]
+        return {"labels": len(prefs), "A": prefs.count("A"), "skipped": pulled.skipped, "tasks": pulled.total}
 
     def _submit(self) -> dict:
         labels = [Label.from_dict(x) for x in _read_jsonl(self.dir / "labels.jsonl")]
@@ -431,6 +468,16 @@ class RoundRunner:
 
 
 @dataclass(frozen=True)
+class LabelStudioSpec:
+    """Where the round's Label Studio is (``--annotator label-studio``); kept out of run.json (the key)."""
+
+    url: str | None = None  # default: $LABEL_STUDIO_URL
+    api_key: str | None = None  # default: $LABEL_STUDIO_API_KEY
+    wait: float = 3600.0  # seconds to wait for the batch to be labeled before the round waits (exit 3)
+    poll: float = 5.0  # seconds between polls
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """Which selection server a run talks to; ``embedded`` starts the run's own."""
 
@@ -482,6 +529,7 @@ def run_rounds(
     bars=None,
     say: Callable[[str], None] = print,
     report: Callable[[dict], None] | None = None,
+    label_studio: LabelStudioSpec | None = None,
 ) -> list[dict]:
     """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
 
@@ -520,7 +568,7 @@ def run_rounds(
             client.wait_ready()
             while run.rounds_done < rounds:
                 with bars(transient=True) if bars else nullcontext(None) as bar:
-                    metrics = RoundRunner(run, workload, client, bar, say=say).run_round()
+                    metrics = RoundRunner(run, workload, client, bar, say=say, label_studio=label_studio).run_round()
                 if report:
                     report(metrics)
     finally:

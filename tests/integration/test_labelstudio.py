@@ -3,6 +3,8 @@ Label Studio's API (as its web UI does), and their labels reach the server once 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from activedpo_client.labelstudio import LabelStudioError, LabelStudioProject
@@ -68,3 +70,33 @@ def test_label_studio_errors_are_one_line(label_studio, monkeypatch):
         LabelStudioProject("x-project", label_studio.url, "0" * 40)  # a wrong token
     with pytest.raises(LabelStudioError, match="at least 3 characters"):
         LabelStudioProject("ab", label_studio.url, label_studio.token)
+
+
+def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(tiny_world, tmp_path, label_studio):
+    from typer.testing import CliRunner
+
+    from activedpo_client.cli import app
+
+    run_dir = tmp_path / "run"
+    args = ["round", "--world", tiny_world.root, "--run-dir", run_dir, "--budget", 6, "--prompts", 12,
+            "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+            "--device", "cpu", "--annotator", "label-studio", "--ls-project", "activedpo round", "--ls-url",
+            label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
+    first = CliRunner().invoke(app, [str(a) for a in [*args, "--ls-wait", 1]])
+    assert first.exit_code == 3, first.output
+    assert "0 of 6 tasks done in Label Studio project" in " ".join(first.output.split())
+    record = json.loads((run_dir / "rounds" / "001" / "label_studio.json").read_text())
+    project = LabelStudioProject(str(record["project"]), label_studio.url, label_studio.token)
+    ls = project.client
+    for n, task in enumerate(record["task_ids"]):  # the labelers: one skip, the rest A or B
+        if n == 0:
+            ls.annotations.create(id=task, result=[], was_cancelled=True)
+        else:
+            ls.annotations.create(id=task, result=pairwise("left" if n % 2 else "right"))
+    second = CliRunner().invoke(app, [str(a) for a in [*args, "--ls-wait", 60]])
+    assert second.exit_code == 0, second.output
+    assert "round 1: 5 labels" in second.output
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    assert len(tasks) == 6  # the resumed round found its tasks: nothing imported twice
+    labels = [json.loads(line) for line in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 5 and len({x["idempotency_key"] for x in labels}) == 5

@@ -59,8 +59,9 @@ def round_cmd(
     annotator: Annotated[
         str | None,
         typer.Option(
-            help="Who labels: file (people: the batch is written out and the round waits), reward-model:PATH, "
-            "or oracle (the toy world's hidden reward) \\[default: oracle in the toy world, file with --model]."
+            help="Who labels: file (people: the batch is written out and the round waits), label-studio (people in "
+            "a live Label Studio project: see --ls-*), reward-model:PATH, or oracle (the toy world's hidden reward) "
+            "\\[default: oracle in the toy world, file with --model]."
         ),
     ] = None,
     evaluate: Annotated[
@@ -99,6 +100,18 @@ def round_cmd(
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
+    ls_url: Annotated[
+        str | None, typer.Option(envvar="LABEL_STUDIO_URL", help="--annotator label-studio: Label Studio's address.")
+    ] = None,
+    ls_api_key: Annotated[
+        str | None, typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Its API token (kept out of the run dir).")
+    ] = None,
+    ls_project: Annotated[
+        str | None, typer.Option(help="The Label Studio project: an id, or a title created on first use.")
+    ] = None,
+    ls_wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the batch to be labeled before the round waits (exit 3).")
+    ] = 3600.0,
     server_base: Annotated[
         str | None,
         typer.Option(
@@ -123,7 +136,7 @@ def round_cmd(
 ) -> None:
     """Run ActiveDPO rounds end to end on --model and --prompt-file (or the toy world): generate, select, label,
     train DPO, reload, evaluate."""
-    from activedpo_client.rounds import AwaitingLabels, RoundConfig
+    from activedpo_client.rounds import AwaitingLabels, LabelStudioSpec, RoundConfig
     from activedpo_trainer.generation import GenerationSettings
     from activedpo_trainer.progress import quiet_libraries
 
@@ -157,9 +170,11 @@ def round_cmd(
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                              seed=seed, eval_prompts=eval_prompts, evaluate=evaluate, lora_r=lora_r,
-                             lora_alpha=lora_alpha, target_modules=targets, device=device or "")  # fmt: skip
+                             lora_alpha=lora_alpha, target_modules=targets, device=device or "",
+                             ls_project=ls_project or "")  # fmt: skip
         try:
-            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base)
+            ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait)
+            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base, ls)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")
             raise typer.Exit(3) from None
@@ -176,13 +191,14 @@ def metrics_line(strategy: str, m: dict) -> str:
 
 
 def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
-                   proj_dim=8192, server_base=None) -> list[dict]:  # fmt: skip
+                   proj_dim=8192, server_base=None, label_studio=None) -> list[dict]:  # fmt: skip
     from activedpo_client.rounds import ServerSpec, run_rounds
     from activedpo_trainer.progress import progress_bars
 
     spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
     return run_rounds(run_dir, workload, config, rounds, spec, progress_bars, say=err.print,
-                      report=lambda m: console.print(metrics_line(config.strategy, m)))  # fmt: skip
+                      report=lambda m: console.print(metrics_line(config.strategy, m)),
+                      label_studio=label_studio)  # fmt: skip
 
 
 def status_cmd(
