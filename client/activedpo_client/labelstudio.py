@@ -112,3 +112,87 @@ class LabelStudioProject:
                 labels.append(Label(pair_id, pref, f"label-studio:{who}", f"ls-{self.id}-{a['id']}"))
             done += finished
         return Pulled(labels, done, len(wanted), skipped)
+
+
+SYNC_CLIENT = "labelstudio-sync"
+
+
+@dataclass
+class SyncState:
+    """What a sync loop has done, kept in a small JSON file so a restarted loop (even after ``kill -9``)
+    neither pushes a batch twice nor loses track: ``next_request`` names the next SelectBatch (a retry
+    with the same request id returns the same batch while its lease lasts, and its tasks are found by
+    that tag), ``submitted`` the annotation ids whose labels the server acknowledged."""
+
+    next_request: int = 0
+    submitted: list[int] | None = None
+
+    @classmethod
+    def load(cls, path) -> SyncState:
+        import json
+        from pathlib import Path
+
+        p = Path(path)
+        if not p.exists():
+            return cls(0, [])
+        data = json.loads(p.read_text())
+        return cls(int(data["next_request"]), [int(x) for x in data["submitted"]])
+
+    def save(self, path) -> None:
+        from activedpo_trainer.atomic import write_json
+
+        write_json(path, {"next_request": self.next_request, "submitted": sorted(set(self.submitted or []))})
+
+
+def sync_once(project: LabelStudioProject, client, state: SyncState, state_path, budget: int, strategy: str = "",
+              pool: str = "", lease_seconds: int = 30 * 24 * 3600, say=print) -> dict:  # fmt: skip
+    """One pass of ``labelstudio sync``: submit finished annotations, then top the project up to ``budget``
+    unlabeled tasks with a batch from the selection server. Returns what it did."""
+    tasks = [t for t in project._tasks() if str((t.data or {}).get("activedpo_batch", "")).startswith("sync-")]
+    open_tasks = [int(t.id) for t in tasks if not any(True for _ in (t.annotations or []))]
+    done_ids = [int(t.id) for t in tasks if t.annotations]
+    submitted = set(state.submitted or [])
+    pulled = project.pull(done_ids) if done_ids else Pulled([], 0, 0, 0)
+    new = [lab for lab in pulled.labels if int(lab.idempotency_key.rsplit("-", 1)[1]) not in submitted]
+    if new:
+        results = client.submit_labels(new)
+        refused = [r for r in results if not r.accepted]
+        if refused:
+            say(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
+        state.submitted = sorted(submitted | {int(lab.idempotency_key.rsplit("-", 1)[1]) for lab, r in
+                                              zip(new, results, strict=True) if r.accepted})  # fmt: skip
+        state.save(state_path)
+    pushed = 0
+    want = budget - len(open_tasks)
+    if want > 0:
+        request = f"sync-{state.next_request}"
+        batch = client.select(want, strategy, pool, lease_seconds, 0, SYNC_CLIENT, request_id=request)
+        if batch.pairs:
+            project.push(batch, tag=request)
+            pushed = len(batch.pairs)
+            state.next_request += 1
+            state.save(state_path)
+    return {"submitted": len(new), "pushed": pushed, "open": len(open_tasks) + pushed}
+
+
+def sync_loop(project: LabelStudioProject, client, state_path, budget: int, every: float, once: bool = False,
+              say=print, **select) -> None:  # fmt: skip
+    """``sync_once`` every ``every`` seconds until interrupted; errors are one line each, retried with
+    backoff (up to 5 minutes), so a restart of Label Studio or of the server is waited out."""
+    import time
+
+    state = SyncState.load(state_path)
+    backoff = every
+    while True:
+        try:
+            did = sync_once(project, client, state, state_path, budget, say=say, **select)
+            say(f"submitted {did['submitted']} labels, pushed {did['pushed']} tasks, {did['open']} open")
+            backoff = every
+        except ClientError as e:
+            if once:
+                raise
+            backoff = min(max(2 * backoff, 1.0), 300.0)
+            say(f"error (retrying in {backoff:.0f} s): {e}")
+        if once:
+            return
+        time.sleep(backoff)

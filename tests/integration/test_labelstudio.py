@@ -100,3 +100,62 @@ def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(t
     assert len(tasks) == 6  # the resumed round found its tasks: nothing imported twice
     labels = [json.loads(line) for line in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 5 and len({x["idempotency_key"] for x in labels}) == 5
+
+
+def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_path, label_studio):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from activedpo_client.cli import app
+
+    prompts = tiny_world.task.train_prompts()[:12]
+    server = EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL)
+    with server, SelectorClient(Connection(server.target)) as client:
+        client.wait_ready()
+        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])  # 36 pairs
+        state = tmp_path / "sync.json"
+        env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
+        args = ["labelstudio", "sync", "--server", server.target, "--ls-project", "activedpo sync", "--budget", "5",
+                "--state", str(state)]  # fmt: skip
+
+        def once() -> str:
+            out = CliRunner().invoke(app, [*args, "--once"], env=env)
+            assert out.exit_code == 0, out.output
+            return " ".join(out.output.split())
+
+        assert "submitted 0 labels, pushed 5 tasks, 5 open" in once()
+        assert "submitted 0 labels, pushed 0 tasks, 5 open" in once()  # enough open tasks: nothing selected
+        project = LabelStudioProject("activedpo sync", label_studio.url, label_studio.token)
+        ls = project.client
+
+        def tasks():
+            return list(ls.tasks.list(project=project.id, fields="all"))
+
+        open_ids = [int(t.id) for t in tasks() if not t.annotations]
+        ls.annotations.create(id=open_ids[0], result=pairwise("left"))
+        ls.annotations.create(id=open_ids[1], result=pairwise("right"))
+        ls.annotations.create(id=open_ids[2], result=[], was_cancelled=True)
+        assert "submitted 2 labels, pushed 3 tasks, 5 open" in once()
+        assert client.status().annotations == 2
+
+        # a loop killed with -9 again and again while people label: no task and no label twice
+        cmd = [sys.executable, "-m", "activedpo_client.cli", *args, "--every", "0.2"]
+        for round_ in range(4):
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for t in [int(t.id) for t in tasks() if not t.annotations][:2]:
+                ls.annotations.create(id=t, result=pairwise("left" if round_ % 2 else "right"))
+            time.sleep(2.0 + 0.7 * round_)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert "5 open" in once()  # a last clean pass catches up
+        final = tasks()
+        pair_ids = [t.data["pair_id"] for t in final]
+        assert len(pair_ids) == len(set(pair_ids))  # no pair pushed twice
+        answered = sum(1 for t in final for a in t.annotations if not a.get("was_cancelled"))
+        assert answered == 10 and client.status().annotations == answered  # every label once, none lost
+        assert sum(1 for t in final if not t.annotations) == 5

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from activedpo_client import __version__
-from activedpo_client.cli import jobs, rounds, select, toyworld
+from activedpo_client.cli import jobs, labelstudio, rounds, select, toyworld
 from activedpo_client.cli.common import console
 
 app = typer.Typer(
@@ -53,3 +53,4 @@ app.command("eval")(toyworld.eval_cmd)
 app.add_typer(toyworld.app, name="toyworld")
 app.add_typer(jobs.train_app, name="train")
 app.add_typer(rounds.labels_app, name="labels")
+app.add_typer(labelstudio.app, name="labelstudio")

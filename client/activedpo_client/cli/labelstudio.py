@@ -1,0 +1,49 @@
+"""``activedpo-client labelstudio``: keep a Label Studio project supplied with pairs to label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from activedpo_client.cli.common import TlsCaOpt, TokenOpt, err, user_errors
+
+app = typer.Typer(help="A live Label Studio project fed by the selection server.", no_args_is_help=True)
+
+
+@app.command("sync")
+def sync_cmd(
+    server: Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="The selection server, host:port.")],
+    ls_project: Annotated[str, typer.Option(help="The Label Studio project: an id, or a title created on first use.")],
+    budget: Annotated[int, typer.Option(help="Keep this many tasks open (unlabeled) in the project.")] = 50,
+    every: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (errors exit 2).")] = False,
+    state: Annotated[
+        Path, typer.Option(help="Where the loop keeps its progress (request counter, submitted annotations).")
+    ] = Path("labelstudio-sync.json"),
+    strategy: Annotated[str, typer.Option(help="Selection strategy \\[default: the server's].")] = "",
+    pool: Annotated[str, typer.Option(help="Only candidates with this pool tag \\[default: all].")] = "",
+    project: Annotated[str, typer.Option(help="The selection server's project \\[default: its default one].")] = "",
+    token: TokenOpt = None,
+    tls_ca: TlsCaOpt = None,
+    ls_url: Annotated[str | None, typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address.")] = None,
+    ls_api_key: Annotated[str | None, typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Its API token.")] = None,
+) -> None:
+    """Whenever fewer than --budget tasks are open, select more pairs and push them; submit finished annotations.
+
+    Runs until Ctrl-C (or one pass with --once). Restart it at any time, even after kill -9: no task
+    and no label is ever duplicated.
+    """
+    from activedpo_client.labelstudio import LabelStudioProject, sync_loop
+    from activedpo_client.remote import Connection, SelectorClient
+
+    if budget < 1:
+        raise typer.BadParameter("--budget must be at least 1")
+    with user_errors():
+        ls = LabelStudioProject(ls_project, ls_url, ls_api_key)
+        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project) as client:
+            try:
+                sync_loop(ls, client, state, budget, every, once=once, say=err.print, strategy=strategy, pool=pool)
+            except KeyboardInterrupt:
+                err.print("stopped")
