@@ -16,11 +16,20 @@ from activedpo_client.messages import Batch
 from activedpo_trainer.atomic import write_text
 
 LABEL_CONFIG = """<View>
-  <Header value="Which response is better?"/>
+  <Header value="Which response is better? Click it, then Submit."/>
+  <Header value="Prompt" size="5"/>
   <Text name="prompt" value="$prompt"/>
   <Pairwise name="preference" toName="response_a,response_b" selectionStyle="background-color: #BFB"/>
-  <Text name="response_a" value="$response_a"/>
-  <Text name="response_b" value="$response_b"/>
+  <View style="display: flex; gap: 1em">
+    <View style="flex: 1; padding: 0.5em; border: 1px solid #ccc">
+      <Header value="Response A" size="5"/>
+      <Text name="response_a" value="$response_a"/>
+    </View>
+    <View style="flex: 1; padding: 0.5em; border: 1px solid #ccc">
+      <Header value="Response B" size="5"/>
+      <Text name="response_b" value="$response_b"/>
+    </View>
+  </View>
 </View>
 """
 
