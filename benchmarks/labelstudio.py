@@ -12,43 +12,14 @@ finished annotations (created through the REST API, as the web UI does), in labe
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from _report import header, write
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_label_studio(data: Path) -> tuple[subprocess.Popen, str, str, float]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(20)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data), LABEL_STUDIO_USERNAME="bench@example.com",
-               LABEL_STUDIO_PASSWORD="activedpo-bench", LABEL_STUDIO_USER_TOKEN=token)  # fmt: skip
-    binary = ROOT / ".venv-labelstudio" / "bin" / "label-studio"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([str(binary), "start", "--no-browser", "--port", str(port), "--host", "127.0.0.1",
-                             "--enable-legacy-api-token"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return proc, url, token, time.perf_counter() - t0
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("Label Studio exited") from None
-            time.sleep(0.2)
 
 
 def main() -> None:
@@ -59,7 +30,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "labelstudio.md")
     args = ap.parse_args()
 
-    from activedpo_client.labelstudio import LabelStudioProject
+    from activedpo_client.labelstudio import LabelStudioProject, start_local
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
     from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
@@ -67,7 +38,8 @@ def main() -> None:
     quiet_libraries()
     tmp = Path(tempfile.mkdtemp(prefix="ls-bench-"))
     world = build_toyworld(ToyWorldConfig.preset("tiny"), cache_dir=tmp / "cache")
-    proc, url, token, start_s = start_label_studio(tmp / "ls")
+    local = start_local(ROOT / ".venv-labelstudio" / "bin" / "label-studio", tmp / "ls")
+    url, token, start_s = local.url, local.token, local.start_seconds
     print(f"Label Studio answered /health after {start_s:.1f} s", flush=True)
     pair = [{"from_name": "preference", "to_name": "response_a,response_b", "type": "pairwise",
              "value": {"selected": "left"}}]  # fmt: skip
@@ -105,8 +77,7 @@ def main() -> None:
                 pulls.append(time.perf_counter() - t0)
                 assert len(pulled.labels) == len(ids) and pulled.done == len(ids)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        local.stop()
     vis, pull = statistics.median(visible), statistics.median(pulls)
     lines = [
         *header("Live Label Studio: start, SelectBatch to tasks visible, labels pulled back"),

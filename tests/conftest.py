@@ -6,7 +6,6 @@ Nothing is downloaded: every model is built here, from the toy world's own corpu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -93,58 +92,22 @@ def reward_dir(tmp_path_factory, gpt2_dir):
 LABEL_STUDIO_BIN = Path(__file__).resolve().parents[1] / ".venv-labelstudio" / "bin" / "label-studio"
 
 
-@dataclass
-class LabelStudioServer:
-    url: str
-    token: str
-    start_seconds: float
-    log: Path
-
-
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """Label Studio (its own venv, `make install` puts it there) on a free 127.0.0.1 port, SQLite in a temp
     dir, a preset user and legacy API token; once per test run (it takes about 30 s to answer /health)."""
-    import secrets
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
     binary = Path(os.environ.get("ACTIVEDPO_LABEL_STUDIO", LABEL_STUDIO_BIN))
     if not binary.exists():
         why = f"Label Studio is not installed at {binary} (make install puts it there)"
         if os.environ.get("ACTIVEDPO_REQUIRE_LABEL_STUDIO"):
             pytest.fail(why)
         pytest.skip(why)
+    from activedpo_client.labelstudio import LabelStudioError, start_local
+
     data = tmp_path_factory.mktemp("label-studio")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(20)
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data), LABEL_STUDIO_USERNAME="admin@example.com",
-               LABEL_STUDIO_PASSWORD="activedpo-test-password", LABEL_STUDIO_USER_TOKEN=token)  # fmt: skip
-    log = data / "label-studio.log"
-    t0 = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(binary), "start", "--no-browser", "--port", str(port), "--host", "127.0.0.1",
-                                 "--enable-legacy-api-token"], env=env, stdout=out, stderr=out)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                pytest.fail(f"Label Studio did not start: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        yield LabelStudioServer(url, token, time.perf_counter() - t0, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server = start_local(binary, data, log=data / "label-studio.log")
+    except LabelStudioError as e:
+        pytest.fail(f"{e}: {(data / 'label-studio.log').read_text()[-2000:]}")
+    yield server
+    server.stop()

@@ -196,3 +196,55 @@ def sync_loop(project: LabelStudioProject, client, state_path, budget: int, ever
         if once:
             return
         time.sleep(backoff)
+
+
+@dataclass
+class LocalLabelStudio:
+    """A Label Studio started by :func:`start_local` (tests, benchmarks, demos)."""
+
+    process: object  # subprocess.Popen
+    url: str
+    token: str
+    start_seconds: float
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_local(binary, data_dir, email: str = "admin@example.com", password: str = "activedpo-local",
+                timeout: float = 300.0, log=None) -> LocalLabelStudio:  # fmt: skip
+    """Label Studio on a free 127.0.0.1 port with SQLite in ``data_dir``, a preset user and a legacy API
+    token (its documented headless start); returns once ``/health`` answers."""
+    import secrets
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(20)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data_dir), LABEL_STUDIO_USERNAME=email, LABEL_STUDIO_PASSWORD=password,
+               LABEL_STUDIO_USER_TOKEN=token)  # fmt: skip
+    out = subprocess.DEVNULL if log is None else open(log, "w")  # noqa: SIM115 - the child keeps it open
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(binary), "start", "--no-browser", "--port", str(port), "--host", "127.0.0.1",
+                             "--enable-legacy-api-token"], env=env, stdout=out, stderr=out)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return LocalLabelStudio(proc, url, token, time.perf_counter() - t0)
+        except OSError:
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                proc.kill()
+                raise LabelStudioError(f"Label Studio did not start ({binary}); see {log or 'its output'}") from None
+            time.sleep(0.2)
