@@ -12,7 +12,7 @@ import time
 
 import grpc
 import pytest
-from test_server import ServerProcess, groups, select
+from test_server import WORDS, ServerProcess, groups, select
 
 from activedpo.v1 import selector_pb2 as pb
 
@@ -78,8 +78,12 @@ def test_an_add_stream_that_never_half_closes_commits_nothing(plain, tiny_world)
     assert stub.AddCandidates(groups(tiny_world, 10), metadata=md).pairs_added == 30
 
 
-def _slow_pool(stub, md, world):
-    stub.AddCandidates(groups(world, 200), metadata=md)  # 600 responses: featurizing takes seconds
+def _slow_pool(stub, md, world, pool: str, n: int = 300) -> int:
+    """``n`` prompts × 3 responses no other pool has: selecting from it must featurize them first (seconds)."""
+    items = (pb.AddCandidatesRequest(pool=pool, group=pb.PromptGroup(prompt=p, responses=[
+        pb.CandidateResponse(text=f" {WORDS[(i + k) % 5]} {pool} {i} {k}") for k in range(3)]))
+        for i, p in enumerate(world.task.train_prompts()[:n]))  # fmt: skip
+    return stub.AddCandidates(items, metadata=md).responses_added
 
 
 def test_a_selection_whose_caller_goes_away_leases_nothing(tmp_path, tiny_world):
@@ -87,18 +91,20 @@ def test_a_selection_whose_caller_goes_away_leases_nothing(tmp_path, tiny_world)
     server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
     try:
         stub, md, _ = server.stub()
-        _slow_pool(stub, md, tiny_world)
-        calls = stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="gone"), metadata=md)
+        total = _slow_pool(stub, md, tiny_world, "first")
+        calls = stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="gone", pool="first"), metadata=md)
         first = next(calls)
         assert first.WhichOneof("event") == "progress"  # the work has started
         calls.cancel()
+        total += _slow_pool(stub, md, tiny_world, "second")  # fresh responses: this selection must featurize
         with pytest.raises(grpc.RpcError) as e:
-            list(stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="late"), metadata=md, timeout=0.5))
+            list(stub.SelectBatch(pb.SelectBatchRequest(budget=20, client="late", pool="second"), metadata=md,
+                                  timeout=0.3))  # fmt: skip
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        deadline = time.time() + 120  # both selections finish in the background, then give their leases back
-        while time.time() < deadline and status(stub, md).featurized < 600:
+        deadline = time.time() + 180  # both selections finish in the background, then give their leases back
+        while time.time() < deadline and status(stub, md).featurized < total:
             time.sleep(0.2)
-        assert status(stub, md).featurized == 600
+        assert status(stub, md).featurized == total == 1800
         time.sleep(1.0)
         assert status(stub, md).leased == 0
         batch, _ = select(stub, md, 20)  # and the pairs are there for the next caller
