@@ -1,12 +1,17 @@
-"""Live Label Studio: start time, SelectBatch to tasks visible, and labels pulled back per second.
+"""Live Label Studio: start time, SelectBatch to tasks visible, labels pulled back per second, and
+how soon ``labelstudio sync`` brings a new label to the server, polling or woken by a webhook.
 
-    .venv/bin/python benchmarks/labelstudio.py [--budget 50] [--annotations 500] [--repeats 3]
+    .venv/bin/python benchmarks/labelstudio.py [--budget 50] [--annotations 500] [--repeats 3] [--labels 7]
 
 Starts a real Label Studio (``.venv-labelstudio``, as the test fixture does) and an embedded
 selection server on the tiny toy world, then measures: Label Studio's start (process start to
 ``/health`` 200); for each repeat, ``SelectBatch(--budget)`` plus ``LabelStudioProject.push`` until
 the tasks are listed in the project; and :meth:`LabelStudioProject.pull` over ``--annotations``
-finished annotations (created through the REST API, as the web UI does), in labels per second.
+finished annotations (created through the REST API, as the web UI does), in labels per second;
+Label Studio's restart on its data. Then two ``activedpo-client labelstudio sync`` processes in
+turn, one polling every ``--poll`` seconds and one with ``--ls-webhook-port`` (and a 600 s poll):
+for ``--labels`` annotations made one at a time, the seconds from the annotation's creation to
+the selection server counting it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=50)
     ap.add_argument("--annotations", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--labels", type=int, default=7, help="annotations timed per sync mode")
+    ap.add_argument("--poll", type=float, default=5.0, help="the polling loop's --every")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "labelstudio.md")
     args = ap.parse_args()
 
@@ -45,13 +52,14 @@ def main() -> None:
              "value": {"selected": "left"}}]  # fmt: skip
     try:
         args_ = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
-        with EmbeddedServer(tmp / "state", world.sft_dir, args=args_) as server, SelectorClient(
-            Connection(server.target)
-        ) as client:
+        with (
+            EmbeddedServer(tmp / "state", world.sft_dir, args=args_) as server,
+            SelectorClient(Connection(server.target)) as client,
+        ):
             client.wait_ready()
             prompts = world.task.train_prompts()
             words = [" wave tide", " calm", " bright moss", " tree", " sand dull"]
-            n_prompts = max(60, (args.budget * args.repeats + args.annotations) // 3 + 10)
+            n_prompts = max(60, (args.budget * args.repeats + args.annotations) // 3 + 10 + 2 * (args.labels + 3))
             groups = [(prompts[i % len(prompts)] + f" #{i}", [words[(i + k) % 5] + f" {i}" for k in range(3)])
                       for i in range(n_prompts)]  # fmt: skip
             client.add_candidates(groups)
@@ -76,6 +84,10 @@ def main() -> None:
                 pulled = project.pull(ids)
                 pulls.append(time.perf_counter() - t0)
                 assert len(pulled.labels) == len(ids) and pulled.done == len(ids)
+            restart_s = local.restart()
+            print(f"Label Studio restarted in {restart_s:.1f} s", flush=True)
+            pickup = {mode: sync_pickup(server.target, client, local, tmp, mode, args.labels, args.poll)
+                      for mode in ("poll", "webhook")}  # fmt: skip
     finally:
         local.stop()
     vis, pull = statistics.median(visible), statistics.median(pulls)
@@ -89,12 +101,63 @@ def main() -> None:
         f"| Label Studio start (process start to /health 200) | {start_s:.1f} s |",
         f"| SelectBatch({args.budget}) + push + tasks listed | {vis:.2f} s |",
         f"| pull of {len(ids)} finished annotations | {pull:.2f} s ({len(ids) / pull:,.0f} labels/s) |",
+        f"| Label Studio restart on its data (stop, start, /health 200) | {restart_s:.1f} s |",
+        f"| `labelstudio sync --every {args.poll:g}`: annotation to the server, median of {args.labels} | "
+        f"{statistics.median(pickup['poll']):.2f} s |",
+        f"| `labelstudio sync --every 600 --ls-webhook-port 0`: the same | "
+        f"{statistics.median(pickup['webhook']):.2f} s |",
         "",
+        "Sync pickup per label: polling " + ", ".join(f"{x:.2f}" for x in pickup["poll"]) + " s; webhook " +
+        ", ".join(f"{x:.2f}" for x in pickup["webhook"]) + " s",
         "Per repeat: visible " + ", ".join(f"{x:.2f}" for x in visible) + " s; pull " +
         ", ".join(f"{x:.2f}" for x in pulls) + " s",
     ]  # fmt: skip
     print("\n".join(lines))
     write(args.out, lines)
+
+
+def sync_pickup(target, client, local, tmp, mode: str, labels: int, poll: float) -> list[float]:
+    """Seconds from each annotation's creation to the server counting it, with a sync process running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from activedpo_client.labelstudio import LabelStudioProject
+
+    title = f"activedpo sync {mode}"
+    project = LabelStudioProject(title, local.url, local.token)
+    cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", target, "--ls-project",
+           title, "--budget", "3", "--state", str(tmp / f"sync-{mode}.json"), "--ls-url", local.url]  # fmt: skip
+    cmd += ["--every", str(poll)] if mode == "poll" else ["--every", "600", "--ls-webhook-port", "0"]
+    env = dict(os.environ, LABEL_STUDIO_API_KEY=local.token)
+    log = open(tmp / f"sync-{mode}.log", "w")  # noqa: SIM115 - the child writes it
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    pair = [{"from_name": "preference", "to_name": "response_a,response_b", "type": "pairwise",
+             "value": {"selected": "right"}}]  # fmt: skip
+    took = []
+    try:
+        until(lambda: "pushed 3 tasks" in (tmp / f"sync-{mode}.log").read_text(), 120)
+        for _ in range(labels):
+            time.sleep(1.3)  # out of phase with the poll
+            task = next(t for t in project.client.tasks.list(project=project.id, fields="all") if not t.annotations)
+            before = client.status().annotations
+            t0 = time.perf_counter()
+            project.client.annotations.create(id=task.id, result=pair)
+            until(lambda b=before: client.status().annotations > b, 120, every=0.02)
+            took.append(time.perf_counter() - t0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    return took
+
+
+def until(check, timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f} s")
+        time.sleep(every)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@ stand now: ``left`` is A and ``right`` is B, a skipped (cancelled) annotation gi
 updated annotation is read in its latest state, and several annotators on one task give several
 labels. Each label's idempotency key comes from its Label Studio annotation id, so submitting the
 same annotations to the selection server again writes nothing new.
+
+Polling alone is correct; a :class:`WebhookReceiver` (``--ls-webhook-port``) only wakes the poller
+early when Label Studio reports an annotation, so labels are picked up in about a second instead of
+at the next poll.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from activedpo_client.messages import Batch, Label
 from activedpo_client.remote import ClientError
 
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"  # the SDK's own names
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")  # what wakes the poller
 
 
 class LabelStudioError(ClientError):
@@ -72,6 +77,22 @@ class LabelStudioProject:
                              label_config=LABEL_CONFIG)  # fmt: skip
         return int(created.id)
 
+    def register_webhook(self, url: str) -> int:
+        """The id of this project's webhook to ``url`` for annotation events (created unless one exists)."""
+        for hook in self._call("listing webhooks", lambda: list(self.client.webhooks.list(project=str(self.id)))):
+            if hook.url == url and getattr(hook, "project", self.id) in (self.id, None):
+                return int(hook.id)
+        try:
+            hook = self.client.webhooks.create(url=url, project=self.id, actions=list(WEBHOOK_ACTIONS),
+                                               send_payload=False, is_active=True)  # fmt: skip
+        except Exception as e:
+            detail = str(getattr(e, "body", None) or e)[:300]
+            hint = (" (Label Studio refuses local and private addresses unless it runs with "
+                    "SSRF_PROTECTION_ENABLED=false)") if "url" in detail.lower() else ""  # fmt: skip
+            raise LabelStudioError(f"Label Studio at {self.url}: creating a webhook to {url} failed: "
+                                   f"{detail}{hint}") from None  # fmt: skip
+        return int(hook.id)
+
     def _tasks(self) -> list:
         return self._call("listing tasks", lambda: list(self.client.tasks.list(project=self.id, fields="all")))
 
@@ -114,18 +135,102 @@ class LabelStudioProject:
         return Pulled(labels, done, len(wanted), skipped)
 
 
+def wait_for_labels(project: LabelStudioProject, tasks: Sequence[int], wait: float, poll: float = 5.0,
+                    progress=None, wake=None) -> tuple[Pulled, bool]:  # fmt: skip
+    """Poll ``tasks`` until every one is done or ``wait`` seconds pass; (where they stand, all done).
+
+    ``progress(done, total)`` is called after each poll; ``wake`` (a :class:`threading.Event`, set by a
+    :class:`WebhookReceiver`) cuts a pause between polls short."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        pulled = project.pull(tasks)
+        if progress:
+            progress(pulled.done, pulled.total)
+        if pulled.done >= pulled.total:
+            return pulled, True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return pulled, False
+        pause = min(poll, left)
+        if wake is None:
+            time.sleep(pause)
+        elif wake.wait(pause):
+            wake.clear()
+
+
+class WebhookReceiver:
+    """An HTTP endpoint for Label Studio's webhooks that sets :attr:`wake` on every POST; a context manager.
+
+    It trusts nothing it receives (a POST only makes the poller look now), so it needs no payload and
+    no secret. On entering it registers a webhook for the project (reusing one with the same URL, so
+    a restarted process adds none) and on leaving removes it. ``url`` is what Label Studio posts to
+    (default ``http://127.0.0.1:PORT/``; name this host's address when Label Studio runs elsewhere).
+    Label Studio refuses webhooks to local or private addresses unless it runs with
+    ``SSRF_PROTECTION_ENABLED=false``."""
+
+    def __init__(self, project: LabelStudioProject, port: int, url: str | None = None, host: str = "0.0.0.0"):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.project, self.wake, self.hook_id = project, threading.Event(), None
+        wake = self.wake
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # the http.server name
+                self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 1 << 20))
+                wake.set()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet: one POST per annotation
+                pass
+
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise LabelStudioError(f"--ls-webhook-port {port}: cannot listen: {e.strerror or e}") from None
+        self.port = self.httpd.server_address[1]
+        self.url = url or f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="ls-webhooks", daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        try:
+            self.hook_id = self.project.register_webhook(self.url)
+        except BaseException:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self.hook_id is not None:
+            from contextlib import suppress
+
+            with suppress(Exception):  # Label Studio gone: the webhook stays, reused by the next receiver at this URL
+                self.project.client.webhooks.delete(id=self.hook_id)
+
+
 SYNC_CLIENT = "labelstudio-sync"
 
 
 @dataclass
 class SyncState:
     """What a sync loop has done, kept in a small JSON file so a restarted loop (even after ``kill -9``)
-    neither pushes a batch twice nor loses track: ``next_request`` names the next SelectBatch (a retry
-    with the same request id returns the same batch while its lease lasts, and its tasks are found by
-    that tag), ``submitted`` the annotation ids whose labels the server acknowledged."""
+    neither pushes a batch twice nor loses track: ``next_request`` names the next SelectBatch, and
+    ``pending`` the size asked of it, saved before the call. A retry (after an error, a crash or a
+    restart) asks the server the same question under the same request id, which returns the same
+    batch while its lease lasts, and its tasks are found in Label Studio by that tag. ``submitted``
+    holds the annotation ids whose labels the server acknowledged."""
 
     next_request: int = 0
     submitted: list[int] | None = None
+    pending: int = 0  # the budget of request ``next_request`` once asked (0: not asked yet)
 
     @classmethod
     def load(cls, path) -> SyncState:
@@ -135,13 +240,19 @@ class SyncState:
         p = Path(path)
         if not p.exists():
             return cls(0, [])
-        data = json.loads(p.read_text())
-        return cls(int(data["next_request"]), [int(x) for x in data["submitted"]])
+        try:
+            data = json.loads(p.read_text())
+            return cls(int(data["next_request"]), [int(x) for x in data["submitted"]], int(data.get("pending", 0)))
+        except (ValueError, KeyError, TypeError) as e:
+            raise LabelStudioError(
+                f"{p} is not a sync progress file ({e}); restore it or pass another --state"
+            ) from None
 
     def save(self, path) -> None:
         from activedpo_trainer.atomic import write_json
 
-        write_json(path, {"next_request": self.next_request, "submitted": sorted(set(self.submitted or []))})
+        write_json(path, {"next_request": self.next_request, "pending": self.pending,
+                          "submitted": sorted(set(self.submitted or []))})  # fmt: skip
 
 
 def sync_once(project: LabelStudioProject, client, state: SyncState, state_path, budget: int, strategy: str = "",
@@ -163,22 +274,27 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
                                               zip(new, results, strict=True) if r.accepted})  # fmt: skip
         state.save(state_path)
     pushed = 0
-    want = budget - len(open_tasks)
-    if want > 0:
+    if not state.pending and budget > len(open_tasks):
+        state.pending = budget - len(open_tasks)
+        state.save(state_path)  # before the call: a retry must ask the same question under the same id
+    if state.pending:
         request = f"sync-{state.next_request}"
-        batch = client.select(want, strategy, pool, lease_seconds, 0, SYNC_CLIENT, request_id=request)
+        batch = client.select(state.pending, strategy, pool, lease_seconds, 0, SYNC_CLIENT, request_id=request)
         if batch.pairs:
-            project.push(batch, tag=request)
-            pushed = len(batch.pairs)
-            state.next_request += 1
-            state.save(state_path)
+            known = {int(t.id) for t in tasks}
+            pushed = sum(t not in known for t in project.push(batch, tag=request))  # a replayed batch: none
+        else:
+            say("the selection server has no more pairs to offer (add candidates to its pool)")
+        state.next_request, state.pending = state.next_request + 1, 0
+        state.save(state_path)
     return {"submitted": len(new), "pushed": pushed, "open": len(open_tasks) + pushed}
 
 
 def sync_loop(project: LabelStudioProject, client, state_path, budget: int, every: float, once: bool = False,
-              say=print, **select) -> None:  # fmt: skip
+              say=print, wake=None, max_backoff: float = 300.0, **select) -> None:  # fmt: skip
     """``sync_once`` every ``every`` seconds until interrupted; errors are one line each, retried with
-    backoff (up to 5 minutes), so a restart of Label Studio or of the server is waited out."""
+    backoff (up to ``max_backoff`` seconds), so a restart of Label Studio or of the server is waited out. ``wake``
+    (a :class:`threading.Event` a :class:`WebhookReceiver` sets) starts the next pass early."""
     import time
 
     state = SyncState.load(state_path)
@@ -191,11 +307,15 @@ def sync_loop(project: LabelStudioProject, client, state_path, budget: int, ever
         except ClientError as e:
             if once:
                 raise
-            backoff = min(max(2 * backoff, 1.0), 300.0)
+            backoff = min(max(2 * backoff, 1.0), max(max_backoff, every))
             say(f"error (retrying in {backoff:.0f} s): {e}")
         if once:
             return
-        time.sleep(backoff)
+        if wake is not None and backoff == every:  # after an error the backoff is waited out in full
+            if wake.wait(every):
+                wake.clear()
+        else:
+            time.sleep(backoff)
 
 
 @dataclass
@@ -206,6 +326,14 @@ class LocalLabelStudio:
     url: str
     token: str
     start_seconds: float
+    restart_args: dict | None = None  # what start_local needs to start it again on the same port and data
+
+    def restart(self) -> float:
+        """Stop it and start it again on the same port with the same data; the seconds the start took."""
+        self.stop()
+        again = start_local(**(self.restart_args or {}))
+        self.process, self.start_seconds = again.process, again.start_seconds
+        return again.start_seconds
 
     def stop(self) -> None:
         import subprocess
@@ -218,23 +346,28 @@ class LocalLabelStudio:
 
 
 def start_local(binary, data_dir, email: str = "admin@example.com", password: str = "activedpo-local",
-                timeout: float = 300.0, log=None) -> LocalLabelStudio:  # fmt: skip
-    """Label Studio on a free 127.0.0.1 port with SQLite in ``data_dir``, a preset user and a legacy API
-    token (its documented headless start); returns once ``/health`` answers."""
+                timeout: float = 300.0, log=None, port: int = 0,
+                token: str | None = None) -> LocalLabelStudio:  # fmt: skip
+    """Label Studio on 127.0.0.1 (``port``, default a free one) with SQLite in ``data_dir``, a preset user and
+    a legacy API token (its documented headless start); returns once ``/health`` answers. Being local,
+    it accepts webhooks to local addresses (``SSRF_PROTECTION_ENABLED=false``)."""
     import secrets
     import socket
     import subprocess
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(20)
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    token = token or secrets.token_hex(20)
+    again = dict(binary=binary, data_dir=data_dir, email=email, password=password, timeout=timeout, log=log, port=port,
+                 token=token)  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(LABEL_STUDIO_BASE_DATA_DIR=str(data_dir), LABEL_STUDIO_USERNAME=email, LABEL_STUDIO_PASSWORD=password,
-               LABEL_STUDIO_USER_TOKEN=token)  # fmt: skip
-    out = subprocess.DEVNULL if log is None else open(log, "w")  # noqa: SIM115 - the child keeps it open
+               LABEL_STUDIO_USER_TOKEN=token, SSRF_PROTECTION_ENABLED="false")  # fmt: skip
+    out = subprocess.DEVNULL if log is None else open(log, "a")  # noqa: SIM115 - the child keeps it open
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(binary), "start", "--no-browser", "--port", str(port), "--host", "127.0.0.1",
                              "--enable-legacy-api-token"], env=env, stdout=out, stderr=out)  # fmt: skip
@@ -242,7 +375,7 @@ def start_local(binary, data_dir, email: str = "admin@example.com", password: st
     while True:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return LocalLabelStudio(proc, url, token, time.perf_counter() - t0)
+                return LocalLabelStudio(proc, url, token, time.perf_counter() - t0, again)
         except OSError:
             if proc.poll() is not None or time.perf_counter() - t0 > timeout:
                 proc.kill()

@@ -314,10 +314,10 @@ class EmbeddedServer:
     """
 
     def __init__(self, state_dir: Path, checkpoint: str | Path | None = None, token: str | None = None, args=(),
-                 log: Path | None = None):  # fmt: skip
+                 log: Path | None = None, port: int = 0):  # fmt: skip
         self.state_dir, self.checkpoint, self.token, self.args = Path(state_dir), checkpoint, token, list(args)
         self.proc: subprocess.Popen | None = None
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
         self.log = Path(log) if log is not None else self.state_dir.parent / "server.log"
 
     @property
@@ -329,7 +329,7 @@ class EmbeddedServer:
         port_file = self.state_dir / "embedded.port"
         port_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(self.state_dir),
-               "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), "--exit-with-parent",
+               "--host", "127.0.0.1", "--port", str(self.port), "--port-file", str(port_file), "--exit-with-parent",
                *self.args]  # fmt: skip
         if self.checkpoint is not None:
             cmd += ["--checkpoint", str(self.checkpoint)]

@@ -336,7 +336,9 @@ class RoundRunner:
     def _annotate_in_label_studio(self) -> dict:
         """Push the batch to Label Studio (once: the tasks are found again by their batch tag) and poll its
         annotations until every task is done or ``--ls-wait`` passes (then the round waits, resumable)."""
-        from activedpo_client.labelstudio import LabelStudioProject
+        from contextlib import nullcontext
+
+        from activedpo_client.labelstudio import LabelStudioProject, WebhookReceiver, wait_for_labels
 
         spec = self.label_studio or LabelStudioSpec()
         project = LabelStudioProject(self.run.config.ls_project, spec.url, spec.api_key)
@@ -347,19 +349,20 @@ class RoundRunner:
         else:
             tasks = project.push(batch, tag=self.pool)
             write_json(record, {"url": project.url, "project": project.id, "task_ids": tasks})
-        deadline = time.monotonic() + spec.wait
-        while True:
-            pulled = project.pull(tasks)
-            if self.progress:
-                self.progress("label-studio", pulled.done, pulled.total)
-            if pulled.done >= pulled.total:
-                break
-            if time.monotonic() >= deadline:
-                raise AwaitingLabels(
-                    f"round {self.r}: {pulled.done} of {pulled.total} tasks done in Label Studio project "
-                    f"{project.id} ({project.url}); run `activedpo-client round` again to keep waiting"
-                )
-            time.sleep(min(spec.poll, max(0.0, deadline - time.monotonic())))
+        progress = (lambda done, total: self.progress("label-studio", done, total)) if self.progress else None
+        hooks = (
+            WebhookReceiver(project, spec.webhook_port, spec.webhook_url)
+            if spec.webhook_port is not None
+            else nullcontext()
+        )
+        with hooks as receiver:
+            pulled, finished = wait_for_labels(project, tasks, spec.wait, spec.poll, progress,
+                                               wake=receiver.wake if receiver else None)  # fmt: skip
+        if not finished:
+            raise AwaitingLabels(
+                f"round {self.r}: {pulled.done} of {pulled.total} tasks done in Label Studio project "
+                f"{project.id} ({project.url}); run `activedpo-client round` again to keep waiting"
+            )
         write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in pulled.labels))
         prefs = [x.preference for x in pulled.labels]
         return {"labels": len(prefs), "A": prefs.count("A"), "skipped": pulled.skipped, "tasks": pulled.total}
@@ -475,6 +478,8 @@ class LabelStudioSpec:
     api_key: str | None = None  # default: $LABEL_STUDIO_API_KEY
     wait: float = 3600.0  # seconds to wait for the batch to be labeled before the round waits (exit 3)
     poll: float = 5.0  # seconds between polls
+    webhook_port: int | None = None  # --ls-webhook-port: a receiver that wakes the poller on each annotation
+    webhook_url: str | None = None  # what Label Studio posts to (default http://127.0.0.1:PORT/)
 
 
 @dataclass(frozen=True)

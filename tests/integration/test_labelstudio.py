@@ -20,9 +20,10 @@ def pairwise(side: str) -> list[dict]:
 
 def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_studio):
     prompts = tiny_world.task.train_prompts()[:6]
-    with EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server, SelectorClient(
-        Connection(server.target), project="ls-run"
-    ) as client:
+    with (
+        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
+        SelectorClient(Connection(server.target), project="ls-run") as client,
+    ):
         client.wait_ready()
         client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
         batch = client.select(4)
@@ -159,3 +160,265 @@ def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_pat
         answered = sum(1 for t in final for a in t.annotations if not a.get("was_cancelled"))
         assert answered == 10 and client.status().annotations == answered  # every label once, none lost
         assert sum(1 for t in final if not t.annotations) == 5
+
+
+def wait_until(what: str, check, timeout: float = 60.0, every: float = 0.2, log=None):
+    """Poll ``check()`` until it returns a true value (returned) or ``timeout`` passes (the test fails,
+    showing the end of ``log``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+        time.sleep(every)
+
+
+def test_select_pushes_to_label_studio_and_collects_the_labels(gpt2_dir, tmp_path, label_studio):
+    from typer.testing import CliRunner
+
+    from activedpo_client.cli import app
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps({"prompt": f"tell me about the {w}", "responses": [" good", " bad", " so nice"]})
+                            + "\n" for w in ("sea", "sky", "rain", "sun")))  # fmt: skip
+    out = tmp_path / "batch.jsonl"
+    args = ["select", "--model", gpt2_dir, "--candidates", pool, "--budget", 4, "--out", out, "--proj-dim", 64,
+            "--lora-r", 4, "--lora-alpha", 8, "--device", "cpu", "--annotator", "label-studio", "--ls-project",
+            "activedpo select", "--ls-url", label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
+
+    def invoke(*extra, code=0) -> str:
+        result = CliRunner().invoke(app, [str(a) for a in [*args, *extra]])
+        assert result.exit_code == code, result.output
+        return " ".join(result.output.split())
+
+    first = invoke(code=3)  # pushed; nobody has labeled yet
+    assert "4 pairs selected by activedpo" in first and "waiting for labels: 0 of 4 tasks done" in first
+    project = LabelStudioProject("activedpo select", label_studio.url, label_studio.token)
+    ls = project.client
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.data["rank"])
+    selected = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [t.data["pair_id"] for t in tasks] == [r["pair_id"] for r in selected]
+    assert "waiting for labels: 0 of 4 tasks done" in invoke(code=3)  # run again: the same tasks, none imported
+    assert len(list(ls.tasks.list(project=project.id))) == 4
+
+    ls.annotations.create(id=tasks[0].id, result=pairwise("left"))
+    ls.annotations.create(id=tasks[0].id, result=pairwise("right"))  # a second annotator disagrees
+    ls.annotations.create(id=tasks[1].id, result=[], was_cancelled=True)
+    ls.annotations.create(id=tasks[2].id, result=pairwise("right"))
+    assert "3 of 4 tasks done" in invoke(code=3)
+    ls.annotations.create(id=tasks[3].id, result=pairwise("left"))
+    done = invoke("--ls-wait", 30, "--ls-webhook-port", 0)
+    assert "4 labels from 4 tasks (1 skipped)" in done and "4 new on the server, 0 it already had" in done
+    rows = [json.loads(line) for line in (tmp_path / "batch.labels.jsonl").read_text().splitlines()]
+    by_pair = {r["pair_id"]: r for r in selected}
+    want = sorted([(0, "A"), (0, "B"), (2, "B"), (3, "A")])
+    got = sorted((next(i for i, r in enumerate(selected) if r["pair_id"] == x["pair_id"]),
+                  "A" if x["chosen"] == by_pair[x["pair_id"]]["response_a"] else "B") for x in rows)  # fmt: skip
+    assert got == want
+    assert all(x["rejected"] in (by_pair[x["pair_id"]]["response_a"], by_pair[x["pair_id"]]["response_b"])
+               and x["rejected"] != x["chosen"] for x in rows)  # fmt: skip
+    again = invoke()
+    assert "0 new on the server, 4 it already had" in again
+    assert len(list(ls.tasks.list(project=project.id))) == 4
+    assert not list(ls.webhooks.list(project=str(project.id)))  # the receiver removed its webhook
+    small = ["--proj-dim", "64", "--lora-r", "4", "--lora-alpha", "8"]
+    with EmbeddedServer(tmp_path / "batch.server", args=small) as s, SelectorClient(Connection(s.target)) as client:
+        assert client.status().annotations == 4
+
+
+def test_a_round_killed_between_import_and_pull_resumes_without_a_second_import(tiny_world, tmp_path, label_studio):
+    import signal
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from activedpo_client.cli import app
+
+    run_dir = tmp_path / "run"
+    args = ["round", "--world", tiny_world.root, "--run-dir", run_dir, "--budget", 5, "--prompts", 10,
+            "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+            "--device", "cpu", "--annotator", "label-studio", "--ls-project", "activedpo killed round", "--ls-url",
+            label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
+    args = [str(a) for a in args]
+    project = LabelStudioProject("activedpo killed round", label_studio.url, label_studio.token)
+    ls = project.client
+    proc = subprocess.Popen([sys.executable, "-m", "activedpo_client.cli", *args, "--ls-wait", "600"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_until("the round's tasks in Label Studio", lambda: len(list(ls.tasks.list(project=project.id))) == 5,
+                   timeout=300)  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the round is polling its tasks: killed between import and pull
+        proc.wait()
+    record = run_dir / "rounds" / "001" / "label_studio.json"
+    # the window before the task ids were recorded is covered too: the tasks are found by their batch tag
+    record.unlink(missing_ok=True)
+    tasks = list(ls.tasks.list(project=project.id, fields="all"))
+    for n, task in enumerate(tasks):
+        ls.annotations.create(id=task.id, result=pairwise("left" if n % 2 else "right"))
+    resumed = CliRunner().invoke(app, [*args, "--ls-wait", "60"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "round 1: 5 labels" in resumed.output
+    assert len(list(ls.tasks.list(project=project.id))) == 5  # no second import
+    assert sorted(json.loads(record.read_text())["task_ids"]) == sorted(int(t.id) for t in tasks)
+    labels = [json.loads(line) for line in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 5 and len({x["idempotency_key"] for x in labels}) == 5
+    assert sorted(x["pair_id"] for x in labels) == sorted(t.data["pair_id"] for t in tasks)
+
+
+def test_sync_rides_out_label_studio_and_server_restarts(tiny_world, tmp_path, label_studio):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    prompts = tiny_world.task.train_prompts()[:12]
+    state_dir, state = tmp_path / "state", tmp_path / "sync.json"
+    server = EmbeddedServer(state_dir, tiny_world.sft_dir, args=SMALL).start()
+    port = server.port
+    project = LabelStudioProject("activedpo restarts", label_studio.url, label_studio.token)
+    ls = project.client
+    log = tmp_path / "sync.log"
+    env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
+    cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", server.target,
+           "--ls-project", "activedpo restarts", "--budget", "4", "--every", "0.3", "--max-backoff", "3",
+           "--state", str(state)]  # fmt: skip
+    try:
+        with SelectorClient(Connection(server.target)) as client:
+            client.wait_ready()
+            client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+        with open(log, "w") as out:
+            loop = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+        try:
+
+            def tasks():
+                return list(ls.tasks.list(project=project.id, fields="all"))
+
+            def annotations():
+                with SelectorClient(Connection(f"127.0.0.1:{port}")) as c:
+                    return c.status().annotations
+
+            def label(n: int) -> None:
+                for t in [t for t in tasks() if not t.annotations][:n]:
+                    ls.annotations.create(id=t.id, result=pairwise("left"))
+
+            wait_until("4 open tasks", lambda: len(tasks()) == 4)
+            label(2)
+            wait_until("2 labels on the server", lambda: annotations() == 2, log=log)
+
+            label_studio.restart()  # the same port and data; the loop sees errors meanwhile
+            label(2)
+            wait_until("4 labels after Label Studio's restart", lambda: annotations() == 4, timeout=60, log=log)
+            assert "error (retrying" in log.read_text()
+
+            server.stop()
+            errors_before = log.read_text().count("error (retrying")
+            label(2)  # labeled while the selection server is down
+            server = EmbeddedServer(state_dir, args=SMALL, port=port).start()
+            wait_until("6 labels after the server's restart", lambda: annotations() == 6, timeout=60, log=log)
+            assert "cannot reach the selection server" in log.read_text()
+            assert log.read_text().count("error (retrying") > errors_before
+            wait_until("4 open tasks again", lambda: sum(1 for t in tasks() if not t.annotations) == 4)
+        finally:
+            loop.send_signal(signal.SIGKILL)
+            loop.wait()
+        final = tasks()
+        pair_ids = [t.data["pair_id"] for t in final]
+        assert len(pair_ids) == len(set(pair_ids))  # no pair pushed twice
+        answered = sum(len(t.annotations) for t in final)
+        assert answered == 6 and annotations() == 6  # every label once, none lost
+    finally:
+        server.stop()
+
+
+def test_a_webhook_wakes_the_sync_loop(tiny_world, tmp_path, label_studio):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prompts = tiny_world.task.train_prompts()[:6]
+    with (
+        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
+        SelectorClient(Connection(server.target)) as client,
+    ):
+        client.wait_ready()
+        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+        project = LabelStudioProject("activedpo webhooks", label_studio.url, label_studio.token)
+        ls = project.client
+        env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
+        cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", server.target,
+               "--ls-project", "activedpo webhooks", "--budget", "3", "--every", "600", "--ls-webhook-port", "0",
+               "--state", str(tmp_path / "sync.json")]  # fmt: skip
+        log = tmp_path / "sync.log"
+        with open(log, "w") as out:
+            loop = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+        try:
+            wait_until("the first pass", lambda: "pushed 3 tasks" in log.read_text(), timeout=60)
+            hooks = list(ls.webhooks.list(project=str(project.id)))
+            assert len(hooks) == 1 and "ANNOTATION_CREATED" in hooks[0].actions
+            task = next(iter(ls.tasks.list(project=project.id)))
+            t0 = time.monotonic()
+            ls.annotations.create(id=task.id, result=pairwise("right"))
+            # the next poll is 600 s away: only the webhook can bring the label in this soon
+            wait_until("the label on the server", lambda: client.status().annotations == 1, timeout=30)
+            assert time.monotonic() - t0 < 30
+        finally:
+            loop.send_signal(signal.SIGINT)  # Ctrl-C: the receiver removes its webhook
+            loop.wait(timeout=30)
+        assert "stopped" in log.read_text()
+        assert not list(ls.webhooks.list(project=str(project.id)))
+
+
+def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_world, tmp_path, label_studio,
+                                                                          monkeypatch):  # fmt: skip
+    """The server answered SelectBatch, then Label Studio failed the import; meanwhile people labeled more.
+    The retry must replay that request (same id, same size), not ask a different question under its id."""
+    import httpx
+
+    from activedpo_client.labelstudio import SyncState, sync_once
+
+    prompts = tiny_world.task.train_prompts()[:6]
+    with (
+        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
+        SelectorClient(Connection(server.target)) as client,
+    ):
+        client.wait_ready()
+        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+        project = LabelStudioProject("activedpo cut off", label_studio.url, label_studio.token)
+        ls, path = project.client, tmp_path / "sync.json"
+        state = SyncState.load(path)
+        assert sync_once(project, client, state, path, budget=3, say=lambda m: None)["pushed"] == 3
+
+        def label_one():
+            task = next(t for t in ls.tasks.list(project=project.id, fields="all") if not t.annotations)
+            ls.annotations.create(id=task.id, result=pairwise("left"))
+
+        label_one()
+        real = ls.projects.import_tasks
+
+        def refused(*args, **kw):
+            raise httpx.ConnectError("connection refused")
+
+        monkeypatch.setattr(ls.projects, "import_tasks", refused)
+        with pytest.raises(LabelStudioError, match="importing tasks failed"):
+            sync_once(project, client, state, path, budget=3, say=lambda m: None)
+        assert json.loads(path.read_text())["pending"] == 1  # sync-1 was asked for one pair
+        monkeypatch.setattr(ls.projects, "import_tasks", real)
+        label_one()  # two open now: a fresh question would ask for two
+        did = sync_once(project, SelectorClient(Connection(server.target)), SyncState.load(path), path, budget=3,
+                        say=lambda m: None)  # fmt: skip
+        assert did == {"submitted": 1, "pushed": 1, "open": 2}
+        state = SyncState.load(path)
+        assert (state.next_request, state.pending) == (2, 0)
+        assert sync_once(project, client, state, path, budget=3, say=lambda m: None)["pushed"] == 1  # sync-2
+        final = list(ls.tasks.list(project=project.id, fields="all"))
+        assert len(final) == 5 and len({t.data["pair_id"] for t in final}) == 5
+        assert client.status().annotations == 2

@@ -70,6 +70,28 @@ RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
 TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
 TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
+LsUrlOpt = Annotated[
+    str | None, typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address (--annotator label-studio).")
+]
+LsKeyOpt = Annotated[
+    str | None, typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Label Studio's API token (never written to disk).")
+]
+LsProjectOpt = Annotated[
+    str | None, typer.Option(help="The Label Studio project: an id, or a title created on first use.")
+]
+LsWebhookPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Listen on this port for Label Studio's annotation webhooks, which wake the poller (polling alone "
+        "is correct; this only picks labels up sooner).",
+        min=0,
+        max=65535,
+    ),
+]
+LsWebhookUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="The webhook address Label Studio posts to \\[default: http://127.0.0.1:PORT/]."),
+]
 ChatTemplateOpt = Annotated[
     ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
 ]

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from activedpo_client.cli.common import TlsCaOpt, TokenOpt, err, user_errors
+from activedpo_client.cli.common import (
+    LsKeyOpt,
+    LsUrlOpt,
+    LsWebhookPortOpt,
+    LsWebhookUrlOpt,
+    TlsCaOpt,
+    TokenOpt,
+    err,
+    user_errors,
+)
 
 app = typer.Typer(help="A live Label Studio project fed by the selection server.", no_args_is_help=True)
 
@@ -18,6 +27,9 @@ def sync_cmd(
     ls_project: Annotated[str, typer.Option(help="The Label Studio project: an id, or a title created on first use.")],
     budget: Annotated[int, typer.Option(help="Keep this many tasks open (unlabeled) in the project.")] = 50,
     every: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
+    max_backoff: Annotated[
+        float, typer.Option(help="After errors, wait at most this many seconds between retries.", min=1)
+    ] = 300.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (errors exit 2).")] = False,
     state: Annotated[
         Path, typer.Option(help="Where the loop keeps its progress (request counter, submitted annotations).")
@@ -27,23 +39,32 @@ def sync_cmd(
     project: Annotated[str, typer.Option(help="The selection server's project \\[default: its default one].")] = "",
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
-    ls_url: Annotated[str | None, typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio's address.")] = None,
-    ls_api_key: Annotated[str | None, typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Its API token.")] = None,
+    ls_url: LsUrlOpt = None,
+    ls_api_key: LsKeyOpt = None,
+    ls_webhook_port: LsWebhookPortOpt = None,
+    ls_webhook_url: LsWebhookUrlOpt = None,
 ) -> None:
     """Whenever fewer than --budget tasks are open, select more pairs and push them; submit finished annotations.
 
     Runs until Ctrl-C (or one pass with --once). Restart it at any time, even after kill -9: no task
     and no label is ever duplicated.
     """
-    from activedpo_client.labelstudio import LabelStudioProject, sync_loop
+    from contextlib import nullcontext
+
+    from activedpo_client.labelstudio import LabelStudioProject, WebhookReceiver, sync_loop
     from activedpo_client.remote import Connection, SelectorClient
 
     if budget < 1:
         raise typer.BadParameter("--budget must be at least 1")
     with user_errors():
         ls = LabelStudioProject(ls_project, ls_url, ls_api_key)
-        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project) as client:
+        hooks = WebhookReceiver(ls, ls_webhook_port, ls_webhook_url) if ls_webhook_port is not None else nullcontext()
+        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project) as client, hooks as rx:
+            if rx is not None:
+                err.print(f"Label Studio's webhooks wake this loop ({rx.url})")
             try:
-                sync_loop(ls, client, state, budget, every, once=once, say=err.print, strategy=strategy, pool=pool)
+                wake = rx.wake if rx is not None else None
+                sync_loop(ls, client, state, budget, every, once=once, say=err.print, wake=wake,
+                          max_backoff=max_backoff, strategy=strategy, pool=pool)  # fmt: skip
             except KeyboardInterrupt:
                 err.print("stopped")

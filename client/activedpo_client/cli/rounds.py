@@ -13,6 +13,11 @@ from activedpo_client.cli.common import (
     ChatTemplateOpt,
     DPOMode,
     Dtype,
+    LsKeyOpt,
+    LsProjectOpt,
+    LsUrlOpt,
+    LsWebhookPortOpt,
+    LsWebhookUrlOpt,
     Preset,
     PresetOpt,
     RunDirOpt,
@@ -100,18 +105,14 @@ def round_cmd(
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
-    ls_url: Annotated[
-        str | None, typer.Option(envvar="LABEL_STUDIO_URL", help="--annotator label-studio: Label Studio's address.")
-    ] = None,
-    ls_api_key: Annotated[
-        str | None, typer.Option(envvar="LABEL_STUDIO_API_KEY", help="Its API token (kept out of the run dir).")
-    ] = None,
-    ls_project: Annotated[
-        str | None, typer.Option(help="The Label Studio project: an id, or a title created on first use.")
-    ] = None,
+    ls_url: LsUrlOpt = None,
+    ls_api_key: LsKeyOpt = None,
+    ls_project: LsProjectOpt = None,
     ls_wait: Annotated[
         float, typer.Option(help="Seconds to wait for the batch to be labeled before the round waits (exit 3).")
     ] = 3600.0,
+    ls_webhook_port: LsWebhookPortOpt = None,
+    ls_webhook_url: LsWebhookUrlOpt = None,
     server_base: Annotated[
         str | None,
         typer.Option(
@@ -173,7 +174,7 @@ def round_cmd(
                              lora_alpha=lora_alpha, target_modules=targets, device=device or "",
                              ls_project=ls_project or "")  # fmt: skip
         try:
-            ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait)
+            ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait, webhook_port=ls_webhook_port, webhook_url=ls_webhook_url)
             run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base, ls)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")

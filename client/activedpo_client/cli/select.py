@@ -14,6 +14,11 @@ from activedpo_client.cli.common import (
     ChatTemplateOpt,
     DeviceOpt,
     Dtype,
+    LsKeyOpt,
+    LsProjectOpt,
+    LsUrlOpt,
+    LsWebhookPortOpt,
+    LsWebhookUrlOpt,
     TlsCaOpt,
     TokenOpt,
     console,
@@ -69,8 +74,33 @@ def select_cmd(
     ] = 7 * 24 * 3600,
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
+    annotator: Annotated[
+        str,
+        typer.Option(
+            help="file (write the batch out for labeling) or label-studio (push it as tasks to --ls-project and "
+            "collect the labels)."
+        ),
+    ] = "file",
+    ls_project: LsProjectOpt = None,
+    ls_url: LsUrlOpt = None,
+    ls_api_key: LsKeyOpt = None,
+    ls_wait: Annotated[
+        float,
+        typer.Option(
+            help="--annotator label-studio: seconds to wait for the tasks to be labeled (0: push and return; run "
+            "the same command again to collect). Not all done by then: exit 3.",
+            min=0,
+        ),
+    ] = 0.0,
+    ls_webhook_port: LsWebhookPortOpt = None,
+    ls_webhook_url: LsWebhookUrlOpt = None,
 ) -> None:
-    """Select --budget pairs to label from an existing pool of candidates (no generation, no training)."""
+    """Select --budget pairs to label from an existing pool of candidates (no generation, no training).
+
+    With --annotator label-studio the pairs become tasks in a Label Studio project; once every task is
+    labeled (or skipped) the labels go to the server and to OUT.labels.jsonl ({prompt, chosen, rejected}
+    rows for DPO). Running the same command again never imports the tasks twice.
+    """
     from contextlib import ExitStack
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -85,6 +115,15 @@ def select_cmd(
     quiet_libraries()
     t0 = time.perf_counter()
     with user_errors(), ExitStack() as stack:
+        if annotator not in ("file", "label-studio"):
+            raise ValueError(f"--annotator must be file or label-studio, got {annotator!r}")
+        ls = None
+        if annotator == "label-studio":
+            from activedpo_client.labelstudio import LabelStudioProject
+
+            if not ls_project:
+                raise ValueError("--annotator label-studio needs --ls-project (an id, or a title created on first use)")
+            ls = LabelStudioProject(ls_project, ls_url, ls_api_key)  # checked before any work
         if not candidates.exists():
             raise FileNotFoundError(f"--candidates not found: {candidates}")
         if labeled is not None and not labeled.exists():
@@ -161,10 +200,61 @@ def select_cmd(
                 request_id=f"select-{request}",
             )
         files = write_label_files(batch, out.parent, name=out.name, prefix=out.stem + ".")
-    took = time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        if ls is not None:
+            collect_from_label_studio(ls, client, batch, f"select-{request}", out, ls_wait, ls_webhook_port,
+                                      ls_webhook_url, took)  # fmt: skip
+            return
     skipped = f", {stats['skipped']} rows skipped (fewer than two distinct responses)" if stats.get("skipped") else ""
     console.print(
         f"{len(batch.pairs)} of {added.pairs:,} pairs selected by {batch.strategy} under {batch.checkpoint_id} in "
         f"{took:.1f} s (pool sent in {t_add:.1f} s, {added.pairs / max(took, 1e-9):,.0f} pairs/s overall){skipped}"
     )
     console.print(f"to label: {files[0]}; Label Studio: {files[1]} with {files[2]}")
+
+
+def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: float, webhook_port: int | None,
+                              webhook_url: str | None, took: float) -> None:  # fmt: skip
+    """Push ``batch`` to Label Studio (found again by ``tag``: never twice), wait up to ``wait`` seconds for
+    every task to be done, then submit the labels and write them to OUT.labels.jsonl; exit 3 if not done."""
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from activedpo_client.labelstudio import WebhookReceiver, wait_for_labels
+    from activedpo_trainer.atomic import write_jsonl
+
+    tasks = ls.push(batch, tag)
+    console.print(
+        f"{len(batch.pairs)} pairs selected by {batch.strategy} in {took:.1f} s are tasks "
+        f"{min(tasks)}–{max(tasks)} in Label Studio project {ls.id} ({ls.url}/projects/{ls.id})"
+    )
+    hooks = WebhookReceiver(ls, webhook_port, webhook_url) if webhook_port is not None else nullcontext()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bars, hooks as receiver:
+        bar = bars.add_task("labeled in Label Studio (tasks)", total=len(tasks))
+        pulled, finished = wait_for_labels(ls, tasks, wait, progress=lambda d, t: bars.update(bar, completed=d),
+                                           wake=receiver.wake if receiver else None)  # fmt: skip
+    if not finished:
+        console.print(
+            f"[yellow]waiting for labels:[/] {pulled.done} of {pulled.total} tasks done; run the same command "
+            "again (with --ls-wait SECONDS to wait) to collect them"
+        )
+        raise typer.Exit(3)
+    results = client.submit_labels(pulled.labels)
+    refused = [r for r in results if not r.accepted]
+    if refused:
+        raise ValueError(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
+    pairs = {p.pair_id: p for p in batch.pairs}
+    rows = []
+    for lab in pulled.labels:
+        p = pairs[lab.pair_id]
+        a, b = (p.response_a, p.response_b) if lab.preference == "A" else (p.response_b, p.response_a)
+        rows.append({"prompt": p.prompt, "chosen": a, "rejected": b, "pair_id": p.pair_id,
+                     "annotator": lab.annotator, "idempotency_key": lab.idempotency_key})  # fmt: skip
+    labels_file = write_jsonl(out.with_name(out.stem + ".labels.jsonl"), rows)
+    new = sum(not r.replayed for r in results)
+    console.print(
+        f"{len(rows)} labels from {pulled.total} tasks ({pulled.skipped} skipped) in {labels_file}; "
+        f"{new} new on the server, {len(rows) - new} it already had"
+    )
