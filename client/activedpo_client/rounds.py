@@ -96,6 +96,8 @@ class RoundConfig:
     dpo_lr: float = 1e-4
     seed: int = 0
     eval_prompts: int = 100
+    eval_samples: int = 1  # responses sampled per held-out prompt for the reward (the SE is over prompts)
+    eval_pair_samples: int = 4  # π_ref samples per held-out prompt for the judged pairs of preference accuracy (0: off)
     lease_seconds: int = 3600
     evaluate: str = "oracle"  # oracle (toy world) | reward-model:PATH | none
     lora_r: int = 128  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
@@ -113,6 +115,9 @@ class RoundConfig:
         if self.annotator == "label-studio" and not self.ls_project:
             raise ValueError("--annotator label-studio needs --ls-project (a project id, or a title to create)")
         _check_judge("evaluator", self.evaluate, ("oracle", "none"))
+        if self.eval_samples < 1 or self.eval_pair_samples < 0 or self.eval_pair_samples == 1:
+            raise ValueError(f"--eval-samples must be at least 1 and --eval-pair-samples 0 (off) or at least 2, got "
+                             f"{self.eval_samples} and {self.eval_pair_samples}")  # fmt: skip
         if self.lora_r < 1 or self.lora_alpha < 1:
             raise ValueError(f"LoRA rank and alpha must be positive, got r={self.lora_r}, alpha={self.lora_alpha}")
         if not self.target_modules.strip() or any(not t.strip() for t in self.target_modules.split(",")):
@@ -445,13 +450,47 @@ class RoundRunner:
 
             scorer = RewardModel(cfg.evaluate.split(":", 1)[1], device=self.device)
         gen = self.workload.generation
+        held = self.workload.heldout_prompts()[: cfg.eval_prompts]
         report = evaluate_policy(
-            policy.model, policy.tokenizer, scorer, self.workload.heldout_prompts()[: cfg.eval_prompts],
-            seed=cfg.seed, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-            with_reference=True, progress=(lambda d, t: self.progress("evaluate", d, t)) if self.progress else None,
+            policy.model, policy.tokenizer, scorer, held, seed=cfg.seed, max_new_tokens=gen.max_new_tokens,
+            temperature=gen.temperature, top_p=gen.top_p, with_reference=True, samples=cfg.eval_samples,
+            progress=(lambda d, t: self.progress("evaluate", d, t)) if self.progress else None,
         )  # fmt: skip
-        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict()})
-        return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate}
+        accuracy = self._preference_accuracy(policy, scorer, held) if cfg.eval_pair_samples else {}
+        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict(), **accuracy})
+        return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate, **accuracy}
+
+    def _preference_accuracy(self, policy, scorer, held: list[str]) -> dict:
+        """Preference accuracy of the policy's implicit reward on judged held-out pairs: pairs sampled once
+        per run from π_ref (the same for every run with this seed, kept in the run dir with π_ref's
+        log-probabilities), and pairs sampled now from the policy itself."""
+        from activedpo_trainer.evaluate import (
+            JudgedPairs,
+            judged_pairs,
+            preference_accuracy,
+            with_reference_logprobs,
+        )
+
+        cfg, gen = self.run.config, self.workload.generation
+        model, tok = policy.model, policy.tokenizer
+        path = self.run.dir / "heldout_pairs.json"
+        seed = cfg.seed + 7919  # other draws than the reward's samples
+        if path.exists():
+            ref_pairs = JudgedPairs.from_dict(json.loads(path.read_text()))
+        else:
+            with model.disable_adapter():
+                ref_pairs = judged_pairs(model, tok, scorer, held, cfg.eval_pair_samples, seed, gen)
+                ref_pairs = with_reference_logprobs(model, tok, ref_pairs)
+            write_json(path, ref_pairs.to_dict(), indent=None)
+        out: dict = {"pref_pairs": len(ref_pairs)}
+        if len(ref_pairs):
+            acc, se = preference_accuracy(model, tok, ref_pairs)
+            out.update(pref_acc=round(acc, 4), pref_acc_se=round(se, 4))
+        own = judged_pairs(model, tok, scorer, held, cfg.eval_pair_samples, seed, gen)
+        if len(own):
+            acc, se = preference_accuracy(model, tok, own)
+            out.update(pref_acc_policy=round(acc, 4), pref_acc_policy_se=round(se, 4), pref_pairs_policy=len(own))
+        return out
 
     def _metrics(self) -> dict:
         steps = self.state["steps"]
@@ -463,6 +502,10 @@ class RoundRunner:
             "se": ev.get("se"),
             "win_rate": ev.get("win_rate"),
             "ref_reward": ev.get("ref_mean"),
+            "pref_acc": ev.get("pref_acc"),  # implicit reward vs the judge on π_ref's held-out pairs (π_ref: 0.5)
+            "pref_acc_se": ev.get("pref_acc_se"),
+            "pref_pairs": ev.get("pref_pairs"),
+            "pref_acc_policy": ev.get("pref_acc_policy"),  # the same on pairs sampled from this round's policy
             "agreement": steps["train"].get("agreement"),
             "evaluate": self.run.config.evaluate,
             "checkpoint": steps["train"]["checkpoint"],

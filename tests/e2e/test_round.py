@@ -111,6 +111,12 @@ def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path
     runs = {s: json.loads((tmp_path / "qs" / s / "metrics.jsonl").read_text()) for s in ("activedpo", "random")}
     assert runs["activedpo"]["ref_reward"] == runs["random"]["ref_reward"]  # the same π_ref and held-out prompts
     assert runs["activedpo"]["labels"] == runs["random"]["labels"] == 4
+    # preference accuracy on judged held-out pairs drawn once from π_ref: the same pairs in every arm
+    held = {s: json.loads((tmp_path / "qs" / s / "heldout_pairs.json").read_text()) for s in runs}
+    assert held["activedpo"] == held["random"] and len(held["random"]["prompts"]) == runs["random"]["pref_pairs"] > 0
+    for m in runs.values():
+        assert m["pref_acc"] is not None and m["pref_acc_policy"] is not None
+    assert "preference accuracy" in out
     assert (tmp_path / "qs" / "reward.png").exists()
 
 

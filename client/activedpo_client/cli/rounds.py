@@ -99,6 +99,17 @@ def round_cmd(
         ),
     ] = None,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts evaluated after each round.")] = 100,
+    eval_samples: Annotated[
+        int, typer.Option(help="Responses sampled per held-out prompt for the reward (SE over prompts).", min=1)
+    ] = 1,
+    eval_pair_samples: Annotated[
+        int,
+        typer.Option(
+            help="π_ref responses per held-out prompt whose judged pairs measure the preference accuracy of the "
+            "policy's implicit reward (0: off).",
+            min=0,
+        ),
+    ] = 4,
     seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = 0,
     run_dir: RunDirOpt = Path("runs/default"),
     server: ServerOpt = "embedded",
@@ -170,7 +181,8 @@ def round_cmd(
             annotator, evaluate, targets = annotator or "oracle", evaluate or "oracle", target_modules or "all-linear"
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
-                             seed=seed, eval_prompts=eval_prompts, evaluate=evaluate, lora_r=lora_r,
+                             seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
+                             eval_pair_samples=eval_pair_samples, evaluate=evaluate, lora_r=lora_r,
                              lora_alpha=lora_alpha, target_modules=targets, device=device or "",
                              ls_project=ls_project or "")  # fmt: skip
         try:
@@ -187,8 +199,10 @@ def metrics_line(strategy: str, m: dict) -> str:
     if m.get("reward") is None:
         return (f"{strategy} round {m['round']}: {m['labels']} labels{agree}; evaluation: none "
                 f"(pass --evaluate reward-model:PATH for held-out reward)")  # fmt: skip
+    acc = (f", preference accuracy {m['pref_acc']:.1%} ± {m['pref_acc_se']:.1%} (π_ref 50%)"
+           if m.get("pref_acc") is not None else "")  # fmt: skip
     return (f"{strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} ± {m['se']:.3f} "
-            f"(π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}{agree}")  # fmt: skip
+            f"(π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}{acc}{agree}")  # fmt: skip
 
 
 def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
@@ -325,6 +339,18 @@ def quickstart_cmd(
             cells = [f"{r[i]['reward']:.3f} ± {r[i]['se']:.3f}" if i < len(r) else "—" for r in results.values()]
             table.add_row(str(m["round"]), str(m["labels"]), *cells)
         console.print(table)
+        if all(r and r[0].get("pref_acc") is not None for r in results.values()):
+            acc = Table(title=f"preference accuracy of the implicit reward on {first[0]['pref_pairs']} judged held-out "
+                              "pairs (mean ± SE; π_ref 50%)")  # fmt: skip
+            acc.add_column("round", justify="right")
+            acc.add_column("labels", justify="right")
+            for strategy in results:
+                acc.add_column(strategy, justify="right")
+            for i, m in enumerate(first):
+                cells = [f"{r[i]['pref_acc']:.1%} ± {r[i]['pref_acc_se']:.1%}" if i < len(r) else "—"
+                         for r in results.values()]  # fmt: skip
+                acc.add_row(str(m["round"]), str(m["labels"]), *cells)
+            console.print(acc)
         for strategy, rows in results.items():
             steps = {s: sum(m["seconds"][s] for m in rows) for s in rows[0]["seconds"]} if rows else {}
             detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())
