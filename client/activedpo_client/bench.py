@@ -54,7 +54,34 @@ ABLATION_ARMS = [
 ]  # fmt: skip
 
 # two-sided 95% Student-t quantiles by degrees of freedom (n − 1); normal beyond
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 24: 2.064, 29: 2.045, 39: 2.023, 59: 2.001}  # fmt: skip
+# one-sided 80% quantiles (the power term of a minimum detectable effect)
+_T80 = {1: 1.376, 2: 1.061, 3: 0.978, 4: 0.941, 5: 0.920, 6: 0.906, 7: 0.896, 8: 0.889, 9: 0.883, 10: 0.879,
+        11: 0.876, 12: 0.873, 13: 0.870, 14: 0.868, 15: 0.866, 16: 0.865, 17: 0.863, 18: 0.862, 19: 0.861,
+        20: 0.860, 24: 0.857, 29: 0.854, 39: 0.851, 59: 0.848}  # fmt: skip
+
+
+def _t(table: dict[int, float], df: int, normal: float) -> float:
+    """The quantile at ``df`` degrees of freedom: tabulated, else the next lower tabulated df (conservative),
+    else the normal one past the table."""
+    if df in table:
+        return table[df]
+    lower = [d for d in table if d < df]
+    return table[max(lower)] if df <= max(table) and lower else normal
+
+
+def t95(df: int) -> float:
+    return _t(_T95, df, 1.96)
+
+
+def mde80(sd: float, n: int) -> float:
+    """The smallest true paired mean difference a two-sided 5% t-test detects with 80% power over ``n``
+    seeds whose paired differences have standard deviation ``sd``: (t₀.₉₇₅ + t₀.₈₀) · sd / √n."""
+    if n < 2:
+        return float("nan")
+    return (t95(n - 1) + _t(_T80, n - 1, 0.8416)) * sd / math.sqrt(n)
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -62,12 +89,22 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), float("nan")
-    return float(v.mean()), _T95.get(len(v) - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()), t95(len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
 
 
-def curve(rows: list[dict]) -> tuple[list[int], list[float]]:
-    """(labels, reward) points of one run, starting from π_ref at 0 labels."""
-    return [0] + [r["labels"] for r in rows], [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
+METRICS = {"reward": "held-out oracle reward", "pref_acc": "held-out preference accuracy (π_ref's pairs)",
+           "pref_acc_policy": "held-out preference accuracy (the policy's own pairs)"}  # fmt: skip
+
+
+def curve(rows: list[dict], metric: str = "reward") -> tuple[list[int], list[float]]:
+    """(labels, metric) points of one run, starting from π_ref at 0 labels (its preference accuracy is ½)."""
+    start = rows[0]["ref_reward"] if metric == "reward" else 0.5
+    return [0] + [r["labels"] for r in rows], [start] + [r[metric] for r in rows]
+
+
+def has_metric(results: dict[str, dict[int, list[dict]]], metric: str) -> bool:
+    """Whether every run of every arm reports ``metric`` in every round (older runs lack the accuracy)."""
+    return all(r.get(metric) is not None for by_seed in results.values() for rows in by_seed.values() for r in rows)
 
 
 def auc(x: list[int], y: list[float]) -> float:
@@ -146,17 +183,86 @@ class Arm:
         return tuple(extra)
 
 
-def paired_difference(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int) -> tuple:
-    """Final reward minus the baseline's on the same seeds: (mean, 95% CI half-width, n)."""
-    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
-    if not seeds:
+def paired_difference(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
+                      metric: str = "reward") -> tuple:  # fmt: skip
+    """Final ``metric`` minus the baseline's on the same seeds: (mean, 95% CI half-width, n)."""
+    d = paired_finals(runs, baseline, rounds, metric)
+    if not len(d):
         return float("nan"), float("nan"), 0
-    m, ci = mean_ci([runs[s][rounds - 1]["reward"] - baseline[s][rounds - 1]["reward"] for s in seeds])
-    return m, ci, len(seeds)
+    m, ci = mean_ci(list(d))
+    return m, ci, len(d)
 
 
-def summarize(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
-    """Markdown tables for one task and pool size: reward per round, then one line per arm."""
+def paired_finals(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
+                  metric: str = "reward") -> np.ndarray:  # fmt: skip
+    """Per common seed (sorted), the final ``metric`` minus the baseline's."""
+    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
+    return np.asarray([runs[s][rounds - 1][metric] - baseline[s][rounds - 1][metric] for s in seeds], dtype=float)
+
+
+def labels_to_reach_ci(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
+                       metric: str = "reward", draws: int = 2000, seed: int = 0) -> tuple:  # fmt: skip
+    """Labels the arm's mean curve needs to reach the baseline's final mean, with a 95% bootstrap interval:
+    seeds are resampled with replacement (the same seeds for both, as they are paired), and each draw
+    recomputes both means. Returns (point, low, high, share of draws that reach it); a bound is None
+    when over 2.5% of draws never reach it (the interval is open-ended)."""
+    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
+    if len(seeds) < 2:
+        return None, None, None, float("nan")
+    xs = curve(runs[seeds[0]][:rounds], metric)[0]
+    arm = np.asarray([curve(runs[s][:rounds], metric)[1] for s in seeds])  # [seeds, rounds + 1]
+    target = np.asarray([baseline[s][rounds - 1][metric] for s in seeds])
+    point = labels_to_reach(xs, list(arm.mean(0)), float(target.mean()))
+    rng = np.random.default_rng(seed)
+    got = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(seeds), len(seeds))
+        got.append(labels_to_reach(xs, list(arm[pick].mean(0)), float(target[pick].mean())))
+    reached = np.asarray([g for g in got if g is not None])
+    share = len(reached) / draws
+    low = float(np.quantile(reached, 0.025 / share)) if share > 0.025 else None
+    high = float(np.quantile(reached, 0.975 / share)) if share >= 0.975 else None
+    return point, low, high, share
+
+
+def power_table(results: dict[str, dict[int, list[dict]]], rounds: int, metrics: list[str],
+                baseline: str = "random") -> list[str]:  # fmt: skip
+    """Per arm and metric against ``baseline``, paired by seed: the difference with its 95% CI, the paired
+    standard deviation, the minimum detectable effect at 80% power, and labels to reach the baseline's
+    final mean with a bootstrap interval."""
+    if baseline not in results:
+        return []
+    lines = [f"| arm | metric | final − {baseline} (paired, 95% CI) | paired SD | MDE (80% power) | n "
+             f"| labels to reach {baseline}'s final mean (95% bootstrap CI) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for metric in metrics:
+        for arm, runs in results.items():
+            d = paired_finals(runs, results[baseline], rounds, metric)
+            reach = labels_to_reach_ci(runs, results[baseline], rounds, metric)
+            if arm == baseline:
+                diff = sd = mde = "—"
+            elif len(d) >= 2:
+                m, ci = mean_ci(list(d))
+                sd_ = float(d.std(ddof=1))
+                diff, sd, mde = f"{m:+.3f} ± {ci:.3f}", f"{sd_:.3f}", f"{mde80(sd_, len(d)):.3f}"
+            else:
+                diff = sd = mde = "too few seeds"
+            lines.append(f"| {arm} | {metric} | {diff} | {sd} | {mde} | {len(d)} | {_reach_text(reach, rounds)} |")
+    return lines
+
+
+def _reach_text(reach: tuple, rounds: int) -> str:
+    point, low, high, share = reach
+    if point is None and (share != share or share == 0):  # nan or never
+        return "not reached"
+    lo = f"{low:.0f}" if low is not None else "—"
+    hi = f"{high:.0f}" if high is not None else "not reached"
+    head = f"{point:.0f}" if point is not None else "not reached"
+    return f"{head} [{lo}, {hi}] (reached in {share:.0%} of draws)"
+
+
+def summarize(results: dict[str, dict[int, list[dict]]], rounds: int, metric: str = "reward") -> list[str]:
+    """Markdown tables for one task and pool size: ``metric`` per round, then one line per arm."""
     arms = list(results)
     lines = ["| round | labels | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     means: dict[str, list[float]] = {}
@@ -165,23 +271,23 @@ def summarize(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[st
         cells = []
         for s in arms:
             runs = [rows for rows in results[s].values() if len(rows) >= max(r, 1)]
-            vals = [curve(rows)[1][r] for rows in runs]
+            vals = [curve(rows, metric)[1][r] for rows in runs]
             m, ci = mean_ci(vals) if vals else (float("nan"), float("nan"))
             means.setdefault(s, []).append(m)
             cells.append(f"{m:.3f} ± {ci:.3f} (n={len(vals)})" if vals else "—")
             if len(xs) <= r and runs:
-                xs.append(curve(runs[0])[0][r])
+                xs.append(curve(runs[0], metric)[0][r])
         lines.append(f"| {r} | {xs[r] if len(xs) > r else '—'} | " + " | ".join(cells) + " |")
-    lines += ["", "| arm | final reward ± 95% CI | final − random, paired by seed | AUC (mean reward over the budget) "
-              "| labels to reach random's final mean |", "|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", f"| arm | final {metric} ± 95% CI | final − random, paired by seed | AUC (mean {metric} over the "
+              "budget) | labels to reach random's final mean |", "|---|---|---|---|---|"]  # fmt: skip
     target = means["random"][-1] if "random" in means else None
     for s in arms:
-        finals = [rows[rounds - 1]["reward"] for rows in results[s].values() if len(rows) >= rounds]
+        finals = [rows[rounds - 1][metric] for rows in results[s].values() if len(rows) >= rounds]
         fm, fci = mean_ci(finals) if finals else (float("nan"), float("nan"))
-        aucs = [auc(*curve(rows[:rounds])) for rows in results[s].values() if len(rows) >= rounds]
+        aucs = [auc(*curve(rows[:rounds], metric)) for rows in results[s].values() if len(rows) >= rounds]
         am, aci = mean_ci(aucs) if aucs else (float("nan"), float("nan"))
         if "random" in results and s != "random":
-            dm, dci, dn = paired_difference(results[s], results["random"], rounds)
+            dm, dci, dn = paired_difference(results[s], results["random"], rounds, metric)
             diff = f"{dm:+.3f} ± {dci:.3f} (n={dn})"
         else:
             diff = "—"
@@ -191,7 +297,8 @@ def summarize(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[st
     return lines
 
 
-def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: str = "random") -> list[str]:
+def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: str = "random",
+             metric: str = "reward") -> list[str]:  # fmt: skip
     """One plain sentence per arm against ``baseline``: ahead, behind, or no difference at 95%."""
     out = []
     if baseline not in results:
@@ -199,15 +306,18 @@ def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: s
     for s in results:
         if s == baseline:
             continue
-        m, ci, n = paired_difference(results[s], results[baseline], rounds)
+        m, ci, n = paired_difference(results[s], results[baseline], rounds, metric)
+        what = "final reward" if metric == "reward" else f"final {metric}"
         if n < 2 or math.isnan(ci):
             out.append(f"- {s}: too few paired seeds to compare with {baseline}.")
         elif m - ci > 0:
-            out.append(f"- {s} **beat {baseline}**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+            out.append(f"- {s} **beat {baseline}**: {what} {m:+.3f} ± {ci:.3f} over {n} seeds.")
         elif m + ci < 0:
-            out.append(f"- {s} **lost to {baseline}**: final reward {m:+.3f} ± {ci:.3f} over {n} seeds.")
+            out.append(f"- {s} **lost to {baseline}**: {what} {m:+.3f} ± {ci:.3f} over {n} seeds.")
         else:
-            out.append(f"- {s}: **no significant difference from {baseline}** ({m:+.3f} ± {ci:.3f} over {n} seeds).")
+            out.append(
+                f"- {s}: **no significant difference from {baseline}** on {what} ({m:+.3f} ± {ci:.3f} over {n} seeds)."
+            )
     return out
 
 
@@ -236,6 +346,16 @@ def claim(run_dir: Path, wait: bool):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def dpo_settings(args, task) -> dict:
+    """DPO's lr, epochs and β for ``task``: the command line's, else the task's recorded ones (chosen by
+    ``benchmarks/dpo_sweep.py`` on random labels), else the paper's."""
+    from activedpo_trainer.tasks import recorded_dpo_settings
+
+    recorded = recorded_dpo_settings(task)
+    given = {"lr": args.dpo_lr, "epochs": args.dpo_epochs, "beta": args.dpo_beta}
+    return {k: v if v is not None else recorded[k] for k, v in given.items()}
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="activedpo-client bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,9 +372,15 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--responses", type=int, default=3, help="responses per prompt")
     ap.add_argument("--proj-dim", type=int, default=2048, help="projection dimension (arms may override: @d=N)")
     ap.add_argument("--lora-r", type=int, default=128)
-    ap.add_argument("--dpo-epochs", type=float, default=4.0)
+    ap.add_argument("--dpo-epochs", type=float, default=None, help="default: the task's recorded setting")
+    ap.add_argument("--dpo-lr", type=float, default=None, help="default: the task's recorded setting")
+    ap.add_argument("--dpo-beta", type=float, default=None, help="default: the task's recorded setting")
     ap.add_argument("--dpo-mode", default="continue", choices=["continue", "retrain"])
-    ap.add_argument("--eval-prompts", type=int, default=100)
+    ap.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts (the toy worlds hold out 200)")
+    ap.add_argument("--eval-samples", type=int, default=4, help="responses per held-out prompt for the reward")
+    ap.add_argument("--eval-pair-samples", type=int, default=6,
+                    help="π_ref responses per held-out prompt for the judged pairs of preference accuracy "
+                         "(6: up to 15 pairs a prompt, 3,000 on 200 prompts)")  # fmt: skip
     ap.add_argument("--paper", action="store_true", help="paper's d=8192 over 10 rounds (our T; hours)")
     ap.add_argument("--preset", default="default", choices=["default", "tiny"])
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -308,8 +434,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_one(task, n, arm, seed) -> list[dict]:
         world = worlds[task]
+        dpo = dpo_settings(args, world.task)
         config = RoundConfig(budget=args.budget, prompts=n, responses=args.responses, strategy=arm.strategy,
-                             seed=seed, eval_prompts=args.eval_prompts, dpo_epochs=args.dpo_epochs,
+                             seed=seed, eval_prompts=args.eval_prompts, eval_samples=args.eval_samples,
+                             eval_pair_samples=args.eval_pair_samples, dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"],
+                             dpo_beta=dpo["beta"],
                              dpo_mode=args.dpo_mode, lora_r=args.lora_r, lora_alpha=4 * args.lora_r)  # fmt: skip
         spec = ServerSpec(proj_dim=arm.proj_dim or args.proj_dim, extra=arm.serve_extra(world.sft_dir))
         t0 = time.perf_counter()
@@ -340,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, arms: list[Arm], results) -> None:
     from activedpo_client.report import plot_rewards
-    from activedpo_trainer.tasks import task_slug
+    from activedpo_trainer.tasks import load_task, task_slug
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     try:
@@ -360,20 +489,33 @@ def report(args, arms: list[Arm], results) -> None:
         *header("Label efficiency: held-out oracle reward against labels, per arm"),
         f"World preset {args.preset}; {args.rounds} rounds × budget {args.budget}; {args.responses} responses per "
         f"prompt; d = {args.proj_dim} unless an arm says otherwise; fresh-adapter rank {args.lora_r}; DPO "
-        f"{args.dpo_epochs} epochs ({args.dpo_mode}) per round; {args.eval_prompts} held-out prompts; "
-        f"seeds {args.seeds}.",
+        f"({args.dpo_mode}) per round with each task's settings (below); {args.eval_prompts} held-out prompts × "
+        f"{args.eval_samples} samples for the reward, judged pairs from {args.eval_pair_samples} π_ref samples per "
+        f"held-out prompt for the preference accuracy; seeds {args.seeds}.",
         "",
-        'Mean held-out oracle reward ± 95% CI (t) over seeds; round 0 is π_ref. "final − random" is each seed\'s '
-        "final reward minus random's on the same seed.",
+        "Mean ± 95% CI (t) over seeds; round 0 is π_ref (whose preference accuracy is ½ by construction). "
+        "\"final − random\" is each seed's final value minus random's on the same seed. The MDE is the smallest "
+        "true paired difference a 5% test detects with 80% power at this paired SD and number of seeds; labels to "
+        "reach random's final mean carry a bootstrap interval over seeds (open-ended when too many draws never "
+        "reach it).",
     ]
     for (task, n), by_arm in results.items():
         by_arm = {a: by_arm[a] for a in order if a in by_arm}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
         slug = task_slug(task)
         against_activedpo = variant_verdicts(by_arm, args.rounds)
-        lines += ["", f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
-                  f"({n * args.responses * (args.responses - 1) // 2 / args.budget:.0f} candidate pairs per label)",
-                  "", *summarize(by_arm, args.rounds), "", *verdicts(by_arm, args.rounds), "",
+        metrics = [m for m in METRICS if has_metric(by_arm, m)]
+        lines += [
+            "",
+            f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
+            f"({n * args.responses * (args.responses - 1) // 2 / args.budget:.0f} candidate pairs per label)",
+            "",
+            "DPO: lr {lr:g}, {epochs:g} epochs, β {beta:g}.".format(**dpo_settings(args, load_task(task))),
+        ]
+        for metric in metrics:
+            lines += ["", f"### {METRICS[metric]}", "", *summarize(by_arm, args.rounds, metric), "",
+                      *verdicts(by_arm, args.rounds, metric=metric)]  # fmt: skip
+        lines += ["", "### Power, paired by seed", "", *power_table(by_arm, args.rounds, metrics), "",
                   *against_activedpo, *([""] if against_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
         mean_rows = {}

@@ -94,6 +94,7 @@ class RoundConfig:
     dpo_mode: str = "continue"  # or "retrain": a fresh adapter from the base on all labels so far
     dpo_epochs: float = 4.0
     dpo_lr: float = 1e-4
+    dpo_beta: float = 0.1
     seed: int = 0
     eval_prompts: int = 100
     eval_samples: int = 1  # responses sampled per held-out prompt for the reward (the SE is over prompts)
@@ -417,9 +418,9 @@ class RoundRunner:
         if out.exists():  # an interrupted earlier attempt: train again from scratch
             shutil.rmtree(out)
         parent = CheckpointManifest.load(self.run.checkpoint) if self.run.checkpoint else None
-        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, seed=cfg.seed + self.r, device=self.device,
-                               lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.targets,
-                               dtype=self.workload.dtype)  # fmt: skip
+        settings = DPOSettings(epochs=cfg.dpo_epochs, lr=cfg.dpo_lr, beta=cfg.dpo_beta, seed=cfg.seed + self.r,
+                               device=self.device, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                               target_modules=cfg.targets, dtype=self.workload.dtype)  # fmt: skip
         work = self.dir / "checkpoint.partial"
         if work.exists():
             shutil.rmtree(work)

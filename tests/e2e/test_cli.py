@@ -44,6 +44,15 @@ def test_toyworld_build_reports_pi_ref_and_reuses_the_cache(tiny_world, cache_di
     assert "1480 train, 200 held out" in info
 
 
+def test_toyworld_check_reports_lift_and_preference_accuracy(tiny_world, tmp_path):
+    args = ["toyworld", "check", "--world", tiny_world.root, "--out", tmp_path / "dpo", "--pairs", 16, "--prompts", 8,
+            "--epochs", 1, "--lr", 3e-4, "--eval-samples", 2, "--pair-samples", 3]  # fmt: skip
+    result = json.loads(run(client, *args, "--json"))
+    assert result["pairs"] == 16 and result["n"] == 8 and result["samples"] == 2
+    assert result["pref_pairs"] <= 8 * 3 and result["pref_acc"] is not None
+    assert "--pair-samples must be 0 (off) or at least 2" in run(client, *args[:-1], 1, code=2)
+
+
 def test_eval_defaults_to_pi_ref(tiny_world, cache_dir):
     out = run(client, "eval", "--preset", "tiny", "--cache-dir", cache_dir, "--prompts", 20, "--json")
     report = json.loads(out)

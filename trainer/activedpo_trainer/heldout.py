@@ -21,8 +21,9 @@ def heldout_eval(
     with_reference: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
     temperature: float = 1.0,
+    samples: int = 1,
 ) -> EvalReport:
-    """Evaluate a loaded checkpoint on the world's first ``n_prompts`` held-out prompts."""
+    """Evaluate a loaded checkpoint on the world's first ``n_prompts`` held-out prompts (``samples`` each)."""
     from activedpo_trainer.evaluate import evaluate_policy
 
     task = config.make_task()
@@ -39,6 +40,7 @@ def heldout_eval(
         temperature=temperature,
         with_reference=with_reference,
         progress=(lambda d, t: progress("evaluate", d, t)) if progress else None,
+        samples=samples,
     )
 
 
@@ -50,6 +52,9 @@ class DPOCheck:
     pair_reward_gap: float  # mean |r*(y1) − r*(y2)| over the labeled pairs: how much signal a pair carries
     train_seconds: float
     report: EvalReport  # the DPO checkpoint, with pi_ref (SFT) on the same prompts as reference
+    pref_acc: float | None = None  # its implicit reward's accuracy on judged held-out pairs of pi_ref's samples
+    pref_acc_se: float | None = None
+    pref_pairs: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -57,6 +62,9 @@ class DPOCheck:
             "pair_reward_gap": round(self.pair_reward_gap, 4),
             "train_seconds": round(self.train_seconds, 2),
             **self.report.to_dict(),
+            "pref_acc": None if self.pref_acc is None else round(self.pref_acc, 4),
+            "pref_acc_se": None if self.pref_acc_se is None else round(self.pref_acc_se, 4),
+            "pref_pairs": self.pref_pairs,
         }
 
 
@@ -68,10 +76,14 @@ def dpo_check(
     eval_prompts: int = 100,
     settings=None,
     progress: Callable[[str, int, int], None] | None = None,
+    eval_samples: int = 1,
+    pair_samples: int = 0,
 ) -> DPOCheck:
     """Sample two responses from pi_ref for ``n_pairs`` train prompts, label each pair with the
     oracle (Bradley-Terry draws), train one DPO round (fresh LoRA, ``settings`` or the paper's
-    defaults) into ``out_dir``, and evaluate it against pi_ref on ``eval_prompts`` held-out prompts.
+    defaults) into ``out_dir``, and evaluate it against pi_ref on ``eval_prompts`` held-out prompts
+    (``eval_samples`` each); with ``pair_samples`` ≥ 2, also the preference accuracy of its implicit
+    reward on judged pairs of that many pi_ref samples per held-out prompt.
     """
     from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.dpo import train_dpo
@@ -106,5 +118,16 @@ def dpo_check(
         progress=(lambda d, t: progress("dpo", d, t)) if progress else None,
     )
     seconds = time.perf_counter() - t0
-    report = heldout_eval(load_model(manifest), world.config, eval_prompts, seed, True, progress)
-    return DPOCheck(pairs=n_pairs, pair_reward_gap=gap, train_seconds=seconds, report=report)
+    policy = load_model(manifest)
+    report = heldout_eval(policy, world.config, eval_prompts, seed, True, progress, samples=eval_samples)
+    if pair_samples < 2:
+        return DPOCheck(pairs=n_pairs, pair_reward_gap=gap, train_seconds=seconds, report=report)
+    from activedpo_trainer.evaluate import judged_pairs, preference_accuracy
+
+    held = task.heldout_prompts()[:eval_prompts]
+    settings_ = GenerationSettings(max_new_tokens=world.config.max_new_tokens)
+    with policy.model.disable_adapter():
+        pairs = judged_pairs(policy.model, policy.tokenizer, task, held, pair_samples, seed + 7919, settings_)
+    acc, se = preference_accuracy(policy.model, policy.tokenizer, pairs)
+    return DPOCheck(pairs=n_pairs, pair_reward_gap=gap, train_seconds=seconds, report=report, pref_acc=acc,
+                    pref_acc_se=se, pref_pairs=len(pairs))  # fmt: skip

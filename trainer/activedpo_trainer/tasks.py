@@ -142,6 +142,19 @@ def load_task(spec: str, seed: int = 0, n_heldout: int = 200):
     return task
 
 
+PAPER_DPO = {"lr": 1e-4, "epochs": 4.0, "beta": 0.1}  # the ActiveDPO paper's DPO settings
+
+
+def recorded_dpo_settings(task) -> dict:
+    """DPO's ``lr``, ``epochs`` and ``beta`` recorded in ``task`` (its ``dpo_settings`` attribute, for the
+    built-in tasks chosen by ``benchmarks/dpo_sweep.py`` on random labels only), else the paper's."""
+    recorded = dict(getattr(task, "dpo_settings", None) or {})
+    unknown = set(recorded) - set(PAPER_DPO)
+    if unknown:
+        raise ValueError(f"task {getattr(task, 'name', task)!r}: unknown DPO settings {sorted(unknown)}")
+    return PAPER_DPO | recorded
+
+
 def task_slug(spec: str) -> str:
     """A task spec as a file-name part: ``pkg.mod:make`` → ``pkg_mod_make``."""
     return "".join(c if c.isalnum() else "_" for c in spec)

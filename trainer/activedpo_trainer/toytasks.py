@@ -1,4 +1,5 @@
-"""The built-in toy tasks: a synthetic instruction task (``toy``) and a sparse-behaviour one (``signoff``).
+"""The built-in toy tasks: a synthetic instruction task (``toy``), a sparse-behaviour one (``signoff``) and
+one whose pool is mostly uninformative (``mixed``).
 
 Prompts look like ``write a <form> about <topic> for <audience> in <n> words :``. The hidden
 oracle reward r*(x, y) scores independent attributes of the response (see
@@ -213,4 +214,43 @@ class SignoffTask(ToyTask):
         return super().vocabulary() + list(SIGNOFFS.values())
 
 
-BUILTIN_TASKS: dict[str, type[ToyTask]] = {"toy": ToyTask, "signoff": SignoffTask}
+SOLVED_TOPICS = ("ocean", "forest", "city", "space", "kitchen", "garden", "river", "mountain", "school")
+
+
+@dataclass(frozen=True)
+class MixedTask(ToyTask):
+    """A pool with heterogeneous informativeness, as real on-policy pools are: most pairs teach nothing.
+
+    The toy task's prompts and oracle. On the ``solved_topics`` (9 of 12 by default, three quarters
+    of the prompts) the demonstrations come from one expert who already writes the best response:
+    exactly ``n`` words, no repeats, ``min(3, n − 1)`` distinct on-topic words and one positive word,
+    the rest filler. π_ref's samples there are near-duplicates of equal reward (they differ in which
+    on-topic and filler words, and their order), so a pair from a solved prompt is a near-tie: its
+    Bradley–Terry label is a coin flip, noise to DPO. The other topics keep the toy task's mediocre
+    writers, whose samples differ widely in reward: the minority of pairs that teach. A selector
+    that finds them spends the budget where it pays; random selection spends three quarters of it
+    on noise.
+    """
+
+    name: str = "mixed"
+    solved_topics: tuple[str, ...] = SOLVED_TOPICS
+
+    def is_solved(self, prompt: str) -> bool:
+        return parse_prompt(prompt)[0] in self.solved_topics
+
+    def sft_corpus(self, n: int, seed: int) -> list[tuple[str, str]]:
+        rng = np.random.default_rng([seed, 7])
+        out = []
+        for prompt, response in super().sft_corpus(n, seed):
+            if self.is_solved(prompt):
+                topic, length = parse_prompt(prompt)
+                k_on = min(3, length - 1)
+                words = list(rng.choice(TOPICS[topic], size=k_on, replace=False))
+                words.append(POSITIVE[rng.integers(0, len(POSITIVE))])
+                words += list(rng.choice(FILLER, size=length - len(words), replace=False))
+                response = " " + " ".join(words[i] for i in rng.permutation(len(words)))
+            out.append((prompt, response))
+        return out
+
+
+BUILTIN_TASKS: dict[str, type[ToyTask]] = {"toy": ToyTask, "signoff": SignoffTask, "mixed": MixedTask}

@@ -64,7 +64,8 @@ WorldDir = Annotated[Path | None, typer.Option("--world", help="A built toy worl
 PresetOpt = Annotated[Preset, typer.Option(help="Toy world size: 'default', or 'tiny' for tests.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
 TaskOpt = Annotated[
-    str, typer.Option(help="The toy world's task: 'toy', 'signoff', or package.module:factory (see the README).")
+    str,
+    typer.Option(help="The toy world's task: 'toy', 'signoff', 'mixed', or package.module:factory (see the README)."),
 ]
 RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's state; resumable).")]
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]

@@ -89,6 +89,7 @@ def round_cmd(
     ),
     dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
     dpo_lr: Annotated[float, typer.Option(help="DPO learning rate.")] = 1e-4,
+    dpo_beta: Annotated[float, typer.Option(help="DPO β (the KL penalty's strength).")] = 0.1,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)] = 128,
     lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = 512,
     target_modules: Annotated[
@@ -141,7 +142,9 @@ def round_cmd(
     preset: PresetOpt = Preset.default,
     task: Annotated[
         str | None,
-        typer.Option(help="Toy world task: toy, signoff or package.module:factory \\[default: toy without --model]."),
+        typer.Option(
+            help="Toy world task: toy, signoff, mixed or package.module:factory \\[default: toy without --model]."
+        ),
     ] = None,
     world_seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
@@ -181,7 +184,7 @@ def round_cmd(
             annotator, evaluate, targets = annotator or "oracle", evaluate or "oracle", target_modules or "all-linear"
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
-                             seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
+                             dpo_beta=dpo_beta, seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
                              eval_pair_samples=eval_pair_samples, evaluate=evaluate, lora_r=lora_r,
                              lora_alpha=lora_alpha, target_modules=targets, device=device or "",
                              ls_project=ls_project or "")  # fmt: skip

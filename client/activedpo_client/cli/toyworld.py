@@ -69,16 +69,32 @@ def toyworld_check(
     seed: SeedOpt = 0,
     cache_dir: CacheDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    lr: Annotated[float, typer.Option(help="DPO learning rate (the paper's 1e-4).", min=0)] = 1e-4,
+    epochs: Annotated[float, typer.Option(help="DPO epochs.", min=0)] = 4.0,
+    beta: Annotated[float, typer.Option(help="DPO β.", min=0)] = 0.1,
+    eval_samples: Annotated[int, typer.Option(help="Samples per held-out prompt for the reward.", min=1)] = 1,
+    pair_samples: Annotated[
+        int,
+        typer.Option(
+            help="π_ref samples per held-out prompt whose judged pairs measure the preference accuracy (0: off).",
+            min=0,
+        ),
+    ] = 4,
 ) -> None:
     """Check the world is a real problem: DPO on pi_ref's own oracle-labeled pairs must beat pi_ref."""
+    from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
     from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():
+        if pair_samples == 1:
+            raise ValueError("--pair-samples must be 0 (off) or at least 2")
+        settings = DPOSettings(lr=lr, epochs=epochs, beta=beta)
         w = open_world(world, preset, seed, cache_dir, task)
         with progress_bars(transient=True) as bar:
-            result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=prompts, progress=bar)
+            result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=prompts, settings=settings,
+                               progress=bar, eval_samples=eval_samples, pair_samples=pair_samples)  # fmt: skip
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return
@@ -89,6 +105,11 @@ def toyworld_check(
         f"win-rate vs pi_ref {r.win_rate:.1%}; mean reward gap within a pair {result.pair_reward_gap:.2f}; "
         f"DPO training {result.train_seconds:.1f} s"
     )
+    if result.pref_acc is not None:
+        console.print(
+            f"preference accuracy of its implicit reward on {result.pref_pairs} judged held-out pairs: "
+            f"{result.pref_acc:.1%} ± {result.pref_acc_se:.1%} (pi_ref 50%)"
+        )
 
 
 def _print_world(world, cached: bool) -> None:

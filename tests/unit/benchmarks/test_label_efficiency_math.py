@@ -112,3 +112,65 @@ def test_a_claimed_run_is_skipped_by_others_until_released(tmp_path):
         holder.wait()
     with claim(tmp_path, wait=False) as mine:
         assert mine is True
+
+
+def test_minimum_detectable_effect_at_80_percent_power():
+    from activedpo_client.bench import mde80, t95
+
+    assert mde80(0.5, 5) == pytest.approx((2.776 + 0.941) * 0.5 / 5**0.5)  # the 5 seeds: ~0.83
+    assert mde80(0.5, 20) == pytest.approx((2.093 + 0.861) * 0.5 / 20**0.5)
+    assert mde80(1.0, 1000) == pytest.approx((1.96 + 0.8416) / 1000**0.5)  # past the table: normal
+    assert t95(22) == 2.086  # between tabulated dfs: the lower df's (wider) quantile
+    assert mde80(1.0, 1) != mde80(1.0, 1)  # nan: no spread from one seed
+
+
+def test_preference_accuracy_curves_start_at_one_half():
+    rows = [{"labels": 50, "reward": 1.0, "ref_reward": -1.0, "pref_acc": 0.6}]
+    assert curve(rows) == ([0, 50], [-1.0, 1.0])
+    assert curve(rows, "pref_acc") == ([0, 50], [0.5, 0.6])
+    table = summarize({"a": {0: rows, 1: rows}, "random": {0: rows, 1: rows}}, 1, "pref_acc")
+    assert "| 1 | 50 | 0.600 ± 0.000 (n=2) | 0.600 ± 0.000 (n=2) |" in table
+
+
+def test_labels_to_reach_with_a_bootstrap_interval_over_seeds():
+    from activedpo_client.bench import labels_to_reach_ci, power_table
+
+    def acc(*values):
+        return [{"labels": 50 * (i + 1), "reward": v, "ref_reward": 0.0, "pref_acc": 0.5 + v / 10}
+                for i, v in enumerate(values)]  # fmt: skip
+
+    base = {s: acc(0.5, 1.0 + 0.1 * s, 2.0 + 0.2 * s) for s in range(6)}  # random's final mean: 2.5
+    fast = {s: acc(2.0 + 0.2 * s, 3.0, 3.0) for s in range(6)}  # its curve passes 2.5 between 50 and 100
+    point, low, high, share = labels_to_reach_ci(fast, base, 3, draws=500)
+    assert point == pytest.approx(50 + (2.5 - 2.5) / (3.0 - 2.5) * 50)  # arm mean at 50 labels is 2.5 exactly
+    assert share == 1.0 and low is not None and high is not None and low <= point <= high < 100
+    same = labels_to_reach_ci(base, base, 3, draws=200)
+    assert same[0] == pytest.approx(150) and same[3] == 1.0  # the baseline reaches its own final mean at the end
+    slow = {s: acc(0.0, 0.1, 0.2) for s in range(6)}
+    assert labels_to_reach_ci(slow, base, 3, draws=200)[3] == 0.0
+    lines = power_table({"fast": fast, "slow": slow, "random": base}, 3, ["reward", "pref_acc"])
+    fast_reward = next(line for line in lines if line.startswith("| fast | reward |"))
+    d = [3.0 - (2.0 + 0.2 * s) for s in range(6)]
+    import numpy as np
+
+    sd = float(np.std(d, ddof=1))
+    assert f"| {sd:.3f} | {(2.571 + 0.920) * sd / 6**0.5:.3f} | 6 |" in fast_reward
+    assert next(line for line in lines if line.startswith("| slow | reward |")).endswith("| not reached |")
+    assert any(line.startswith("| fast | pref_acc |") for line in lines)
+
+
+def test_dpo_settings_come_from_the_command_line_then_the_task_then_the_paper():
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from activedpo_client.bench import dpo_settings
+    from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
+
+    none = Namespace(dpo_lr=None, dpo_epochs=None, dpo_beta=None)
+    assert dpo_settings(none, SimpleNamespace(name="custom")) == PAPER_DPO
+    tuned = SimpleNamespace(name="t", dpo_settings={"lr": 3e-4})
+    assert dpo_settings(none, tuned) == PAPER_DPO | {"lr": 3e-4}
+    assert dpo_settings(Namespace(dpo_lr=1e-3, dpo_epochs=None, dpo_beta=0.2), tuned) == {"lr": 1e-3, "epochs": 4.0,
+                                                                                          "beta": 0.2}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown DPO settings \\['gamma'\\]"):
+        recorded_dpo_settings(SimpleNamespace(name="t", dpo_settings={"gamma": 1}))

@@ -14,6 +14,7 @@ from activedpo_trainer.toytasks import (
     POSITIVE,
     SIGNOFFS,
     TOPICS,
+    MixedTask,
     SignoffTask,
     ToyTask,
     format_prompt,
@@ -149,6 +150,24 @@ def test_signoff_task_rewards_the_audiences_sign_off_that_demonstrations_rarely_
     assert task.train_prompts() == ToyTask().train_prompts()
 
 
+def test_mixed_task_demonstrations_are_expert_on_solved_topics_and_mediocre_elsewhere():
+    task = MixedTask()
+    assert isinstance(task, Task) and task.name == "mixed" and isinstance(load_task("mixed"), MixedTask)
+    assert task.train_prompts() == ToyTask().train_prompts()  # the toy task's prompts and oracle
+    assert task.reward(PROMPT, " wave tide bright") == ToyTask().reward(PROMPT, " wave tide bright")
+    corpus = task.sft_corpus(4000, seed=0)
+    solved = [(p, r) for p, r in corpus if task.is_solved(p)]
+    hard = [(p, r) for p, r in corpus if not task.is_solved(p)]
+    assert 0.7 < len(solved) / len(corpus) < 0.8  # 9 of 12 topics: three quarters of the prompts
+    # the expert: every solved demonstration is a best-possible response of the same reward
+    assert {task.reward(p, r) for p, r in solved} == {2.0}
+    assert all(len(r.split()) == parse_prompt(p)[1] and len(set(r.split())) == len(r.split()) for p, r in solved)
+    assert len({r for _, r in solved}) > 0.9 * len(solved)  # near-duplicates, not copies
+    rewards = [task.reward(p, r) for p, r in hard]
+    assert np.std(rewards) > 1.0 and np.mean(rewards) < 0.5  # the mediocre writers: what pairs can teach
+    assert task.sft_corpus(50, seed=3) == task.sft_corpus(50, seed=3)
+
+
 def test_load_task_builtins_and_import_paths(monkeypatch, tmp_path):
     assert isinstance(load_task("toy", seed=3), ToyTask) and load_task("toy", seed=3).seed == 3
     assert isinstance(load_task("signoff"), SignoffTask)
@@ -159,7 +178,7 @@ def test_load_task_builtins_and_import_paths(monkeypatch, tmp_path):
     assert echo.reward("say frog 3 times :", " frog um") < 0
     vocab = task_vocabulary(echo, echo.sft_corpus(50, 0))
     assert {"say", "frog", "times", ":"} <= set(vocab) and len(vocab) == len(set(vocab))
-    with pytest.raises(ValueError, match=r"unknown task 'best': use a built-in \(toy, signoff\)"):
+    with pytest.raises(ValueError, match=r"unknown task 'best': use a built-in \(toy, signoff, mixed\)"):
         load_task("best")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
         load_task("no_such_module:make")
