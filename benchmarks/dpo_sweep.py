@@ -123,9 +123,12 @@ def main() -> int:
             verdict = "a significant lift" if best[0] else "**no significant lift under any setting tried**"
             lines += ["", f"Chosen for `{task}`: lr {lr:g}, {epochs:g} epochs, β {beta:g} ({verdict}, mean reward lift "
                       f"{best[1]:+.3f})."]  # fmt: skip
-    lines += ["", "Raw results: the sweep's `results.jsonl` (one line per task, setting and seed)."]
+    raw = args.out.with_suffix(".jsonl")
+    lines += ["", f"Raw results: `{raw.name}` (one line per task, setting and seed)."]
     print("\n".join(lines))
     write(args.out, lines)
+    keys = [(t, lr, e, b, s) for t in args.tasks for lr, e, b in grid for s in args.seeds]
+    raw.write_text("".join(json.dumps(done[k]) + "\n" for k in keys if k in done))
     return 0
 
 

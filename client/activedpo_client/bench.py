@@ -530,9 +530,30 @@ def report(args, arms: list[Arm], results) -> None:
             ]  # fmt: skip
         plot_rewards(mean_rows, args.out / f"reward-{slug}{suffix}.png",
                      title=f"{task}, {n} prompts/round: mean ± SE over {len(args.seeds)} seeds")  # fmt: skip
-    lines += ["", "Raw per-run metrics: `runs.jsonl`."]
+    lines += ["", "Raw per-run metrics: `runs.jsonl`; the paired comparisons as data: `summary.json`."]
     print("\n".join(lines))
     write(args.out / "report.md", lines)
+    (args.out / "summary.json").write_text(json.dumps(summary(args, results, order), indent=1) + "\n")
+
+
+def summary(args, results, order: list[str]) -> dict:
+    """The paired comparisons with random as data (the quickstart quotes its task's): per task and pool
+    size, per arm and metric, the final difference's mean, 95% CI half-width, paired SD, MDE and seeds."""
+    out: dict = {"rounds": args.rounds, "budget": args.budget, "comparisons": []}
+    for (task, n), by_arm in results.items():
+        if "random" not in by_arm:
+            continue
+        for metric in [m for m in METRICS if has_metric(by_arm, m)]:
+            for arm in [a for a in order if a in by_arm and a != "random"]:
+                d = paired_finals(by_arm[arm], by_arm["random"], args.rounds, metric)
+                if len(d) < 2:
+                    continue
+                m, ci = mean_ci(list(d))
+                sd = float(d.std(ddof=1))
+                out["comparisons"].append({"task": task, "prompts": n, "arm": arm, "metric": metric, "seeds": len(d),
+                                           "mean": round(m, 4), "ci95": round(ci, 4), "sd": round(sd, 4),
+                                           "mde80": round(mde80(sd, len(d)), 4)})  # fmt: skip
+    return out
 
 
 def _plain_header(title: str) -> list[str]:

@@ -66,3 +66,32 @@ def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveD
         return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+MULTISEED_REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "label_efficiency"
+
+
+def multiseed_line(task: str, arm: str = "activedpo", report_dir: Path = MULTISEED_REPORT) -> str:
+    """One line quoting the committed multi-seed benchmark for ``task``: ``arm`` − random, paired by seed,
+    on final reward and preference accuracy, so that one seed is not read as the product's effect."""
+    where = "benchmarks/results/label_efficiency"
+    path = Path(report_dir) / "summary.json"
+    if not path.exists():
+        return (f"One seed is one draw, not the effect of selection: see {where}/report.md for the multi-seed "
+                f"benchmark, or run `activedpo-client bench --tasks {task}`.")  # fmt: skip
+    data = json.loads(path.read_text())
+    found = [c for c in data["comparisons"] if c["task"] == task and c["arm"] == arm]
+    if not found:
+        return (f"One seed is one draw: {where} holds no multi-seed result for task {task!r}; run "
+                f"`activedpo-client bench --tasks {task}`.")  # fmt: skip
+    parts = []
+    for c in found:
+        low, high = c["mean"] - c["ci95"], c["mean"] + c["ci95"]
+        verdict = "significant" if low > 0 or high < 0 else "not significant"
+        what = "final reward" if c["metric"] == "reward" else c["metric"].replace("_", " ")
+        parts.append(f"{what} {c['mean']:+.3f} ± {c['ci95']:.3f} ({verdict}; MDE {c['mde80']:.3f})")
+    c = found[0]
+    return (
+        f"One seed is one draw. Over {c['seeds']} seeds ({where}, {data['rounds']} rounds × {data['budget']} "
+        f"labels, {c['prompts']} prompts a round), {arm} − random, paired by seed: " + "; ".join(parts) + "."
+    )

@@ -10,6 +10,7 @@ own samples spread widely in reward and different pairs teach different things.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -79,6 +80,8 @@ class ToyTask:
     n_heldout: int = 200
     weights: RewardWeights = field(default_factory=RewardWeights)
     name: str = "toy"
+    # DPO settings chosen on random labels only by benchmarks/dpo_sweep.py (results/dpo_sweep.md)
+    dpo_settings: ClassVar[dict] = {"lr": 3e-4, "epochs": 4.0, "beta": 0.3}
 
     def _split(self) -> tuple[list[str], list[str]]:
         prompts = [
@@ -186,6 +189,7 @@ class SignoffTask(ToyTask):
 
     name: str = "signoff"
     signoff_rate: float = 0.15
+    dpo_settings: ClassVar[dict] = {"lr": 1e-4, "epochs": 4.0, "beta": 0.3}
 
     def reward(self, prompt: str, response: str) -> float:
         topic, n = parse_prompt(prompt)
@@ -234,6 +238,7 @@ class MixedTask(ToyTask):
 
     name: str = "mixed"
     solved_topics: tuple[str, ...] = SOLVED_TOPICS
+    dpo_settings: ClassVar[dict] = {"lr": 1e-4, "epochs": 4.0, "beta": 0.3}
 
     def is_solved(self, prompt: str) -> bool:
         return parse_prompt(prompt)[0] in self.solved_topics

@@ -87,9 +87,15 @@ def round_cmd(
     dpo_mode: Annotated[DPOMode, typer.Option(help="Continue the last adapter or retrain from the base.")] = (
         DPOMode.continue_
     ),
-    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
-    dpo_lr: Annotated[float, typer.Option(help="DPO learning rate.")] = 1e-4,
-    dpo_beta: Annotated[float, typer.Option(help="DPO β (the KL penalty's strength).")] = 0.1,
+    dpo_epochs: Annotated[
+        float | None, typer.Option(help="DPO epochs per round \\[default: the toy task's recorded setting, else 4].")
+    ] = None,
+    dpo_lr: Annotated[
+        float | None, typer.Option(help="DPO learning rate \\[default: the toy task's recorded setting, else 1e-4].")
+    ] = None,
+    dpo_beta: Annotated[
+        float | None, typer.Option(help="DPO β \\[default: the toy task's recorded setting, else 0.1].")
+    ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)] = 128,
     lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = 512,
     target_modules: Annotated[
@@ -154,6 +160,7 @@ def round_cmd(
     from activedpo_client.rounds import AwaitingLabels, LabelStudioSpec, RoundConfig
     from activedpo_trainer.generation import GenerationSettings
     from activedpo_trainer.progress import quiet_libraries
+    from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
 
     quiet_libraries()
     with user_errors():
@@ -172,6 +179,7 @@ def round_cmd(
             gen = GenerationSettings(temperature, top_p, max_new_tokens or 256)
             workload = ModelWorkload(spec, gen, resolve_dtype(dtype))
             annotator, targets = annotator or "file", target_modules or "auto"
+            recorded = PAPER_DPO
         else:
             from activedpo_trainer.workload import ToyWorkload
 
@@ -182,6 +190,9 @@ def round_cmd(
             gen = GenerationSettings(temperature, top_p, max_new_tokens or w.config.max_new_tokens)
             workload = ToyWorkload(w, gen, "float32" if dtype == Dtype.auto else dtype.value)
             annotator, evaluate, targets = annotator or "oracle", evaluate or "oracle", target_modules or "all-linear"
+            recorded = recorded_dpo_settings(w.task)
+        dpo_epochs, dpo_lr, dpo_beta = (v if v is not None else recorded[k] for k, v in
+                                        (("epochs", dpo_epochs), ("lr", dpo_lr), ("beta", dpo_beta)))  # fmt: skip
         config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
                              annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                              dpo_beta=dpo_beta, seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
@@ -294,7 +305,9 @@ def quickstart_cmd(
     ] = 2048,
     lora_r: Annotated[int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.")] = 128,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per evaluation.")] = 100,
-    dpo_epochs: Annotated[float, typer.Option(help="DPO epochs per round.")] = 4.0,
+    dpo_epochs: Annotated[
+        float | None, typer.Option(help="DPO epochs per round \\[default: the task's recorded setting].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed shared by every strategy's run.")] = 0,
     run_dir: Annotated[Path, typer.Option(help="Parent directory of the runs.")] = Path("runs/quickstart"),
     world: WorldDir = None,
@@ -319,11 +332,15 @@ def quickstart_cmd(
             from activedpo_trainer.tasks import task_slug
 
             run_dir = run_dir / task_slug(task)
+        from activedpo_trainer.tasks import recorded_dpo_settings
+
+        dpo = recorded_dpo_settings(w.task) | ({"epochs": dpo_epochs} if dpo_epochs is not None else {})
         results: dict[str, list[dict]] = {}
         wall: dict[str, float] = {}
         for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:
             config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy, seed=seed,
-                                 eval_prompts=eval_prompts, dpo_epochs=dpo_epochs, lora_r=lora_r,
+                                 eval_prompts=eval_prompts, dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"],
+                                 dpo_beta=dpo["beta"], lora_r=lora_r,
                                  lora_alpha=4 * lora_r)  # fmt: skip
             t0 = time.perf_counter()
             results[strategy] = run_rounds_cli(run_dir / strategy, w, config, rounds, proj_dim=proj_dim)
@@ -354,6 +371,9 @@ def quickstart_cmd(
                          for r in results.values()]  # fmt: skip
                 acc.add_row(str(m["round"]), str(m["labels"]), *cells)
             console.print(acc)
+        from activedpo_client.report import multiseed_line
+
+        console.print(multiseed_line(w.config.task))  # the committed multi-seed benchmark for this task
         for strategy, rows in results.items():
             steps = {s: sum(m["seconds"][s] for m in rows) for s in rows[0]["seconds"]} if rows else {}
             detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())

@@ -174,3 +174,24 @@ def test_dpo_settings_come_from_the_command_line_then_the_task_then_the_paper():
                                                                                           "beta": 0.2}  # fmt: skip
     with pytest.raises(ValueError, match="unknown DPO settings \\['gamma'\\]"):
         recorded_dpo_settings(SimpleNamespace(name="t", dpo_settings={"gamma": 1}))
+
+
+def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
+    import json
+
+    from activedpo_client.bench import summary
+    from activedpo_client.report import multiseed_line
+
+    base = {s: run(0.0, 1.0 + s) for s in range(4)}
+    ahead = {s: run(0.0, 1.5 + s + 0.01 * s) for s in range(4)}
+    args = __import__("argparse").Namespace(rounds=2, budget=50)
+    data = summary(args, {("toy", 1000): {"activedpo": ahead, "random": base}}, ["activedpo", "random"])
+    (c,) = data["comparisons"]
+    assert (c["task"], c["arm"], c["metric"], c["seeds"], c["mean"]) == ("toy", "activedpo", "reward", 4, 0.515)
+    assert "MDE" not in multiseed_line("toy", report_dir=tmp_path) and "activedpo-client bench" in multiseed_line(
+        "toy", report_dir=tmp_path
+    )  # nothing committed yet: where to look
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    line = multiseed_line("toy", report_dir=tmp_path)
+    assert "Over 4 seeds" in line and "final reward +0.515 ±" in line and "(significant; MDE" in line
+    assert "holds no multi-seed result for task 'signoff'" in multiseed_line("signoff", report_dir=tmp_path)

@@ -168,6 +168,23 @@ def test_mixed_task_demonstrations_are_expert_on_solved_topics_and_mediocre_else
     assert task.sft_corpus(50, seed=3) == task.sft_corpus(50, seed=3)
 
 
+def test_built_in_tasks_record_the_dpo_settings_their_sweep_chose():
+    from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
+
+    # benchmarks/results/dpo_sweep.md: chosen on random labels only, by a rule fixed in advance
+    assert recorded_dpo_settings(ToyTask()) == {"lr": 3e-4, "epochs": 4.0, "beta": 0.3}
+    assert recorded_dpo_settings(SignoffTask()) == {"lr": 1e-4, "epochs": 4.0, "beta": 0.3}
+    assert recorded_dpo_settings(MixedTask()) == {"lr": 1e-4, "epochs": 4.0, "beta": 0.3}
+    assert recorded_dpo_settings(object()) == PAPER_DPO  # a task of the user's that records none
+    sweep = (Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "dpo_sweep.md").read_text()
+    for task, (lr, beta) in {
+        "toy": ("0.0003", "0.3"),
+        "signoff": ("0.0001", "0.3"),
+        "mixed": ("0.0001", "0.3"),
+    }.items():
+        assert f"Chosen for `{task}`: lr {lr}, 4 epochs, β {beta} (a significant lift" in sweep
+
+
 def test_load_task_builtins_and_import_paths(monkeypatch, tmp_path):
     assert isinstance(load_task("toy", seed=3), ToyTask) and load_task("toy", seed=3).seed == 3
     assert isinstance(load_task("signoff"), SignoffTask)
