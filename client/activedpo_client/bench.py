@@ -133,6 +133,12 @@ class Arm:
     normalize: bool = True
     frozen: bool = False
     projection: str | None = None  # sjlt, kron or dense (the server's default when None)
+    rounds: int | None = None  # a schedule of its own (rounds=10,budget=15): compared at its final round
+    budget: int | None = None
+
+    @property
+    def scheduled(self) -> bool:
+        return self.rounds is not None or self.budget is not None
 
     @classmethod
     def parse(cls, spec: str) -> Arm:
@@ -151,6 +157,10 @@ class Arm:
                     kw["proj_dim"] = int(value)
                 elif key == "lam" and value:
                     kw["lam"] = float(value)
+                elif key in ("rounds", "budget") and value:
+                    kw[key] = int(value)
+                    if kw[key] < 1:
+                        raise ValueError
                 elif key == "proj" and value in ("sjlt", "kron", "dense"):
                     kw["projection"] = value
                 elif s == "raw":
@@ -160,7 +170,7 @@ class Arm:
                 else:
                     raise ValueError
             except ValueError:
-                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw or frozen"
+                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw, frozen, rounds=N or budget=N"
                 raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use {choices}") from None
         return cls(spec, strategy, **kw)
 
@@ -223,6 +233,27 @@ def labels_to_reach_ci(runs: dict[int, list[dict]], baseline: dict[int, list[dic
     low = float(np.quantile(reached, 0.025 / share)) if share > 0.025 else None
     high = float(np.quantile(reached, 0.975 / share)) if share >= 0.975 else None
     return point, low, high, share
+
+
+def schedule_table(own: dict[str, dict[int, list[dict]]], random: dict[int, list[dict]], rounds: int,
+                   metrics: list[str]) -> list[str]:  # fmt: skip
+    """Arms with their own schedule (e.g. 10 rounds × 15 labels) against random's final round, paired by
+    seed: each arm's last round against random's round ``rounds``, with the labels each used."""
+    lines = ["| arm | labels (arm / random) | metric | arm's final ± 95% CI | final − random (paired, 95% CI) | n |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, runs in own.items():
+        seeds = sorted(s for s in runs if s in random and runs[s] and len(random[s]) >= rounds)
+        if not seeds:
+            continue
+        labels = f"{runs[seeds[0]][-1]['labels']} / {random[seeds[0]][rounds - 1]['labels']}"
+        for metric in metrics:
+            finals = [runs[s][-1][metric] for s in seeds]
+            d = [runs[s][-1][metric] - random[s][rounds - 1][metric] for s in seeds]
+            (fm, fci), (dm, dci) = mean_ci(finals), mean_ci(d)
+            lines.append(
+                f"| {arm} | {labels} | {metric} | {fm:.3f} ± {fci:.3f} | {dm:+.3f} ± {dci:.3f} | {len(seeds)} |"
+            )
+    return lines
 
 
 def power_table(results: dict[str, dict[int, list[dict]]], rounds: int, metrics: list[str],
@@ -435,18 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     def run_one(task, n, arm, seed) -> list[dict]:
         world = worlds[task]
         dpo = dpo_settings(args, world.task)
-        config = RoundConfig(budget=args.budget, prompts=n, responses=args.responses, strategy=arm.strategy,
-                             seed=seed, eval_prompts=args.eval_prompts, eval_samples=args.eval_samples,
-                             eval_pair_samples=args.eval_pair_samples, dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"],
-                             dpo_beta=dpo["beta"],
-                             dpo_mode=args.dpo_mode, lora_r=args.lora_r, lora_alpha=4 * args.lora_r)  # fmt: skip
+        rounds = arm.rounds or args.rounds
+        config = RoundConfig(budget=arm.budget or args.budget, prompts=n, responses=args.responses,
+                             strategy=arm.strategy, seed=seed, eval_prompts=args.eval_prompts,
+                             eval_samples=args.eval_samples, eval_pair_samples=args.eval_pair_samples,
+                             dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"], dpo_beta=dpo["beta"], dpo_mode=args.dpo_mode,
+                             lora_r=args.lora_r, lora_alpha=4 * args.lora_r)  # fmt: skip
         spec = ServerSpec(proj_dim=arm.proj_dim or args.proj_dim, extra=arm.serve_extra(world.sft_dir))
         t0 = time.perf_counter()
-        rows = run_rounds(run_dir(task, n, arm, seed), world, config, args.rounds, spec, say=lambda _line: None)
+        rows = run_rounds(run_dir(task, n, arm, seed), world, config, rounds, spec, say=lambda _line: None)
         took = time.perf_counter() - t0
-        print(f"{task} p{n} {arm.spec} seed {seed}: " + ", ".join(f"{r['reward']:.3f}" for r in rows[: args.rounds])
+        print(f"{task} p{n} {arm.spec} seed {seed}: " + ", ".join(f"{r['reward']:.3f}" for r in rows[:rounds])
               + (f" ({took:.0f} s)" if took > 1 else " (done before)"), flush=True)  # fmt: skip
-        return rows[: args.rounds]
+        return rows[:rounds]
 
     results: dict[tuple[str, int], dict[str, dict[int, list[dict]]]] = {}
     pending = []
@@ -499,8 +531,10 @@ def report(args, arms: list[Arm], results) -> None:
         "reach random's final mean carry a bootstrap interval over seeds (open-ended when too many draws never "
         "reach it).",
     ]
-    for (task, n), by_arm in results.items():
-        by_arm = {a: by_arm[a] for a in order if a in by_arm}
+    scheduled = {a.spec for a in arms if a.scheduled}
+    for (task, n), all_arms in results.items():
+        by_arm = {a: all_arms[a] for a in order if a in all_arms and a not in scheduled}
+        own_schedule = {a: all_arms[a] for a in order if a in all_arms and a in scheduled}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
         slug = task_slug(task)
         against_activedpo = variant_verdicts(by_arm, args.rounds)
@@ -515,6 +549,9 @@ def report(args, arms: list[Arm], results) -> None:
         for metric in metrics:
             lines += ["", f"### {METRICS[metric]}", "", *summarize(by_arm, args.rounds, metric), "",
                       *verdicts(by_arm, args.rounds, metric=metric)]  # fmt: skip
+        if own_schedule and "random" in by_arm:
+            lines += ["", "### Other schedules (their own rounds × budget), against random's final round", "",
+                      *schedule_table(own_schedule, by_arm["random"], args.rounds, metrics)]  # fmt: skip
         lines += ["", "### Power, paired by seed", "", *power_table(by_arm, args.rounds, metrics), "",
                   *against_activedpo, *([""] if against_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip

@@ -195,3 +195,20 @@ def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
     line = multiseed_line("toy", report_dir=tmp_path)
     assert "Over 4 seeds" in line and "final reward +0.515 ±" in line and "(significant; MDE" in line
     assert "holds no multi-seed result for task 'signoff'" in multiseed_line("signoff", report_dir=tmp_path)
+
+
+def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
+    from activedpo_client.bench import schedule_table
+
+    arm = Arm.parse("activedpo@rounds=10,budget=15")
+    assert (arm.rounds, arm.budget, arm.scheduled, Arm.parse("activedpo").scheduled) == (10, 15, True, False)
+    with pytest.raises(ValueError, match="unknown setting 'rounds=0'"):
+        Arm.parse("activedpo@rounds=0")
+
+    def many(final):
+        return [{"labels": 15 * (i + 1), "reward": final if i == 9 else 0.0, "ref_reward": 0.0} for i in range(10)]
+
+    random = {s: run(0.0, 0.0, 1.0 + s) for s in range(3)}
+    own = {"activedpo@rounds=10,budget=15": {s: many(1.5 + s) for s in range(3)}}
+    lines = schedule_table(own, random, 3, ["reward"])
+    assert lines[2] == "| activedpo@rounds=10,budget=15 | 150 / 150 | reward | 2.500 ± 2.484 | +0.500 ± 0.000 | 3 |"
