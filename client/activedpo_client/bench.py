@@ -407,6 +407,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dpo-lr", type=float, default=None, help="default: the task's recorded setting")
     ap.add_argument("--dpo-beta", type=float, default=None, help="default: the task's recorded setting")
     ap.add_argument("--dpo-mode", default="continue", choices=["continue", "retrain"])
+    ap.add_argument(
+        "--annotator",
+        default="oracle",
+        choices=["oracle", "oracle-deterministic"],
+        help="labels: Bradley–Terry draws from the oracle, or the higher reward (no label noise)",
+    )
     ap.add_argument("--eval-prompts", type=int, default=200, help="held-out prompts (the toy worlds hold out 200)")
     ap.add_argument("--eval-samples", type=int, default=4, help="responses per held-out prompt for the reward")
     ap.add_argument("--eval-pair-samples", type=int, default=6,
@@ -468,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         dpo = dpo_settings(args, world.task)
         rounds = arm.rounds or args.rounds
         config = RoundConfig(budget=arm.budget or args.budget, prompts=n, responses=args.responses,
-                             strategy=arm.strategy, seed=seed, eval_prompts=args.eval_prompts,
+                             strategy=arm.strategy, seed=seed, annotator=args.annotator, eval_prompts=args.eval_prompts,
                              eval_samples=args.eval_samples, eval_pair_samples=args.eval_pair_samples,
                              dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"], dpo_beta=dpo["beta"], dpo_mode=args.dpo_mode,
                              lora_r=args.lora_r, lora_alpha=4 * args.lora_r)  # fmt: skip
@@ -523,7 +529,7 @@ def report(args, arms: list[Arm], results) -> None:
         f"prompt; d = {args.proj_dim} unless an arm says otherwise; fresh-adapter rank {args.lora_r}; DPO "
         f"({args.dpo_mode}) per round with each task's settings (below); {args.eval_prompts} held-out prompts × "
         f"{args.eval_samples} samples for the reward, judged pairs from {args.eval_pair_samples} π_ref samples per "
-        f"held-out prompt for the preference accuracy; seeds {args.seeds}.",
+        f"held-out prompt for the preference accuracy; labels by {args.annotator}; seeds {args.seeds}.",
         "",
         "Mean ± 95% CI (t) over seeds; round 0 is π_ref (whose preference accuracy is ½ by construction). "
         "\"final − random\" is each seed's final value minus random's on the same seed. The MDE is the smallest "

@@ -90,7 +90,9 @@ class RoundConfig:
     prompts: int = 1000  # prompts sampled per round
     responses: int = 3  # responses generated per prompt (3 → 3 pairs)
     strategy: str = "activedpo"
-    annotator: str = "oracle"  # oracle (toy world) | file (people) | label-studio (people, live) | reward-model:PATH
+    # oracle (toy world, Bradley–Terry draws) | oracle-deterministic (the higher reward; equal: TIE) | file (people)
+    # | label-studio (people, live) | reward-model:PATH
+    annotator: str = "oracle"
     dpo_mode: str = "continue"  # or "retrain": a fresh adapter from the base on all labels so far
     dpo_epochs: float = 4.0
     dpo_lr: float = 1e-4
@@ -112,7 +114,7 @@ class RoundConfig:
             raise ValueError("budget and prompts must be positive and responses at least 2")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        _check_judge("annotator", self.annotator, ("oracle", "file", "label-studio"))
+        _check_judge("annotator", self.annotator, ("oracle", "oracle-deterministic", "file", "label-studio"))
         if self.annotator == "label-studio" and not self.ls_project:
             raise ValueError("--annotator label-studio needs --ls-project (a project id, or a title to create)")
         _check_judge("evaluator", self.evaluate, ("oracle", "none"))
@@ -311,6 +313,10 @@ class RoundRunner:
             b = rm.score([(p.prompt, p.response_b) for p in batch.pairs])
             name = f"reward-model:{Path(path).name}"
             prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in zip(a, b, strict=True)]
+        elif annotator == "oracle-deterministic":  # no label noise: the higher hidden reward wins
+            oracle, name = self.workload.oracle, "oracle-deterministic"
+            r = [(oracle.reward(p.prompt, p.response_a), oracle.reward(p.prompt, p.response_b)) for p in batch.pairs]
+            prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in r]
         else:
             from activedpo_trainer.tasks import bradley_terry_preference
 
@@ -554,9 +560,9 @@ def check_workload(workload, config: RoundConfig) -> None:
             if not (path / "config.json").is_file():
                 raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
     if workload.oracle is None:
-        if config.annotator == "oracle":
-            raise ClientError(f"--annotator oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
-                              f"--annotator file (people) or reward-model:PATH")  # fmt: skip
+        if config.annotator in ("oracle", "oracle-deterministic"):
+            raise ClientError(f"--annotator {config.annotator} needs {NEEDS_ORACLE} (--task or --world); with "
+                              f"--model use --annotator file (people) or reward-model:PATH")  # fmt: skip
         if config.evaluate == "oracle":
             raise ClientError(f"--evaluate oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
                               f"--evaluate reward-model:PATH or none")  # fmt: skip

@@ -102,6 +102,19 @@ def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_
     assert "was started on another workload (world:" in err
 
 
+def test_the_deterministic_oracle_labels_without_noise(tiny_world, tmp_path):
+    run_dir = tmp_path / "run"
+    invoke(*round_args(tiny_world, run_dir, 1), "--annotator", "oracle-deterministic", "--eval-pair-samples", 0)
+    r = run_dir / "rounds" / "001"
+    pairs = {p["pair_id"]: p for p in json.loads((r / "batch.json").read_text())["pairs"]}
+    labels = [json.loads(line) for line in (r / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 8 and {x["annotator"] for x in labels} == {"oracle-deterministic"}
+    for x in labels:
+        p = pairs[x["pair_id"]]
+        a, b = (tiny_world.task.reward(p["prompt"], p[k]) for k in ("response_a", "response_b"))
+        assert x["preference"] == ("A" if a > b else "B" if b > a else "TIE")
+
+
 def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path):
     out = invoke(
         "quickstart", "--world", tiny_world.root, "--run-dir", tmp_path / "qs", "--rounds", 1, "--budget", 4,

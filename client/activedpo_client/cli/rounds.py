@@ -65,7 +65,8 @@ def round_cmd(
         str | None,
         typer.Option(
             help="Who labels: file (people: the batch is written out and the round waits), label-studio (people in "
-            "a live Label Studio project: see --ls-*), reward-model:PATH, or oracle (the toy world's hidden reward) "
+            "a live Label Studio project: see --ls-*), reward-model:PATH, or oracle (the toy world's hidden reward, "
+            "Bradley–Terry draws; oracle-deterministic: the higher reward, no label noise) "
             "\\[default: oracle in the toy world, file with --model]."
         ),
     ] = None,
