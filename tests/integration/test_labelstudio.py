@@ -4,6 +4,7 @@ Label Studio's API (as its web UI does), and their labels reach the server once 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 
@@ -13,19 +14,28 @@ from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
 
 
+@contextmanager
+def serving(tmp_path, world, prompts: int, project: str = ""):
+    """(server, client): an embedded selection server on the tiny world whose pool holds three responses
+    (three pairs) for each of the first ``prompts`` train prompts."""
+    with (
+        EmbeddedServer(tmp_path / "state", world.sft_dir, args=SMALL) as server,
+        SelectorClient(Connection(server.target), project=project) as client,
+    ):
+        client.wait_ready()
+        client.add_candidates(
+            [(p, [" wave tide", " calm", " bright moss"]) for p in world.task.train_prompts()[:prompts]]
+        )
+        yield server, client
+
+
 def pairwise(side: str) -> list[dict]:
     return [{"from_name": "preference", "to_name": "response_a,response_b", "type": "pairwise",
              "value": {"selected": side}}]  # fmt: skip
 
 
 def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_studio):
-    prompts = tiny_world.task.train_prompts()[:6]
-    with (
-        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
-        SelectorClient(Connection(server.target), project="ls-run") as client,
-    ):
-        client.wait_ready()
-        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+    with serving(tmp_path, tiny_world, 6, project="ls-run") as (_, client):
         batch = client.select(4)
         project = LabelStudioProject("activedpo round trip", label_studio.url, label_studio.token)
         tasks = project.push(batch, tag="ls-run-r1")
@@ -73,16 +83,22 @@ def test_label_studio_errors_are_one_line(label_studio, monkeypatch):
         LabelStudioProject("ab", label_studio.url, label_studio.token)
 
 
+def ls_round_args(world, run_dir, budget: int, project: str, label_studio) -> list[str]:
+    """A small toy-world round labeled in ``project`` of the test's Label Studio."""
+    args = ["round", "--world", world.root, "--run-dir", run_dir, "--budget", budget, "--prompts", 2 * budget,
+            "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
+            "--device", "cpu", "--annotator", "label-studio", "--ls-project", project, "--ls-url",
+            label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
+    return [str(a) for a in args]
+
+
 def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(tiny_world, tmp_path, label_studio):
     from typer.testing import CliRunner
 
     from activedpo_client.cli import app
 
     run_dir = tmp_path / "run"
-    args = ["round", "--world", tiny_world.root, "--run-dir", run_dir, "--budget", 6, "--prompts", 12,
-            "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
-            "--device", "cpu", "--annotator", "label-studio", "--ls-project", "activedpo round", "--ls-url",
-            label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
+    args = ls_round_args(tiny_world, run_dir, 6, "activedpo round", label_studio)
     first = CliRunner().invoke(app, [str(a) for a in [*args, "--ls-wait", 1]])
     assert first.exit_code == 3, first.output
     assert "0 of 6 tasks done in Label Studio project" in " ".join(first.output.split())
@@ -114,11 +130,7 @@ def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_pat
 
     from activedpo_client.cli import app
 
-    prompts = tiny_world.task.train_prompts()[:12]
-    server = EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL)
-    with server, SelectorClient(Connection(server.target)) as client:
-        client.wait_ready()
-        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])  # 36 pairs
+    with serving(tmp_path, tiny_world, 12) as (server, client):  # 36 pairs
         state = tmp_path / "sync.json"
         env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
         args = ["labelstudio", "sync", "--server", server.target, "--ls-project", "activedpo sync", "--budget", "5",
@@ -241,11 +253,7 @@ def test_a_round_killed_between_import_and_pull_resumes_without_a_second_import(
     from activedpo_client.cli import app
 
     run_dir = tmp_path / "run"
-    args = ["round", "--world", tiny_world.root, "--run-dir", run_dir, "--budget", 5, "--prompts", 10,
-            "--responses", 3, "--eval-prompts", 8, "--dpo-epochs", 1, "--proj-dim", 128, "--lora-r", 8,
-            "--device", "cpu", "--annotator", "label-studio", "--ls-project", "activedpo killed round", "--ls-url",
-            label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
-    args = [str(a) for a in args]
+    args = ls_round_args(tiny_world, run_dir, 5, "activedpo killed round", label_studio)
     project = LabelStudioProject("activedpo killed round", label_studio.url, label_studio.token)
     ls = project.client
     proc = subprocess.Popen([sys.executable, "-m", "activedpo_client.cli", *args, "--ls-wait", "600"],
@@ -344,13 +352,7 @@ def test_a_webhook_wakes_the_sync_loop(tiny_world, tmp_path, label_studio):
     import sys
     import time
 
-    prompts = tiny_world.task.train_prompts()[:6]
-    with (
-        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
-        SelectorClient(Connection(server.target)) as client,
-    ):
-        client.wait_ready()
-        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+    with serving(tmp_path, tiny_world, 6) as (server, client):
         project = LabelStudioProject("activedpo webhooks", label_studio.url, label_studio.token)
         ls = project.client
         env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
@@ -385,13 +387,7 @@ def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_w
 
     from activedpo_client.labelstudio import SyncState, sync_once
 
-    prompts = tiny_world.task.train_prompts()[:6]
-    with (
-        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
-        SelectorClient(Connection(server.target)) as client,
-    ):
-        client.wait_ready()
-        client.add_candidates([(p, [" wave tide", " calm", " bright moss"]) for p in prompts])
+    with serving(tmp_path, tiny_world, 6) as (server, client):
         project = LabelStudioProject("activedpo cut off", label_studio.url, label_studio.token)
         ls, path = project.client, tmp_path / "sync.json"
         state = SyncState.load(path)
