@@ -258,4 +258,23 @@ class MixedTask(ToyTask):
         return out
 
 
+def mixed_task(solved: int, seed: int = 0, n_heldout: int = 200) -> MixedTask:
+    """``mixed`` with ``solved`` of the 12 topics solved (the regime study's fraction of uninformative pairs:
+    0 is the toy task's pool, 9 the built-in ``mixed``, 11 leaves one topic in twelve to learn from)."""
+    if not 0 <= solved < len(TOPICS):
+        raise ValueError(f"solved must be 0..{len(TOPICS) - 1} topics, got {solved}")
+    order = [*SOLVED_TOPICS, *(t for t in TOPICS if t not in SOLVED_TOPICS)]
+    return MixedTask(seed=seed, n_heldout=n_heldout, name=f"mixed-{solved}", solved_topics=tuple(order[:solved]))
+
+
+def mixed_6(seed: int = 0) -> MixedTask:
+    """Half the topics solved: ``--task activedpo_trainer.toytasks:mixed_6``."""
+    return mixed_task(6, seed)
+
+
+def mixed_11(seed: int = 0) -> MixedTask:
+    """Eleven topics in twelve solved: ``--task activedpo_trainer.toytasks:mixed_11``."""
+    return mixed_task(11, seed)
+
+
 BUILTIN_TASKS: dict[str, type[ToyTask]] = {"toy": ToyTask, "signoff": SignoffTask, "mixed": MixedTask}

@@ -166,6 +166,12 @@ def test_mixed_task_demonstrations_are_expert_on_solved_topics_and_mediocre_else
     rewards = [task.reward(p, r) for p, r in hard]
     assert np.std(rewards) > 1.0 and np.mean(rewards) < 0.5  # the mediocre writers: what pairs can teach
     assert task.sft_corpus(50, seed=3) == task.sft_corpus(50, seed=3)
+    # the regime study's variants: the share of solved (uninformative) prompts
+    half, most = load_task("activedpo_trainer.toytasks:mixed_6"), load_task("activedpo_trainer.toytasks:mixed_11")
+    assert (half.name, len(half.solved_topics), most.name, len(most.solved_topics)) == ("mixed-6", 6, "mixed-11", 11)
+    assert set(half.solved_topics) < set(task.solved_topics) < set(most.solved_topics)
+    share = np.mean([most.is_solved(p) for p in most.train_prompts()])
+    assert share == pytest.approx(11 / 12, abs=0.02)
 
 
 def test_built_in_tasks_record_the_dpo_settings_their_sweep_chose():
