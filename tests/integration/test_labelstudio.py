@@ -48,10 +48,11 @@ def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_st
         assert len(data) == 4 and [data[t]["pair_id"] for t in tasks] == [p.pair_id for p in batch.pairs]
         assert project.pull(tasks).done == 0
 
-        # the labelers: task 0 twice (A, then B by a second annotation), task 1 skipped,
+        # the labelers: task 0 by two people (A, and B by a second account), task 1 skipped,
         # task 2 answered A then changed to B, task 3 not yet
+        second = ls.users.create(username="second-labeler", email="second@example.com", password="labeler-pw-2")
         ls.annotations.create(id=tasks[0], result=pairwise("left"))
-        ls.annotations.create(id=tasks[0], result=pairwise("right"))
+        ls.annotations.create(id=tasks[0], result=pairwise("right"), completed_by=second.id)
         ls.annotations.create(id=tasks[1], result=[], was_cancelled=True)
         changed = ls.annotations.create(id=tasks[2], result=pairwise("left"))
         ls.annotations.update(id=changed.id, result=pairwise("right"))
@@ -61,6 +62,8 @@ def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_st
         want = sorted([(batch.pairs[0].pair_id, "A"), (batch.pairs[0].pair_id, "B"), (batch.pairs[2].pair_id, "B")])
         assert got == want
         assert len({lab.idempotency_key for lab in pulled.labels}) == 3
+        on_first = [lab.annotator for lab in pulled.labels if lab.pair_id == batch.pairs[0].pair_id]
+        assert len(set(on_first)) == 2  # two people, two labels, each under its own name
 
         results = client.submit_labels(pulled.labels)
         assert all(r.accepted and not r.replayed for r in results)
