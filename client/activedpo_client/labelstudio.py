@@ -166,11 +166,11 @@ class WebhookReceiver:
     It trusts nothing it receives (a POST only makes the poller look now), so it needs no payload and
     no secret. On entering it registers a webhook for the project (reusing one with the same URL, so
     a restarted process adds none) and on leaving removes it. ``url`` is what Label Studio posts to
-    (default ``http://127.0.0.1:PORT/``; name this host's address when Label Studio runs elsewhere).
-    Label Studio refuses webhooks to local or private addresses unless it runs with
-    ``SSRF_PROTECTION_ENABLED=false``."""
+    (default ``http://127.0.0.1:PORT/``, listening on 127.0.0.1 only; with a ``url`` naming this host as
+    Label Studio reaches it, on every interface). Label Studio refuses webhooks to local or private
+    addresses unless it runs with ``SSRF_PROTECTION_ENABLED=false``."""
 
-    def __init__(self, project: LabelStudioProject, port: int, url: str | None = None, host: str = "0.0.0.0"):
+    def __init__(self, project: LabelStudioProject, port: int, url: str | None = None, host: str | None = None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -188,6 +188,7 @@ class WebhookReceiver:
             def log_message(self, *args):  # quiet: one POST per annotation
                 pass
 
+        host = host or ("0.0.0.0" if url else "127.0.0.1")
         try:
             self.httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as e:
