@@ -23,21 +23,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 from _report import header, write
-
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    return float(v.mean()), _T95.get(len(v) - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(len(v))
 
 
 def main() -> int:
@@ -55,6 +45,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/dpo_sweep.md"))
     args = ap.parse_args()
 
+    from activedpo_client.bench import mean_ci
     from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
     from activedpo_trainer.progress import progress_bars, quiet_libraries

@@ -108,11 +108,12 @@ class LabelStudioProject:
             have.update({p.pair_id: int(t) for p, t in zip(missing, res.task_ids, strict=True)})
         return [have[p.pair_id] for p in batch.pairs]
 
-    def pull(self, task_ids: Sequence[int]) -> Pulled:
-        """The batch's annotations as they stand now (see the module's docstring)."""
+    def pull(self, task_ids: Sequence[int], listed: list | None = None) -> Pulled:
+        """The batch's annotations as they stand now (see the module's docstring); ``listed``: the project's
+        tasks when the caller has just listed them."""
         wanted = set(int(t) for t in task_ids)
         labels, done, skipped = [], 0, 0
-        for t in self._tasks():
+        for t in self._tasks() if listed is None else listed:
             if int(t.id) not in wanted:
                 continue
             pair_id = (t.data or {}).get("pair_id", "")
@@ -264,7 +265,7 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
     open_tasks = [int(t.id) for t in tasks if not any(True for _ in (t.annotations or []))]
     done_ids = [int(t.id) for t in tasks if t.annotations]
     submitted = set(state.submitted or [])
-    pulled = project.pull(done_ids) if done_ids else Pulled([], 0, 0, 0)
+    pulled = project.pull(done_ids, listed=tasks) if done_ids else Pulled([], 0, 0, 0)
     new = [lab for lab in pulled.labels if int(lab.idempotency_key.rsplit("-", 1)[1]) not in submitted]
     if new:
         results = client.submit_labels(new)

@@ -139,12 +139,14 @@ def judged_pairs(model, tokenizer, scorer: Scorer | Task, prompts: Sequence[str]
         raise ValueError(f"judged pairs need at least 2 samples per prompt, got {samples}")
     score = task_scorer(scorer) if isinstance(scorer, Task) else scorer
     groups = generate(model, tokenizer, prompts, samples, settings, seed=seed, progress=progress)
+    per_prompt = [list(dict.fromkeys(g)) for g in groups]
+    flat = [(p, r) for p, d in zip(prompts, per_prompt, strict=True) if len(d) >= 2 for r in d]
+    scored = iter(float(x) for x in score([p for p, _ in flat], [r for _, r in flat]))  # one call: the judge batches
     out: tuple[list, list, list, list] = ([], [], [], [])
-    for prompt, group in zip(prompts, groups, strict=True):
-        distinct = list(dict.fromkeys(group))
+    for prompt, distinct in zip(prompts, per_prompt, strict=True):
         if len(distinct) < 2:
             continue
-        rewards = [float(x) for x in score([prompt] * len(distinct), distinct)]
+        rewards = [next(scored) for _ in distinct]
         for i in range(len(distinct)):
             for j in range(i + 1, len(distinct)):
                 if rewards[i] != rewards[j]:
