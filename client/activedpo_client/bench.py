@@ -15,8 +15,8 @@ An *arm* is a strategy with optional server settings, ``strategy[@setting,...]``
 ``d=512`` (projection dimension), ``lam=0.1`` (ridge λ), ``raw`` (no gradient normalisation),
 ``frozen`` (features from the initial checkpoint only, never refreshed). Besides the server's
 strategies an arm may name a research strategy: ``activedpo-topb`` (the ablation without the
-intra-batch ``V`` update) or ``activedpo-fisher`` (ours); their servers are started with
-``--research-strategies``.
+intra-batch ``V`` update), or ours, ``activedpo-fisher``, ``activedpo-margin`` and ``activedpo-entropy``
+(``activedpo_server.strategies`` describes them); their servers are started with ``--research-strategies``.
 
 Runs resume where they stopped: kill the benchmark and start it again. They are also
 parallel-safe: a run is claimed with a lock file, so several invocations (or ``--jobs N``,

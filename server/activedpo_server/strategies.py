@@ -16,12 +16,15 @@ pick order, each with the score that chose it. Strategies are small classes in a
 
 Research strategies live in a registry of their own, :data:`RESEARCH_STRATEGIES`: the
 label-efficiency benchmark runs them as arms, and a server answers them only when started with
-``--research-strategies``. They stay out of the product: one is an ablation, and our variant
-has not beaten ``activedpo`` (``benchmarks/README.md`` has the figures):
+``--research-strategies``. They stay out of the product: one is an ablation, and our variants
+have not beaten ``activedpo`` (``benchmarks/README.md`` has the figures):
 
 * ``activedpo-fisher`` — ours, beyond the paper: ActiveDPO with every pair weighted by the
   Bradley–Terry Fisher information of its current implicit-reward margin; see
   :class:`FisherActiveDPO`.
+* ``activedpo-margin`` — ours: ActiveDPO weighted towards large implicit-reward margins, APLP's
+  criterion (:class:`MarginActiveDPO`).
+* ``activedpo-entropy`` — ours: ActiveDPO among APLP's high-entropy prompts (:class:`EntropyActiveDPO`).
 * ``activedpo-topb`` — the ablation without the intra-batch update: the ``budget`` largest
   ``φᵀV₀⁻¹φ`` with ``V₀`` from the labeled pairs only.
 """
@@ -239,6 +242,59 @@ class FisherActiveDPO(ActiveDPO):
         return greedy_select_scored(cand, labeled, budget, self.lam, pool.device)
 
 
+@register_research
+class MarginActiveDPO(ActiveDPO):
+    """ActiveDPO weighted towards pairs the policy already separates (ours, beyond the paper).
+
+    APLP takes the pairs with the largest implicit-reward margin ``|Δ̂|``: where the policy commits
+    to a preference, a label either confirms it or, when the policy is wrong, moves it most (DPO's
+    gradient on a pair scales with ``σ(−Δ̂)`` of the labeled margin). Near-ties, pairs of equally
+    good responses whose label is a coin flip, keep ``Δ̂ ≈ 0`` however long the policy trains. This
+    variant folds that margin into ActiveDPO's rule, the opposite of ``activedpo-fisher``'s weight:
+    ``w = 1 + |Δ̂|/mean|Δ̂|`` (scale-free, so DPO's β does not matter), with ``√w·φ`` in the scores
+    and in ``V`` as there. In round one π_θ = π_ref, every weight is 1 and the picks are
+    ``activedpo``'s.
+    """
+
+    name = "activedpo-margin"
+
+    def _choose(self, pool, cand, labeled, budget):
+        m_cand, m_lab = (np.abs(m) for m in _implicit_margins(pool, 1.0))
+        scale = np.concatenate([m_cand, m_lab]).mean()  # never empty: select() returns early on no candidates
+        w_cand, w_lab = (1.0 + m / scale if scale > 0 else np.ones_like(m) for m in (m_cand, m_lab))
+        cand = cand.weighted(np.sqrt(w_cand))
+        labeled = labeled * np.sqrt(w_lab)[:, None].astype(labeled.dtype)
+        return greedy_select_scored(cand, labeled, budget, self.lam, pool.device)
+
+
+@register_research
+class EntropyActiveDPO(ActiveDPO):
+    """ActiveDPO among APLP's high-entropy prompts (ours, beyond the paper).
+
+    A prompt the policy has already solved is answered near-deterministically, and its candidate
+    pairs are near-duplicates: a label there is noise. APLP's first stage drops such prompts by
+    their predictive entropy; ActiveDPO's greedy ``V⁻¹`` rule then chooses among the pairs of the
+    ``prompt_fraction`` most uncertain prompts (:func:`high_entropy_pairs`), with ``V`` from all
+    labeled pairs.
+    """
+
+    name = "activedpo-entropy"
+
+    def __init__(self, lam: float = 1.0, prompt_fraction: float = 0.5):
+        super().__init__(lam)
+        if not 0 < prompt_fraction <= 1:
+            raise ValueError(f"prompt_fraction must be in (0, 1], got {prompt_fraction}")
+        self.prompt_fraction = prompt_fraction
+
+    def _choose(self, pool, cand, labeled, budget):
+        responses = np.unique(pool.pairs.ravel())
+        policy, _ = pool.source.logprobs(responses)
+        eligible = high_entropy_pairs(pool, responses, policy, budget, self.prompt_fraction)
+        sub = PairRows(cand.feats, np.stack([cand.a[eligible], cand.b[eligible]], axis=1))
+        picks, scores = greedy_select_scored(sub, labeled, budget, self.lam, pool.device)
+        return [int(eligible[i]) for i in picks], scores
+
+
 @register
 class APO(_GreedyV):
     """APO: greedy ``V⁻¹`` on π_ref's fixed embedding, independent of the policy being trained."""
@@ -283,31 +339,30 @@ class APLP:
             return []
         responses = np.unique(pool.pairs.ravel())
         policy, ref = pool.source.logprobs(responses)
-        logp = dict(zip(responses.tolist(), policy, strict=True))
-        reward = dict(zip(responses.tolist(), self.beta * (np.asarray(policy) - np.asarray(ref)), strict=True))
+        eligible = high_entropy_pairs(pool, responses, policy, budget, self.prompt_fraction)
+        reward = np.zeros(len(pool.response_prompt))
+        reward[responses] = self.beta * (np.asarray(policy, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+        margin = np.abs(reward[pool.pairs[eligible, 0]] - reward[pool.pairs[eligible, 1]])
+        order = np.lexsort((eligible, -margin))[:budget]  # largest margin first, ties to lowest index
+        return _picks(eligible[order], margin[order])
 
-        # predictive entropy per prompt: −mean log π(y|x) over its candidate responses
-        prompts = pool.response_prompt[responses]
-        entropy: dict[int, list[float]] = {}
-        for r, p in zip(responses.tolist(), prompts.tolist(), strict=True):
-            entropy.setdefault(p, []).append(-logp[r])
-        ent = {p: float(np.mean(v)) for p, v in entropy.items()}
-        pair_prompt = pool.response_prompt[pool.pairs[:, 0]]
-        pairs_per_prompt = np.bincount(pair_prompt)
-        ranked = sorted(ent, key=lambda p: (-ent[p], p))
-        keep_n = max(1, math.ceil(self.prompt_fraction * len(ranked)))
-        kept, held = [], 0
-        for rank, p in enumerate(ranked):
-            if rank >= keep_n and held >= budget:
-                break
-            kept.append(p)
-            held += int(pairs_per_prompt[p])
 
-        eligible = np.flatnonzero(np.isin(pair_prompt, kept))
-        margin = np.array([abs(reward[int(a)] - reward[int(b)]) for a, b in pool.pairs[eligible]])
-        order = eligible[np.lexsort((eligible, -margin))][:budget]  # largest margin first, ties to lowest index
-        score = {int(i): float(m) for i, m in zip(eligible, margin, strict=True)}
-        return _picks(order, [score[int(i)] for i in order])
+def high_entropy_pairs(pool: Pool, responses: np.ndarray, policy_logp, budget: int, fraction: float) -> np.ndarray:
+    """APLP's first stage: the candidate pairs (indices into ``pool.pairs``, ascending) of the prompts with the
+    highest predictive entropy ``H(x) ≈ −mean_y log π_θ(y|x)`` over their candidate ``responses``.
+
+    ``fraction`` of the prompts are kept, but never fewer than it takes to hold ``budget`` pairs; ties in
+    entropy go to the lower prompt index."""
+    prompts = pool.response_prompt[responses]
+    uniq, inverse = np.unique(prompts, return_inverse=True)
+    entropy = -np.bincount(inverse, weights=np.asarray(policy_logp, dtype=np.float64)) / np.bincount(inverse)
+    ranked = uniq[np.lexsort((uniq, -entropy))]
+    pair_prompt = pool.response_prompt[pool.pairs[:, 0]]
+    held = np.cumsum(np.bincount(pair_prompt, minlength=len(pool.response_prompt))[ranked])
+    keep_n = max(1, math.ceil(fraction * len(ranked)))
+    enough = int(np.searchsorted(held, budget)) + 1  # prompts it takes to hold the budget (all when they cannot)
+    kept = ranked[: max(keep_n, min(enough, len(ranked)))]
+    return np.flatnonzero(np.isin(pair_prompt, kept))
 
 
 LAM_STRATEGIES = frozenset(  # those taking λ

@@ -58,13 +58,22 @@ def pool():
 
 def test_registry_names_and_errors():
     assert set(STRATEGIES) == {"activedpo", "random", "aplp", "apo"}  # what a server answers
-    assert set(RESEARCH_STRATEGIES) == {"activedpo-fisher", "activedpo-topb"}  # benchmark arms
-    assert {"activedpo", "apo", "activedpo-fisher", "activedpo-topb"} == LAM_STRATEGIES
+    assert set(RESEARCH_STRATEGIES) == {  # benchmark arms
+        "activedpo-fisher",
+        "activedpo-margin",
+        "activedpo-entropy",
+        "activedpo-topb",
+    }
+    assert set(RESEARCH_STRATEGIES) | {"activedpo", "apo"} == LAM_STRATEGIES
     with pytest.raises(ValueError, match=r"unknown strategy 'best'; choose one of activedpo, aplp, apo, random$"):
         get_strategy("best")
     with pytest.raises(ValueError, match=r"'activedpo-fisher' is a research strategy.*--research-strategies"):
         get_strategy("activedpo-fisher")
-    with pytest.raises(ValueError, match="one of activedpo, aplp, apo, random, activedpo-fisher, activedpo-topb"):
+    with pytest.raises(
+        ValueError,
+        match="one of activedpo, aplp, apo, random, activedpo-entropy, activedpo-fisher, activedpo-margin, "
+        "activedpo-topb",
+    ):
         get_strategy("best", research=True)
     with pytest.raises(ValueError, match="bad options for strategy 'random'"):
         get_strategy("random", lam=2.0)
@@ -126,6 +135,55 @@ def test_fisher_weights_pairs_by_bradley_terry_information(pool):
     ]
     with pytest.raises(ValueError, match="beta must be positive"):
         get_strategy("activedpo-fisher", research=True, beta=0)
+
+
+def test_margin_variant_weights_pairs_up_by_their_implicit_margin(pool):
+    src = pool.source
+    cand, lab = pair_features(src.grad, pool.pairs), pair_features(src.grad, pool.labeled)
+    reward = src.policy - src.ref
+    m_c = np.abs(reward[pool.pairs[:, 0]] - reward[pool.pairs[:, 1]])
+    m_l = np.abs(reward[pool.labeled[:, 0]] - reward[pool.labeled[:, 1]])
+    scale = np.concatenate([m_c, m_l]).mean()
+    w_c, w_l = 1 + m_c / scale, 1 + m_l / scale
+    want, scores = greedy_select_scored(cand * np.sqrt(w_c)[:, None], lab * np.sqrt(w_l)[:, None], 8, 1.0)
+    picks = get_strategy("activedpo-margin", research=True).select(pool, 8, None)
+    assert [p.index for p in picks] == want
+    np.testing.assert_allclose([p.score for p in picks], scores, rtol=1e-5)
+    assert want != [p.index for p in get_strategy("activedpo").select(pool, 8, None)]  # the weights matter here
+    fisher = [p.index for p in get_strategy("activedpo-fisher", research=True, beta=1.0).select(pool, 8, None)]
+    assert want != fisher  # the opposite weighting
+    # scale-free: margins three times as large (another β) pick the same pairs
+    tripled = ArraySource(src.grad, None, 3 * src.policy, 3 * src.ref)
+    same = Pool(pool.pairs, pool.response_prompt, tripled, pool.labeled)
+    assert [p.index for p in get_strategy("activedpo-margin", research=True).select(same, 8, None)] == want
+    # at π_θ = π_ref every weight is 1: activedpo's picks
+    flat = Pool(pool.pairs, pool.response_prompt, ArraySource(src.grad, None, src.policy, src.policy), pool.labeled)
+    assert [p.index for p in get_strategy("activedpo-margin", research=True).select(flat, 8, None)] == [
+        p.index for p in get_strategy("activedpo").select(flat, 8, None)
+    ]
+
+
+def test_entropy_variant_runs_activedpo_among_the_high_entropy_prompts(pool):
+    src = pool.source
+    prompt_of_pair = pool.response_prompt[pool.pairs[:, 0]]
+    entropy = -np.array([src.policy[pool.response_prompt == p].mean() for p in range(20)])
+    top = np.argsort(-entropy, kind="stable")[:5]  # a quarter of 20 prompts, 15 pairs: enough for 6
+    eligible = np.flatnonzero(np.isin(prompt_of_pair, top))
+    want, scores = greedy_select_scored(
+        pair_features(src.grad, pool.pairs[eligible]), pair_features(src.grad, pool.labeled), 6, 1.0
+    )
+    picks = get_strategy("activedpo-entropy", research=True, prompt_fraction=0.25).select(pool, 6, None)
+    assert [p.index for p in picks] == eligible[want].tolist()
+    np.testing.assert_allclose([p.score for p in picks], scores, rtol=1e-5)
+    plain = [p.index for p in get_strategy("activedpo").select(pool, 6, None)]
+    assert not set(plain) <= set(eligible)  # activedpo alone would pick from low-entropy prompts
+    # never fewer prompts than the budget needs; all prompts kept: activedpo's picks
+    wide = get_strategy("activedpo-entropy", research=True, prompt_fraction=0.25).select(pool, 30, None)
+    assert len(wide) == 30 and len({int(prompt_of_pair[p.index]) for p in wide}) >= 10
+    everything = get_strategy("activedpo-entropy", research=True, prompt_fraction=1.0).select(pool, 6, None)
+    assert [p.index for p in everything] == plain
+    with pytest.raises(ValueError, match=r"prompt_fraction must be in \(0, 1\]"):
+        get_strategy("activedpo-entropy", research=True, prompt_fraction=0)
 
 
 def test_apo_uses_the_fixed_embedding(pool):
