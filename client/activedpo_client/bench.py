@@ -13,7 +13,8 @@ generation and oracle draws, so all arms see the same prompts and responses in r
 
 An *arm* is a strategy with optional server settings, ``strategy[@setting,...]``:
 ``d=512`` (projection dimension), ``lam=0.1`` (ridge λ), ``raw`` (no gradient normalisation),
-``frozen`` (features from the initial checkpoint only, never refreshed). Besides the server's
+``frozen`` (features from the initial checkpoint only, never refreshed), ``seeds=10`` (this arm runs on
+the first 10 of ``--seeds`` only, and is compared on those). Besides the server's
 strategies an arm may name a research strategy: ``activedpo-topb`` (the ablation without the
 intra-batch ``V`` update), or ours, ``activedpo-fisher``, ``activedpo-margin`` and ``activedpo-entropy``
 (``activedpo_server.strategies`` describes them); their servers are started with ``--research-strategies``.
@@ -135,6 +136,7 @@ class Arm:
     projection: str | None = None  # sjlt, kron or dense (the server's default when None)
     rounds: int | None = None  # a schedule of its own (rounds=10,budget=15): compared at its final round
     budget: int | None = None
+    seeds: int | None = None  # run on the first N of --seeds only (a costly arm beside a many-seed comparison)
 
     @property
     def scheduled(self) -> bool:
@@ -157,7 +159,7 @@ class Arm:
                     kw["proj_dim"] = int(value)
                 elif key == "lam" and value:
                     kw["lam"] = float(value)
-                elif key in ("rounds", "budget") and value:
+                elif key in ("rounds", "budget", "seeds") and value:
                     kw[key] = int(value)
                     if kw[key] < 1:
                         raise ValueError
@@ -170,13 +172,17 @@ class Arm:
                 else:
                     raise ValueError
             except ValueError:
-                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw, frozen, rounds=N or budget=N"
+                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw, frozen, rounds=N, budget=N or seeds=N"
                 raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use {choices}") from None
         return cls(spec, strategy, **kw)
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() or c in "-.=" else "_" for c in self.spec)
+        """The run directory's name: the spec without ``seeds=N``, which says how many runs, not how each runs."""
+        strategy, _, settings = self.spec.partition("@")
+        kept = ",".join(s for s in settings.split(",") if s and not s.startswith("seeds="))
+        spec = f"{strategy}@{kept}" if kept else strategy
+        return "".join(c if c.isalnum() or c in "-.=" else "_" for c in spec)
 
     def serve_extra(self, sft_dir: Path) -> tuple[str, ...]:
         from activedpo_server.strategies import RESEARCH_STRATEGIES
@@ -464,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                                                 env=env, stdout=log, stderr=subprocess.STDOUT))  # fmt: skip
             time.sleep(2)  # stagger: helpers claim different runs
 
-    grid = [(task, n, arm, seed) for task in args.tasks for n in args.prompts for seed in args.seeds for arm in arms]
+    grid = [(task, n, arm, seed) for task in args.tasks for n in args.prompts for seed in args.seeds for arm in arms
+            if arm.seeds is None or seed in args.seeds[: arm.seeds]]  # fmt: skip
 
     def run_dir(task, n, arm, seed) -> Path:
         return args.work_dir / task_slug(task) / f"p{n}" / f"{arm.slug}-seed{seed}"
@@ -572,7 +579,7 @@ def report(args, arms: list[Arm], results) -> None:
                 for i in range(min(len(r) for r in runs))
             ]  # fmt: skip
         plot_rewards(mean_rows, args.out / f"reward-{slug}{suffix}.png",
-                     title=f"{task}, {n} prompts/round: mean ± SE over {len(args.seeds)} seeds")  # fmt: skip
+                     title=f"{task}, {n} prompts/round: mean ± SE over seeds")  # fmt: skip
     lines += ["", "Raw per-run metrics: `runs.jsonl`; the paired comparisons as data: `summary.json`."]
     print("\n".join(lines))
     write(args.out / "report.md", lines)

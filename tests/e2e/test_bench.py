@@ -43,5 +43,11 @@ def test_bench_shares_runs_between_jobs_reports_and_resumes(tiny_world, cache_di
     again = bench(tmp_path, cache_dir)
     assert again.stdout.count("(done before)") == 4
     assert [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()] == rows
+    # an arm on fewer seeds reuses the plain arm's runs
+    fewer = bench(tmp_path, cache_dir, "--arms", "activedpo-fisher@seeds=1", "random")
+    assert fewer.stdout.count("(done before)") == 3
+    rows = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("activedpo-fisher@seeds=1", 0), ("random", 0),
+                                                           ("random", 1)]  # fmt: skip
     bad = bench(tmp_path, cache_dir, "--arms", "activedpo@fast", check=False)
     assert bad.returncode == 2 and "unknown setting 'fast'" in bad.stderr + bad.stdout

@@ -90,6 +90,12 @@ def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown setting 'fast'"):
         Arm.parse("activedpo@fast")
     assert Arm.parse("activedpo@proj=kron").serve_extra(tmp_path) == ("--projection", "kron")
+    # seeds=N says how many runs, not how each runs: the runs share the plain arm's directories
+    few = Arm.parse("aplp@seeds=10")
+    assert (few.seeds, few.slug, few.serve_extra(tmp_path)) == (10, "aplp", ())
+    assert Arm.parse("activedpo@lam=0.1,seeds=5").slug == Arm.parse("activedpo@lam=0.1").slug == "activedpo_lam=0.1"
+    with pytest.raises(ValueError, match="unknown setting 'seeds=0'"):
+        Arm.parse("apo@seeds=0")
     with pytest.raises(ValueError, match=r"unknown setting 'proj=gauss'; use d=N, lam=X, proj=sjlt\|kron\|dense"):
         Arm.parse("activedpo@proj=gauss")
 
