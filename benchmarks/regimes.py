@@ -3,9 +3,7 @@
     .venv/bin/python benchmarks/regimes.py [--seeds 0 1 … 9] [--factors pool schedule noise uninformative mode]
         [--jobs 2] [--work-dir runs/evidence] [--out benchmarks/results/regimes]
 
-Every level is an ``activedpo-client bench`` run of ``activedpo`` and ``random`` on the base setting
-(whose runs live in ``--work-dir`` and are shared with the main benchmark; every other level has a
-work dir of its own under it, as its runs differ in their settings): task
+Every level is an ``activedpo-client bench`` run of ``activedpo`` and ``random`` on the base setting: task
 ``toy`` with its recorded DPO settings, 1000 prompts × 3 responses a round (60 candidate pairs per
 label), 3 rounds × 50 labels, Bradley–Terry labels, ``--dpo-mode continue``. One factor moves:
 
@@ -15,6 +13,10 @@ label), 3 rounds × 50 labels, Bradley–Terry labels, ``--dpo-mode continue``. 
 - ``uninformative``: the share of solved prompts, whose pairs are near-ties: ``toy`` (0 of 12 topics),
   ``activedpo_trainer.toytasks:mixed_6`` (6), ``mixed`` (9), ``activedpo_trainer.toytasks:mixed_11`` (11);
 - ``mode``: ``--dpo-mode continue`` against ``retrain``.
+
+A run's directory names its task, prompts per round, arm and seed, so the levels that change only the
+task or the pool share ``--work-dir`` with the main benchmark (and reuse its runs); the others (schedule,
+noise, mode) have work dirs of their own under ``--work-dir/regimes/``.
 
 Each level's full report lands in ``--out/<factor>-<level>/``; ``--out/report.md`` has one table per
 factor: final activedpo − random on held-out reward and on preference accuracy, mean ± 95% CI over
@@ -58,6 +60,12 @@ def level_args(extra: list[str]) -> list[str]:
     return out + extra
 
 
+def shares_runs(extra: list[str]) -> bool:
+    """Whether a level's runs can live in the base work dir: a run's directory names its task, prompts per
+    round, arm and seed, so levels that change only those share it (and the main benchmark's runs)."""
+    return {a for a in extra if a.startswith("--")} <= {"--tasks", "--prompts"}
+
+
 def comparisons(summary_path: Path) -> dict[str, dict]:
     """metric → the activedpo-like arm's paired comparison with random (a schedule arm stands in for it)."""
     data = json.loads(summary_path.read_text())
@@ -99,7 +107,7 @@ def main() -> int:
         rows = []
         for n, (level, extra) in enumerate(LEVELS[factor]):
             out = args.out / f"{factor}-{n}"
-            work = args.work_dir if not extra else args.work_dir / "regimes" / f"{factor}-{n}"
+            work = args.work_dir if shares_runs(extra) else args.work_dir / "regimes" / f"{factor}-{n}"
             argv = [*level_args(extra), "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs), "--work-dir",
                     str(work), "--out", str(out)]  # fmt: skip
             print(f"{factor} / {level}: activedpo-client bench {' '.join(argv)}", flush=True)

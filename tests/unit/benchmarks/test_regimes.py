@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
-from regimes import BASE, LEVELS, comparisons, factor_table, level_args
+from regimes import BASE, LEVELS, comparisons, factor_table, level_args, shares_runs
 
 
 def test_a_level_replaces_only_the_options_it_names():
@@ -26,6 +26,13 @@ def test_a_level_replaces_only_the_options_it_names():
     assert level_args(["--annotator", "oracle-deterministic"]) == [*BASE, "--annotator", "oracle-deterministic"]
     # each factor moves one thing away from the base, and one of its levels is the base itself
     assert all(sum(extra == [] for _, extra in levels) == 1 for levels in LEVELS.values())
+
+
+def test_levels_that_change_only_task_or_pool_share_the_base_runs():
+    assert shares_runs([]) and shares_runs(["--prompts", "100"]) and shares_runs(["--tasks", "mixed"])
+    # a run's directory does not name these settings: their runs must not meet the base's
+    assert not shares_runs(["--rounds", "10", "--budget", "15"])
+    assert not shares_runs(["--annotator", "oracle-deterministic"]) and not shares_runs(["--dpo-mode", "retrain"])
 
 
 def test_one_table_per_factor_from_the_levels_summaries(tmp_path):
