@@ -151,7 +151,7 @@ def serve_command(
         bool,
         typer.Option(
             "--research-strategies",
-            help="Also answer the benchmark's research strategies (activedpo-fisher, activedpo-topb).",
+            help="Also answer the benchmark's research strategies (activedpo-fisher, -margin, -entropy, -topb).",
         ),
     ] = False,
     proj_dim: ProjDimOpt = 8192,
