@@ -24,11 +24,12 @@ parallel-safe: a run is claimed with a lock file, so several invocations (or ``-
 which starts N − 1 helpers) share the work, and each waits for the others' runs before it
 reports. Nothing here looks at the held-out prompts except the evaluation.
 
-Writes to ``--out``: ``report.md`` (per task and pool size: mean held-out reward ± 95% CI per
-round and arm; final reward minus random's, paired by seed, and for ActiveDPO's variants also
-minus ``activedpo``'s; the area under the reward-against-labels curve; the labels each arm
-needs to reach random's final mean reward), one PNG plot
-per task and pool size, and ``runs.jsonl`` (every run's per-round metrics).
+Writes to ``--out``: ``report.md`` (per task and pool size, for held-out reward and preference
+accuracy: the mean ± 95% CI per round and arm; the final value minus random's, paired by seed, and
+for every other arm also minus ``activedpo``'s; the area under the curve against labels; the labels
+each arm needs to reach random's final mean, with a bootstrap CI; the paired SD and the MDE at 80%
+power), one PNG plot per task and pool size, ``runs.jsonl`` (every run's per-round metrics) and
+``summary.json`` (the paired comparisons with random as data).
 """
 
 from __future__ import annotations
@@ -358,13 +359,16 @@ def verdicts(results: dict[str, dict[int, list[dict]]], rounds: int, baseline: s
     return out
 
 
-def variant_verdicts(results: dict[str, dict[int, list[dict]]], rounds: int) -> list[str]:
-    """Arms that vary ActiveDPO (settings, ablations, our variants) against ``activedpo`` itself, paired by seed."""
-    variants = {a: r for a, r in results.items() if a != "activedpo" and a.startswith("activedpo")}
-    if "activedpo" not in results or not variants:
+def against_activedpo(results: dict[str, dict[int, list[dict]]], rounds: int, metrics=("reward",)) -> list[str]:
+    """Every other arm but random (ActiveDPO's settings, ablations and variants, the baselines) against
+    ``activedpo`` itself, paired by seed, on each of ``metrics``."""
+    others = {a: r for a, r in results.items() if a not in ("activedpo", "random")}
+    if "activedpo" not in results or not others:
         return []
-    return ["Against `activedpo` at the default settings, paired by seed:", "",
-            *verdicts({"activedpo": results["activedpo"], **variants}, rounds, baseline="activedpo")]  # fmt: skip
+    lines = ["Against `activedpo` at the default settings, paired by seed:", ""]
+    for metric in metrics:
+        lines += verdicts({"activedpo": results["activedpo"], **others}, rounds, baseline="activedpo", metric=metric)
+    return lines
 
 
 @contextmanager
@@ -550,8 +554,8 @@ def report(args, arms: list[Arm], results) -> None:
         own_schedule = {a: all_arms[a] for a in order if a in all_arms and a in scheduled}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
         slug = task_slug(task)
-        against_activedpo = variant_verdicts(by_arm, args.rounds)
         metrics = [m for m in METRICS if has_metric(by_arm, m)]
+        versus_activedpo = against_activedpo(by_arm, args.rounds, metrics)
         lines += [
             "",
             f"## Task `{task}`, {n} prompts × {args.responses} responses per round "
@@ -566,7 +570,7 @@ def report(args, arms: list[Arm], results) -> None:
             lines += ["", "### Other schedules (their own rounds × budget), against random's final round", "",
                       *schedule_table(own_schedule, by_arm["random"], args.rounds, metrics)]  # fmt: skip
         lines += ["", "### Power, paired by seed", "", *power_table(by_arm, args.rounds, metrics), "",
-                  *against_activedpo, *([""] if against_activedpo else []),
+                  *versus_activedpo, *([""] if versus_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
         mean_rows = {}
         for arm, by_seed in by_arm.items():

@@ -6,6 +6,7 @@ import pytest
 
 from activedpo_client.bench import (
     Arm,
+    against_activedpo,
     auc,
     claim,
     curve,
@@ -13,7 +14,6 @@ from activedpo_client.bench import (
     mean_ci,
     paired_difference,
     summarize,
-    variant_verdicts,
     verdicts,
 )
 
@@ -65,16 +65,24 @@ def test_paired_difference_and_plain_verdicts():
     assert any(line.startswith("| a |") and "+0.510 ±" in line for line in table)
 
 
-def test_activedpo_variants_are_also_compared_with_activedpo():
+def test_other_arms_are_also_compared_with_activedpo():
     default = {0: run(0.0, 1.0), 1: run(0.0, 2.0), 2: run(0.0, 3.0)}
     worse = {s: run(0.0, rows[-1]["reward"] - 0.5 + 0.01 * s) for s, rows in default.items()}
-    results = {"activedpo": default, "random": default, "activedpo@raw": worse, "apo": worse}
-    lines = variant_verdicts(results, 2)
+    better = {s: run(0.0, rows[-1]["reward"] + 0.3 + 0.01 * s) for s, rows in default.items()}
+    results = {"activedpo": default, "random": default, "activedpo@raw": worse, "apo": better}
+    lines = against_activedpo(results, 2)
     assert lines[0] == "Against `activedpo` at the default settings, paired by seed:"
     assert lines[2].startswith("- activedpo@raw **lost to activedpo**: final reward -0.490")
-    assert len(lines) == 3  # neither random nor apo is an activedpo variant
-    assert variant_verdicts({"activedpo": default, "random": default}, 2) == []
-    assert variant_verdicts({"activedpo@raw": worse, "random": default}, 2) == []
+    assert lines[3].startswith("- apo **beat activedpo**: final reward +0.310")
+    assert len(lines) == 4  # random is compared with everything elsewhere
+    assert against_activedpo({"activedpo": default, "random": default}, 2) == []
+    assert against_activedpo({"activedpo@raw": worse, "random": default}, 2) == []
+    for rows in [*default.values(), *worse.values()]:
+        for r in rows:
+            r["pref_acc"] = r["reward"] / 10
+    two = against_activedpo({"activedpo": default, "activedpo@raw": worse}, 2, ("reward", "pref_acc"))
+    assert two[2].startswith("- activedpo@raw **lost to activedpo**: final reward -0.490")
+    assert two[3].startswith("- activedpo@raw **lost to activedpo**: final pref_acc -0.049")
 
 
 def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
