@@ -80,7 +80,8 @@ def multiseed_line(task: str, arm: str = "activedpo", report_dir: Path = MULTISE
         return (f"One seed is one draw, not the effect of selection: see {where}/report.md for the multi-seed "
                 f"benchmark, or run `activedpo-client bench --tasks {task}`.")  # fmt: skip
     data = json.loads(path.read_text())
-    found = [c for c in data["comparisons"] if c["task"] == task and c["arm"] == arm]
+    quoted = ("reward", "pref_acc")  # not pref_acc_policy: its pairs differ between arms
+    found = [c for c in data["comparisons"] if c["task"] == task and c["arm"] == arm and c["metric"] in quoted]
     if not found:
         return (f"One seed is one draw: {where} holds no multi-seed result for task {task!r}; run "
                 f"`activedpo-client bench --tasks {task}`.")  # fmt: skip
@@ -88,7 +89,7 @@ def multiseed_line(task: str, arm: str = "activedpo", report_dir: Path = MULTISE
     for c in found:
         low, high = c["mean"] - c["ci95"], c["mean"] + c["ci95"]
         verdict = "significant" if low > 0 or high < 0 else "not significant"
-        what = "final reward" if c["metric"] == "reward" else c["metric"].replace("_", " ")
+        what = "final reward" if c["metric"] == "reward" else "preference accuracy"
         parts.append(f"{what} {c['mean']:+.3f} ± {c['ci95']:.3f} ({verdict}; MDE {c['mde80']:.3f})")
     c = found[0]
     return (

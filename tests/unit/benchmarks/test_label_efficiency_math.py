@@ -205,9 +205,12 @@ def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
     assert "MDE" not in multiseed_line("toy", report_dir=tmp_path) and "activedpo-client bench" in multiseed_line(
         "toy", report_dir=tmp_path
     )  # nothing committed yet: where to look
+    policy = dict(c, metric="pref_acc_policy", mean=0.9)  # pairs that differ per arm: not quoted
+    data["comparisons"] += [dict(c, metric="pref_acc", mean=0.02), policy]
     (tmp_path / "summary.json").write_text(json.dumps(data))
     line = multiseed_line("toy", report_dir=tmp_path)
     assert "Over 4 seeds" in line and "final reward +0.515 ±" in line and "(significant; MDE" in line
+    assert "preference accuracy +0.020 ±" in line and "+0.900" not in line
     assert "holds no multi-seed result for task 'signoff'" in multiseed_line("signoff", report_dir=tmp_path)
 
 
