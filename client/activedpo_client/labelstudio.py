@@ -214,8 +214,9 @@ class WebhookReceiver:
         if self.hook_id is not None:
             from contextlib import suppress
 
-            with suppress(Exception):  # Label Studio gone: the webhook stays, reused by the next receiver at this URL
-                self.project.client.webhooks.delete(id=self.hook_id)
+            with suppress(Exception):  # Label Studio gone or slow: the webhook stays, reused by the next receiver here
+                # bounded, without retries: Ctrl-C must not wait on a busy Label Studio
+                self.project.client.webhooks.delete(id=self.hook_id, request_options={"timeout": 10, "max_retries": 0})
 
 
 SYNC_CLIENT = "labelstudio-sync"
