@@ -286,13 +286,16 @@ class EntropyActiveDPO(ActiveDPO):
             raise ValueError(f"prompt_fraction must be in (0, 1], got {prompt_fraction}")
         self.prompt_fraction = prompt_fraction
 
-    def _choose(self, pool, cand, labeled, budget):
+    def select(self, pool: Pool, budget: int, rng: np.random.Generator) -> list[Pick]:
+        _check_budget(budget)
+        if len(pool.pairs) == 0 or budget == 0:
+            return []
         responses = np.unique(pool.pairs.ravel())
         policy, _ = pool.source.logprobs(responses)
         eligible = high_entropy_pairs(pool, responses, policy, budget, self.prompt_fraction)
-        sub = PairRows(cand.feats, np.stack([cand.a[eligible], cand.b[eligible]], axis=1))
-        picks, scores = greedy_select_scored(sub, labeled, budget, self.lam, pool.device)
-        return [int(eligible[i]) for i in picks], scores
+        # filter before featurizing: only the kept prompts' responses get gradient features
+        kept = Pool(pool.pairs[eligible], pool.response_prompt, pool.source, pool.labeled, pool.device)
+        return [Pick(int(eligible[p.index]), p.rank, p.score) for p in super().select(kept, budget, rng)]
 
 
 @register
