@@ -8,15 +8,17 @@ Every level is an ``activedpo-client bench`` run of ``activedpo`` and ``random``
 label), 3 rounds × 50 labels, Bradley–Terry labels, ``--dpo-mode continue``. One factor moves:
 
 - ``pool``: prompts per round 100, 300, 1000 (6, 18, 60 candidate pairs per label);
-- ``schedule``: 3 × 50 against 10 × 15 labels (both strategies on each schedule);
+- ``schedule``: 3 × 50 against 10 × 15 labels (both strategies on each schedule: at 10 × 15 the arms
+  ``activedpo@rounds=10,budget=15`` and ``random@rounds=10,budget=15``, which the main benchmark's schedule
+  arm shares);
 - ``noise``: Bradley–Terry labels against the deterministic oracle (no label noise);
 - ``uninformative``: the share of solved prompts, whose pairs are near-ties: ``toy`` (0 of 12 topics),
   ``activedpo_trainer.toytasks:mixed_6`` (6), ``mixed`` (9), ``activedpo_trainer.toytasks:mixed_11`` (11);
 - ``mode``: ``--dpo-mode continue`` against ``retrain``.
 
-A run's directory names its task, prompts per round, arm and seed, so the levels that change only the
-task or the pool share ``--work-dir`` with the main benchmark (and reuse its runs); the others (schedule,
-noise, mode) have work dirs of their own under ``--work-dir/regimes/``.
+A run's directory names its task, prompts per round, arm (with its schedule) and seed, so the levels that
+change only those share ``--work-dir`` with the main benchmark (and reuse its runs); the others (noise,
+mode) have work dirs of their own under ``--work-dir/regimes/``.
 
 Each level's full report lands in ``--out/<factor>-<level>/``; ``--out/report.md`` has one table per
 factor: final activedpo − random on held-out reward and on preference accuracy, mean ± 95% CI over
@@ -32,10 +34,12 @@ from pathlib import Path
 
 from _report import header, write
 
+SCHEDULE = "rounds=10,budget=15"
+SCHEDULED = f"activedpo@{SCHEDULE}"  # paired with random on the same schedule (see bench.schedule_pairs)
 BASE = ["--tasks", "toy", "--arms", "activedpo", "random", "--prompts", "1000"]
 LEVELS: dict[str, list[tuple[str, list[str]]]] = {
     "pool": [("100 prompts", ["--prompts", "100"]), ("300 prompts", ["--prompts", "300"]), ("1000 prompts", [])],
-    "schedule": [("3 × 50", []), ("10 × 15", ["--rounds", "10", "--budget", "15"])],
+    "schedule": [("3 × 50", []), ("10 × 15", ["--arms", "activedpo", "random", SCHEDULED, f"random@{SCHEDULE}"])],
     "noise": [("Bradley–Terry", []), ("deterministic", ["--annotator", "oracle-deterministic"])],
     "uninformative": [("toy (0 of 12 topics solved)", []),
                       ("mixed-6 (6 of 12)", ["--tasks", "activedpo_trainer.toytasks:mixed_6"]),
@@ -62,16 +66,18 @@ def level_args(extra: list[str]) -> list[str]:
 
 def shares_runs(extra: list[str]) -> bool:
     """Whether a level's runs can live in the base work dir: a run's directory names its task, prompts per
-    round, arm and seed, so levels that change only those share it (and the main benchmark's runs)."""
-    return {a for a in extra if a.startswith("--")} <= {"--tasks", "--prompts"}
+    round, arm (with its own schedule, if any) and seed, so levels that change only those share it (and the
+    main benchmark's runs)."""
+    return {a for a in extra if a.startswith("--")} <= {"--tasks", "--prompts", "--arms"}
 
 
 def comparisons(summary_path: Path) -> dict[str, dict]:
-    """metric → the activedpo-like arm's paired comparison with random (a schedule arm stands in for it)."""
+    """metric → the activedpo arm's paired comparison with its baseline; an activedpo arm with a schedule of its
+    own (paired with random on that schedule) stands in for the plain one."""
     data = json.loads(summary_path.read_text())
-    out = {}
+    out: dict[str, dict] = {}
     for c in data["comparisons"]:
-        if c["arm"].split("@")[0] == "activedpo":
+        if c["arm"].split("@")[0] == "activedpo" and (c["metric"] not in out or c["arm"] != "activedpo"):
             out[c["metric"]] = c
     return out
 

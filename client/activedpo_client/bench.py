@@ -211,10 +211,12 @@ def paired_difference(runs: dict[int, list[dict]], baseline: dict[int, list[dict
 
 
 def paired_finals(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
-                  metric: str = "reward") -> np.ndarray:  # fmt: skip
-    """Per common seed (sorted), the final ``metric`` minus the baseline's."""
-    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
-    return np.asarray([runs[s][rounds - 1][metric] - baseline[s][rounds - 1][metric] for s in seeds], dtype=float)
+                  metric: str = "reward", base_rounds: int | None = None) -> np.ndarray:  # fmt: skip
+    """Per common seed (sorted), ``metric`` at round ``rounds`` minus the baseline's at ``base_rounds`` (the same
+    round unless the two ran different schedules)."""
+    b = base_rounds or rounds
+    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= b)
+    return np.asarray([runs[s][rounds - 1][metric] - baseline[s][b - 1][metric] for s in seeds], dtype=float)
 
 
 def labels_to_reach_ci(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
@@ -242,24 +244,41 @@ def labels_to_reach_ci(runs: dict[int, list[dict]], baseline: dict[int, list[dic
     return point, low, high, share
 
 
-def schedule_table(own: dict[str, dict[int, list[dict]]], random: dict[int, list[dict]], rounds: int,
-                   metrics: list[str]) -> list[str]:  # fmt: skip
-    """Arms with their own schedule (e.g. 10 rounds × 15 labels) against random's final round, paired by
-    seed: each arm's last round against random's round ``rounds``, with the labels each used."""
-    lines = ["| arm | labels (arm / random) | metric | arm's final ± 95% CI | final − random (paired, 95% CI) | n |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for arm, runs in own.items():
-        seeds = sorted(s for s in runs if s in random and runs[s] and len(random[s]) >= rounds)
-        if not seeds:
+def schedule_pairs(arms: list[Arm], ran: dict[str, dict[int, list[dict]]], rounds: int) -> list[tuple]:
+    """(arm, its rounds, baseline, the baseline's rounds) for each arm with a schedule of its own that ran: it is
+    paired with random on the same schedule when that ran too (what the schedule does to selection's gain),
+    else with random's final round on the common schedule (the same labels spent in fewer, larger batches)."""
+    out = []
+    for a in arms:
+        if not a.scheduled or a.spec not in ran:
             continue
-        labels = f"{runs[seeds[0]][-1]['labels']} / {random[seeds[0]][rounds - 1]['labels']}"
+        same = [b for b in arms if b.strategy == "random" and b.spec != a.spec and b.spec in ran
+                and (b.rounds or rounds, b.budget) == (a.rounds or rounds, a.budget)]  # fmt: skip
+        if a.strategy != "random" and same:
+            out.append((a.spec, a.rounds or rounds, same[0].spec, same[0].rounds or rounds))
+        elif "random" in ran:
+            out.append((a.spec, a.rounds or rounds, "random", rounds))
+    return out
+
+
+def schedule_table(pairs: list[tuple], ran: dict[str, dict[int, list[dict]]], metrics: list[str]) -> list[str]:
+    """Arms with their own schedule (e.g. 10 rounds × 15 labels), each final round against its baseline's
+    (``schedule_pairs``), paired by seed, with the labels each used."""
+    lines = ["| arm | against | labels (arm / baseline) | metric | arm's final ± 95% CI | final − baseline (paired, "
+             "95% CI) | paired SD | MDE (80% power) | n |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for arm, rounds, base, base_rounds in pairs:
+        runs, base_runs = ran[arm], ran[base]
+        seeds = sorted(s for s in runs if s in base_runs and len(runs[s]) >= rounds
+                       and len(base_runs[s]) >= base_rounds)  # fmt: skip
+        if len(seeds) < 2:
+            continue
+        labels = f"{runs[seeds[0]][rounds - 1]['labels']} / {base_runs[seeds[0]][base_rounds - 1]['labels']}"
         for metric in metrics:
-            finals = [runs[s][-1][metric] for s in seeds]
-            d = [runs[s][-1][metric] - random[s][rounds - 1][metric] for s in seeds]
-            (fm, fci), (dm, dci) = mean_ci(finals), mean_ci(d)
-            lines.append(
-                f"| {arm} | {labels} | {metric} | {fm:.3f} ± {fci:.3f} | {dm:+.3f} ± {dci:.3f} | {len(seeds)} |"
-            )
+            (fm, fci) = mean_ci([runs[s][rounds - 1][metric] for s in seeds])
+            d = paired_finals(runs, base_runs, rounds, metric, base_rounds)
+            (dm, dci), sd = mean_ci(list(d)), float(d.std(ddof=1))
+            lines.append(f"| {arm} | {base} | {labels} | {metric} | {fm:.3f} ± {fci:.3f} | {dm:+.3f} ± {dci:.3f} "
+                         f"| {sd:.3f} | {mde80(sd, len(d)):.3f} | {len(d)} |")  # fmt: skip
     return lines
 
 
@@ -551,7 +570,6 @@ def report(args, arms: list[Arm], results) -> None:
     scheduled = {a.spec for a in arms if a.scheduled}
     for (task, n), all_arms in results.items():
         by_arm = {a: all_arms[a] for a in order if a in all_arms and a not in scheduled}
-        own_schedule = {a: all_arms[a] for a in order if a in all_arms and a in scheduled}
         suffix = "" if len(args.prompts) == 1 else f"-p{n}"
         slug = task_slug(task)
         metrics = [m for m in METRICS if has_metric(by_arm, m)]
@@ -566,9 +584,11 @@ def report(args, arms: list[Arm], results) -> None:
         for metric in metrics:
             lines += ["", f"### {METRICS[metric]}", "", *summarize(by_arm, args.rounds, metric), "",
                       *verdicts(by_arm, args.rounds, metric=metric)]  # fmt: skip
-        if own_schedule and "random" in by_arm:
-            lines += ["", "### Other schedules (their own rounds × budget), against random's final round", "",
-                      *schedule_table(own_schedule, by_arm["random"], args.rounds, metrics)]  # fmt: skip
+        pairs = schedule_pairs(arms, all_arms, args.rounds)
+        if pairs:
+            lines += ["", "### Other schedules (their own rounds × budget), final round against random's", "",
+                      "Paired with random on the same schedule where that ran, else with random's final round "
+                      f"({args.rounds} × {args.budget}).", "", *schedule_table(pairs, all_arms, metrics)]  # fmt: skip
         lines += ["", "### Power, paired by seed", "", *power_table(by_arm, args.rounds, metrics), "",
                   *versus_activedpo, *([""] if versus_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip
@@ -587,26 +607,28 @@ def report(args, arms: list[Arm], results) -> None:
     lines += ["", "Raw per-run metrics: `runs.jsonl`; the paired comparisons as data: `summary.json`."]
     print("\n".join(lines))
     write(args.out / "report.md", lines)
-    (args.out / "summary.json").write_text(json.dumps(summary(args, results, order), indent=1) + "\n")
+    (args.out / "summary.json").write_text(json.dumps(summary(args, arms, results), indent=1) + "\n")
 
 
-def summary(args, results, order: list[str]) -> dict:
-    """The paired comparisons with random as data (the quickstart quotes its task's): per task and pool
-    size, per arm and metric, the final difference's mean, 95% CI half-width, paired SD, MDE and seeds."""
+def summary(args, arms: list[Arm], results) -> dict:
+    """The paired comparisons as data (the quickstart and the regime study quote them): per task and pool size,
+    per arm and metric, the final difference from its baseline (random, or random on the arm's own schedule,
+    see ``schedule_pairs``): mean, 95% CI half-width, paired SD, MDE and seeds."""
     out: dict = {"rounds": args.rounds, "budget": args.budget, "comparisons": []}
-    for (task, n), by_arm in results.items():
-        if "random" not in by_arm:
-            continue
-        for metric in [m for m in METRICS if has_metric(by_arm, m)]:
-            for arm in [a for a in order if a in by_arm and a != "random"]:
-                d = paired_finals(by_arm[arm], by_arm["random"], args.rounds, metric)
+    for (task, n), ran in results.items():
+        pairs = [(a.spec, args.rounds, "random", args.rounds) for a in arms
+                 if a.spec in ran and a.spec != "random" and "random" in ran and not a.scheduled]  # fmt: skip
+        pairs += schedule_pairs(arms, ran, args.rounds)
+        for metric in [m for m in METRICS if has_metric(ran, m)]:
+            for arm, rounds, base, base_rounds in pairs:
+                d = paired_finals(ran[arm], ran[base], rounds, metric, base_rounds)
                 if len(d) < 2:
                     continue
                 m, ci = mean_ci(list(d))
                 sd = float(d.std(ddof=1))
-                out["comparisons"].append({"task": task, "prompts": n, "arm": arm, "metric": metric, "seeds": len(d),
-                                           "mean": round(m, 4), "ci95": round(ci, 4), "sd": round(sd, 4),
-                                           "mde80": round(mde80(sd, len(d)), 4)})  # fmt: skip
+                out["comparisons"].append({"task": task, "prompts": n, "arm": arm, "baseline": base, "metric": metric,
+                                           "seeds": len(d), "mean": round(m, 4), "ci95": round(ci, 4),
+                                           "sd": round(sd, 4), "mde80": round(mde80(sd, len(d)), 4)})  # fmt: skip
     return out
 
 

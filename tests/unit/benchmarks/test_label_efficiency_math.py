@@ -199,9 +199,11 @@ def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
     base = {s: run(0.0, 1.0 + s) for s in range(4)}
     ahead = {s: run(0.0, 1.5 + s + 0.01 * s) for s in range(4)}
     args = __import__("argparse").Namespace(rounds=2, budget=50)
-    data = summary(args, {("toy", 1000): {"activedpo": ahead, "random": base}}, ["activedpo", "random"])
+    arms = [Arm.parse("activedpo"), Arm.parse("random")]
+    data = summary(args, arms, {("toy", 1000): {"activedpo": ahead, "random": base}})
     (c,) = data["comparisons"]
-    assert (c["task"], c["arm"], c["metric"], c["seeds"], c["mean"]) == ("toy", "activedpo", "reward", 4, 0.515)
+    assert (c["task"], c["arm"], c["baseline"], c["metric"], c["seeds"], c["mean"]) == (
+        "toy", "activedpo", "random", "reward", 4, 0.515)  # fmt: skip
     assert "MDE" not in multiseed_line("toy", report_dir=tmp_path) and "activedpo-client bench" in multiseed_line(
         "toy", report_dir=tmp_path
     )  # nothing committed yet: where to look
@@ -215,7 +217,7 @@ def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
 
 
 def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
-    from activedpo_client.bench import schedule_table
+    from activedpo_client.bench import schedule_pairs, schedule_table, summary
 
     arm = Arm.parse("activedpo@rounds=10,budget=15")
     assert (arm.rounds, arm.budget, arm.scheduled, Arm.parse("activedpo").scheduled) == (10, 15, True, False)
@@ -226,6 +228,21 @@ def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
         return [{"labels": 15 * (i + 1), "reward": final if i == 9 else 0.0, "ref_reward": 0.0} for i in range(10)]
 
     random = {s: run(0.0, 0.0, 1.0 + s) for s in range(3)}
-    own = {"activedpo@rounds=10,budget=15": {s: many(1.5 + s) for s in range(3)}}
-    lines = schedule_table(own, random, 3, ["reward"])
-    assert lines[2] == "| activedpo@rounds=10,budget=15 | 150 / 150 | reward | 2.500 ± 2.484 | +0.500 ± 0.000 | 3 |"
+    own = {s: many(1.5 + s) for s in range(3)}
+    ran = {"random": random, arm.spec: own}
+    # no random on its schedule: its final round (150 labels) against random's (150 labels in 3 rounds)
+    pairs = schedule_pairs([Arm.parse("random"), arm], ran, 3)
+    assert pairs == [(arm.spec, 10, "random", 3)]
+    lines = schedule_table(pairs, ran, ["reward"])
+    assert lines[2] == (f"| {arm.spec} | random | 150 / 150 | reward | 2.500 ± 2.484 | +0.500 ± 0.000 "
+                        "| 0.000 | 0.000 | 3 |")  # fmt: skip
+    # random on the same schedule ran too: activedpo pairs with it, and it with random on the base schedule
+    same = Arm.parse("random@rounds=10,budget=15,seeds=3")
+    ran[same.spec] = {s: many(1.0 + s + 0.1 * s) for s in range(3)}
+    arms = [Arm.parse("activedpo"), Arm.parse("random"), arm, same]
+    assert schedule_pairs(arms, ran, 3) == [(arm.spec, 10, same.spec, 10), (same.spec, 10, "random", 3)]
+    lines = schedule_table(schedule_pairs(arms, ran, 3), ran, ["reward"])
+    assert lines[2].startswith(f"| {arm.spec} | {same.spec} | 150 / 150 | reward | 2.500 ± 2.484 | +0.400 ± 0.248 |")
+    data = summary(__import__("argparse").Namespace(rounds=3, budget=50), arms, {("toy", 1000): ran})
+    got = {(c["arm"], c["baseline"]): c["mean"] for c in data["comparisons"]}
+    assert got == {(arm.spec, same.spec): 0.4, (same.spec, "random"): 0.1}  # never a round-3 vs round-3 mix-up

@@ -30,6 +30,9 @@ def test_a_level_replaces_only_the_options_it_names():
 
 def test_levels_that_change_only_task_or_pool_share_the_base_runs():
     assert shares_runs([]) and shares_runs(["--prompts", "100"]) and shares_runs(["--tasks", "mixed"])
+    # the schedule level's arms carry their schedule, so their run directories name it
+    (schedule,) = [extra for level, extra in LEVELS["schedule"] if extra]
+    assert shares_runs(schedule) and "activedpo@rounds=10,budget=15" in schedule
     # a run's directory does not name these settings: their runs must not meet the base's
     assert not shares_runs(["--rounds", "10", "--budget", "15"])
     assert not shares_runs(["--annotator", "oracle-deterministic"]) and not shares_runs(["--dpo-mode", "retrain"])
@@ -47,6 +50,12 @@ def test_one_table_per_factor_from_the_levels_summaries(tmp_path):
     for n, mean in enumerate((0.2, -0.05)):
         (tmp_path / f"s{n}.json").write_text(json.dumps(summary(mean)))
         rows.append((f"level {n}", comparisons(tmp_path / f"s{n}.json")))
+    # a scheduled activedpo arm (paired with random on its schedule) stands in for the plain one
+    data = summary(0.2)
+    data["comparisons"] += [dict(data["comparisons"][0], arm="activedpo@rounds=10,budget=15", mean=0.3),
+                            dict(data["comparisons"][0], arm="random@rounds=10,budget=15", mean=0.7)]  # fmt: skip
+    (tmp_path / "sched.json").write_text(json.dumps(data))
+    assert comparisons(tmp_path / "sched.json")["reward"]["mean"] == 0.3
     lines = factor_table("pool", rows)
     assert lines[0] == "## pool"
     assert lines[4] == "| level 0 | 10 | +0.200 ± 0.100 | 0.125 | — | — |"  # not aplp's line
