@@ -376,7 +376,9 @@ def test_a_webhook_wakes_the_sync_loop(tiny_world, tmp_path, label_studio):
             wait_until("the label on the server", lambda: client.status().annotations == 1, timeout=30)
             assert time.monotonic() - t0 < 30
         finally:
-            loop.send_signal(signal.SIGINT)  # Ctrl-C: the receiver removes its webhook (a 10 s bound)
+            # `kill`, as a service manager stops it (a shell's background jobs ignore SIGINT, so Ctrl-C's
+            # signal would not reach a loop started from one); the receiver removes its webhook (10 s bound)
+            loop.send_signal(signal.SIGTERM)
             loop.wait(timeout=60)
         assert "stopped" in log.read_text()
         assert not list(ls.webhooks.list(project=str(project.id)))

@@ -56,6 +56,22 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, ``docker stop``, systemd) stops a long-running loop as Ctrl-C does, so it cleans up
+    the same way; the previous handler is restored on leaving."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 CacheDir = Annotated[
     Path | None,
     typer.Option(help="Cache directory for toy worlds \\[default: $ACTIVEDPO_CACHE or ~/.cache/activedpo]."),

@@ -15,6 +15,7 @@ from activedpo_client.cli.common import (
     TlsCaOpt,
     TokenOpt,
     err,
+    terminate_as_interrupt,
     user_errors,
 )
 
@@ -46,7 +47,7 @@ def sync_cmd(
 ) -> None:
     """Whenever fewer than --budget tasks are open, select more pairs and push them; submit finished annotations.
 
-    Runs until Ctrl-C (or one pass with --once). Restart it at any time, even after kill -9: no task
+    Runs until Ctrl-C or SIGTERM (or one pass with --once). Restart it at any time, even after kill -9: no task
     and no label is ever duplicated.
     """
     from contextlib import nullcontext
@@ -56,7 +57,7 @@ def sync_cmd(
 
     if budget < 1:
         raise typer.BadParameter("--budget must be at least 1")
-    with user_errors():
+    with user_errors(), terminate_as_interrupt():
         ls = LabelStudioProject(ls_project, ls_url, ls_api_key)
         hooks = WebhookReceiver(ls, ls_webhook_port, ls_webhook_url) if ls_webhook_port is not None else nullcontext()
         with SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project) as client, hooks as rx:
