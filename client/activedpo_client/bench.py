@@ -210,12 +210,19 @@ def paired_difference(runs: dict[int, list[dict]], baseline: dict[int, list[dict
     return m, ci, len(d)
 
 
+def paired_seeds(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
+                 base_rounds: int | None = None) -> list[int]:  # fmt: skip
+    """The seeds (sorted) on which the arm reached round ``rounds`` and the baseline round ``base_rounds``."""
+    b = base_rounds or rounds
+    return sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= b)
+
+
 def paired_finals(runs: dict[int, list[dict]], baseline: dict[int, list[dict]], rounds: int,
                   metric: str = "reward", base_rounds: int | None = None) -> np.ndarray:  # fmt: skip
     """Per common seed (sorted), ``metric`` at round ``rounds`` minus the baseline's at ``base_rounds`` (the same
     round unless the two ran different schedules)."""
     b = base_rounds or rounds
-    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= b)
+    seeds = paired_seeds(runs, baseline, rounds, b)
     return np.asarray([runs[s][rounds - 1][metric] - baseline[s][b - 1][metric] for s in seeds], dtype=float)
 
 
@@ -225,7 +232,7 @@ def labels_to_reach_ci(runs: dict[int, list[dict]], baseline: dict[int, list[dic
     seeds are resampled with replacement (the same seeds for both, as they are paired), and each draw
     recomputes both means. Returns (point, low, high, share of draws that reach it); a bound is None
     when over 2.5% of draws never reach it (the interval is open-ended)."""
-    seeds = sorted(s for s in runs if s in baseline and len(runs[s]) >= rounds and len(baseline[s]) >= rounds)
+    seeds = paired_seeds(runs, baseline, rounds)
     if len(seeds) < 2:
         return None, None, None, float("nan")
     xs = curve(runs[seeds[0]][:rounds], metric)[0]
@@ -268,8 +275,7 @@ def schedule_table(pairs: list[tuple], ran: dict[str, dict[int, list[dict]]], me
              "95% CI) | paired SD | MDE (80% power) | n |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for arm, rounds, base, base_rounds in pairs:
         runs, base_runs = ran[arm], ran[base]
-        seeds = sorted(s for s in runs if s in base_runs and len(runs[s]) >= rounds
-                       and len(base_runs[s]) >= base_rounds)  # fmt: skip
+        seeds = paired_seeds(runs, base_runs, rounds, base_rounds)
         if len(seeds) < 2:
             continue
         labels = f"{runs[seeds[0]][rounds - 1]['labels']} / {base_runs[seeds[0]][base_rounds - 1]['labels']}"
