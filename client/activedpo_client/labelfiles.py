@@ -72,6 +72,25 @@ def _label_studio_rows(tasks: list) -> list[tuple[str, dict]]:
     return rows
 
 
+def label_studio_tasks(path: Path) -> list[tuple[str, dict]] | None:
+    """A Label Studio JSON export's answers as (``task N``, ``{pair_id, preference, annotator}``), one per
+    annotation (``preference`` None: no answer); None when ``path`` is not such an export."""
+    path = Path(path)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith("["):
+        return None
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not tasks or not all(isinstance(t, dict) and "data" in t for t in tasks):
+        return None
+    return _label_studio_rows(tasks)
+
+
 def read_labels(path: Path, batch: Batch) -> tuple[list[dict], list[str]]:
     """Valid labels (``pair_id``, ``preference``, ``annotator``) and one error line per bad row."""
     text = Path(path).read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from activedpo_trainer.lora import LoraSpec
+
 
 @dataclass(frozen=True)
 class ServerStatus:
@@ -25,6 +27,14 @@ class ServerStatus:
     responses: int = 0
     annotations: int = 0
     loading_checkpoint_id: str = ""
+    lora: LoraSpec | None = None  # the adapter whose gradients are the features
+    fresh_adapter: bool = False  # True: ``lora`` is the fresh adapter of a checkpoint without one (round one)
+
+    def adapter_line(self) -> str:
+        """``fresh LoRA r=4, α=8, targets auto`` (round one) or ``LoRA r=4, α=8, targets q_proj,v_proj``."""
+        if self.lora is None:
+            return "no adapter"
+        return f"{'fresh ' if self.fresh_adapter else ''}LoRA {self.lora.describe()}"
 
 
 @dataclass(frozen=True)
@@ -37,11 +47,25 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class AddedPair:
+    """Where an explicit pair landed on the server (``add_candidates(..., return_pairs=True)``)."""
+
+    pair_id: str
+    added: bool  # False: it was already there
+    swapped: bool  # the server's response A is the item's response_b: a preference for the item's A is "B"
+
+    def preference(self, item_preference: str) -> str:
+        """A preference stated in the item's order (A = its response_a), in the server's order."""
+        return {"A": "B", "B": "A"}.get(item_preference, item_preference) if self.swapped else item_preference
+
+
+@dataclass(frozen=True)
 class AddResult:
     prompts_added: int
     responses_added: int
     pairs_added: int
     pairs_deduplicated: int
+    added: tuple[AddedPair, ...] = ()  # with return_pairs: one per explicit pair item, in order
 
     @property
     def pairs(self) -> int:

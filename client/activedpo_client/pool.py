@@ -6,20 +6,20 @@ TRL conversational messages, in any format :mod:`activedpo_trainer.prompts` read
 streamed and sent in chunks, so the client's memory stays bounded whatever the pool's size;
 each chunk is one server transaction, and ids are content hashes, so re-sending is harmless.
 
-Past labels (``--labeled``, a labels export: ``{"prompt", "chosen", "rejected"}`` rows) are added
-as pairs and submitted as labels with idempotency keys derived from their content, so V is
-conditioned on them and running ``select`` again never records them twice.
+Past labels (``--labeled``) come in every form the project writes or reads (see :func:`read_labeled`);
+pairs given by their texts are found on the server by content or added as labeled pairs, and every
+label is submitted with an idempotency key, so V is conditioned on them, a labeled pair is never
+offered again, and running ``select`` again never records them twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from activedpo_client.messages import AddResult, CandidateGroup, CandidatePair, Label
-from activedpo_trainer.prompts import PromptFileError, PromptRenderer, check_prompt, iter_records
+from activedpo_trainer.prompts import PromptFileError, PromptRenderer, check_prompt, implicit_prompt, iter_rows
 
 CHUNK = 5_000  # items per AddCandidates stream: bounds client memory, one transaction each
 MAX_RESPONSES = 64  # the server's limit of responses per prompt group
@@ -35,6 +35,9 @@ class PoolStats:
 
 
 def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup | CandidatePair | None:
+    if row.get("prompt") is None and row.get("chosen") is not None and row.get("rejected") is not None:
+        raw, chosen, rejected = implicit_prompt(row["chosen"], row["rejected"], where)  # TRL's implicit prompt
+        row = {"prompt": raw, "chosen": chosen, "rejected": rejected}
     if "prompt" not in row:
         raise PromptFileError(f"{where}: no 'prompt' field (columns: {', '.join(row)})")
     raw = check_prompt(row["prompt"], where)
@@ -60,12 +63,15 @@ def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup 
 
 
 def read_pool(path: Path, render: PromptRenderer, stats: dict) -> Iterator[CandidateGroup | CandidatePair]:
-    """Candidates of a pool file, one per usable row, streamed; counts land in ``stats``."""
-    for n, row in enumerate(iter_records(path), 1):
-        stats["rows"] = n
-        item = _row_items(row, f"{path} row {n}", render)
+    """Candidates of a pool file, one per usable row, streamed; counts land in ``stats``, and where the
+    skipped rows are (the first few) in ``stats["skipped_at"]``."""
+    for where, row in iter_rows(path):
+        stats["rows"] = stats.get("rows", 0) + 1
+        item = _row_items(row, f"{path} {where}", render)
         if item is None:
             stats["skipped"] = stats.get("skipped", 0) + 1
+            if len(stats.setdefault("skipped_at", [])) < 5:
+                stats["skipped_at"].append(where)
             continue
         if isinstance(item, CandidateGroup):
             k = len(item.responses)
@@ -97,38 +103,107 @@ def add_pool(client, items: Iterable, pool: str, progress: Callable[[int], None]
     return total
 
 
-def _content_id(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:24]
+@dataclass(frozen=True)
+class LabeledRow:
+    """One answer of a labels file: a pair the server holds (by id) or a pair given by its texts."""
+
+    where: str  # "line 3", "row 3" or "task 2", for messages
+    annotator: str
+    preference: str = "A"  # A, B or TIE: in ``pair``'s order (chosen first) or the server pair's A/B order
+    pair_id: str = ""  # a pair the server already holds (a batch's rows, a Label Studio export)
+    pair: CandidatePair | None = None  # a pair given by its texts (TRL rows): found on the server or added
+    idempotency_key: str = ""  # the key it was submitted with before, if the file says
 
 
-def read_labeled(path: Path, render: PromptRenderer) -> Iterator[tuple[CandidatePair, str]]:
-    """(pair, annotator) for each row of a labels export; chosen is response A."""
-    for n, row in enumerate(iter_records(path), 1):
-        where = f"{path} row {n}"
-        if not all(row.get(k) is not None for k in ("prompt", "chosen", "rejected")):
-            raise PromptFileError(f"{where}: a labels file row needs 'prompt', 'chosen' and 'rejected'")
-        raw = check_prompt(row["prompt"], where)
-        prompt = render.prompt(raw)
-        chosen = render.response(raw, row["chosen"], f"{where} chosen")
-        rejected = render.response(raw, row["rejected"], f"{where} rejected")
-        if chosen == rejected:
-            raise PromptFileError(f"{where}: chosen and rejected are the same response")
-        pair_id = "lab-" + _content_id(prompt, chosen, rejected)
-        yield CandidatePair(prompt, chosen, rejected, pair_id=pair_id), str(row.get("annotator") or "import")
+@dataclass(frozen=True)
+class LabelImport:
+    labels: int  # answers in the file
+    matched: int  # of which on pairs the server already held
+    added: int  # of which added as new labeled pairs (not in the pool: they still condition V)
+    replayed: int  # already recorded (the same idempotency key): nothing new was written
+    unanswered: int = 0  # Label Studio tasks without an answer (not labeled yet, skipped or empty)
 
 
-def import_labeled(client, path: Path, render: PromptRenderer) -> int:
-    """Add a labels export's pairs and submit its labels (idempotent); the number of labels it holds."""
-    count = 0
-    for chunk in chunked(read_labeled(path, render)):
-        client.add_candidates([pair for pair, _ in chunk], pool=LABELED_POOL)
-        labels = [Label(pair.pair_id, "A", who, f"import:{pair.pair_id}:{who}") for pair, who in chunk]
-        rejected = [r for r in client.submit_labels(labels) if not r.accepted]
-        if rejected:
-            raise PromptFileError(f"{path}: the server refused label {rejected[0].pair_id}: {rejected[0].reason}")
-        count += len(chunk)
-    return count
+def _preference(value, where: str) -> str:
+    pref = value.upper() if isinstance(value, str) else value
+    if pref not in ("A", "B", "TIE"):
+        raise PromptFileError(f"{where}: preference must be A, B or TIE, got {value!r}")
+    return pref
+
+
+def _labeled_row(row: dict, where: str, render: PromptRenderer) -> LabeledRow:
+    who = str(row.get("annotator") or "import")
+    key = str(row.get("idempotency_key") or "")
+    if row.get("pair_id") and row.get("preference") is not None:  # a batch row answered, labels import's form
+        return LabeledRow(where, who, _preference(row["preference"], where), pair_id=str(row["pair_id"]),
+                          idempotency_key=key)  # fmt: skip
+    if row.get("chosen") is None or row.get("rejected") is None:
+        raise PromptFileError(f"{where}: a label needs 'pair_id' and 'preference' (A, B or TIE), or 'prompt', "
+                              f"'chosen' and 'rejected' (columns: {', '.join(row)})")  # fmt: skip
+    if row.get("prompt") is None:  # TRL's implicit prompt: whole conversations
+        raw, chosen, rejected = implicit_prompt(row["chosen"], row["rejected"], where)
+    else:
+        raw, chosen, rejected = check_prompt(row["prompt"], where), row["chosen"], row["rejected"]
+    a = render.response(raw, chosen, f"{where} chosen")
+    b = render.response(raw, rejected, f"{where} rejected")
+    if a == b:
+        raise PromptFileError(f"{where}: chosen and rejected are the same response")
+    return LabeledRow(where, who, "A", pair=CandidatePair(render.prompt(raw), a, b), idempotency_key=key)
+
+
+def read_labeled(path: Path, render: PromptRenderer, stats: dict | None = None) -> Iterator[LabeledRow]:
+    """Every answer of a labels file, in any form the project writes or reads: ``{pair_id, preference}`` rows
+    (a batch answered, as ``labels import`` takes them), TRL preference rows ``{prompt, chosen, rejected}``
+    (strings or messages, the prompt raw or already rendered, or TRL's implicit prompt), ``OUT.labels.jsonl``
+    and a Label Studio JSON export. Tasks without an answer are counted in ``stats["unanswered"]``."""
+    from activedpo_client.labelfiles import label_studio_tasks
+
+    stats = {} if stats is None else stats
+    tasks = label_studio_tasks(path)
+    if tasks is not None:
+        for where, row in tasks:
+            if row["preference"] is None:
+                stats["unanswered"] = stats.get("unanswered", 0) + 1
+                continue
+            if row["preference"] == "BOTH" or not row["pair_id"]:
+                problem = "both responses marked preferred" if row["pair_id"] else "no pair_id in its data"
+                raise PromptFileError(f"{path} {where}: {problem}")
+            yield LabeledRow(where, row["annotator"], row["preference"], pair_id=row["pair_id"])
+        return
+    for where, row in iter_rows(path):
+        yield _labeled_row(row, f"{path} {where}", render)
+
+
+def import_labeled(client, rows: Iterable[LabeledRow], path: Path, unanswered: int = 0) -> LabelImport:
+    """Submit the answers of labels file ``path`` (idempotent): pairs given by id as they are, pairs given by
+    their texts found on the server by content (in either order) or added as new labeled pairs. Rows the
+    server refuses (a pair id it does not hold) are reported by line in one error, after the others are
+    recorded."""
+    total = matched = added = replayed = 0
+    refused: list[str] = []
+    for chunk in chunked(rows):
+        by_text = [row for row in chunk if row.pair is not None]
+        landed = iter(client.add_candidates([r.pair for r in by_text], pool=LABELED_POOL, return_pairs=True).added
+                      if by_text else ())  # fmt: skip
+        labels = []
+        for row in chunk:
+            pair_id, pref = row.pair_id, row.preference
+            if row.pair is not None:
+                where = next(landed)
+                pair_id, pref = where.pair_id, where.preference(row.preference)
+                matched, added = matched + (not where.added), added + where.added
+            key = row.idempotency_key or f"import:{pair_id}:{row.annotator}"
+            labels.append(Label(pair_id, pref, row.annotator, key))
+        for row, res in zip(chunk, client.submit_labels(labels), strict=True):
+            if not res.accepted:
+                hint = " (not on this server: was its batch selected with another --state-dir or --server?)"
+                refused.append(f"{row.where}: {res.reason}{hint if 'unknown pair' in res.reason else ''}")
+            else:
+                replayed += res.replayed
+                matched += row.pair is None
+        total += len(chunk)
+    if refused:
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        raise PromptFileError(f"{len(refused)} of {total} labels in {path} were refused, the others recorded: "
+                              f"{'; '.join(refused[:3])}{more}")  # fmt: skip
+    return LabelImport(total, matched, added, replayed, unanswered)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activedpo_client.messages import (
+    AddedPair,
     AddResult,
     Batch,
     CandidateGroup,
@@ -29,27 +30,56 @@ from activedpo_client.messages import (
     LoadResult,
     ServerStatus,
 )
+from activedpo_trainer.lora import LoraSpec
 
 MAX_MESSAGE_BYTES = 64 << 20  # the server's limit too
 
 
 UPLOAD_CHUNK_BYTES = 1 << 20
+# what from_pretrained never reads in a model directory: a Trainer's own state files
+NOT_MODEL_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "trainer_state.json", "manifest.json")
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → SHA-256: a base model is hashed once
 
 
-def _adapter_files(directory: Path) -> list[tuple[str, int, str, Path]]:
-    """(relative path, size, SHA-256, path) of every file in an adapter directory."""
+def _digest(path: Path) -> str:
     import hashlib
 
-    if not (directory / "adapter_config.json").is_file():
-        raise ClientError(f"{directory} is not a PEFT adapter directory (no adapter_config.json)")
-    out = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
-        out.append((path.relative_to(directory).as_posix(), path.stat().st_size, h.hexdigest(), path))
-    return out
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def _adapter_files(directory: Path) -> list[tuple[str, int, str, Path]]:
+    """(relative path, size, SHA-256, path) of every file in an adapter directory."""
+    if not (directory / "adapter_config.json").is_file():
+        raise ClientError(f"{directory} is not a PEFT adapter directory (no adapter_config.json)")
+    paths = sorted(p for p in directory.rglob("*") if p.is_file())
+    return [(p.relative_to(directory).as_posix(), p.stat().st_size, _digest(p), p) for p in paths]
+
+
+def _model_files(directory: Path) -> list[tuple[str, int, str, Path]]:
+    """(name, size, SHA-256, path) of what ``from_pretrained(directory)`` reads: its top-level files (weights,
+    config, tokenizer), without hidden files, subfolders (an ``original/`` copy, Trainer checkpoints) or a
+    Trainer's own state."""
+    if not (directory / "config.json").is_file():
+        raise ClientError(f"{directory} is not a Hugging Face model directory (no config.json)")
+    paths = sorted(p for p in directory.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name not in NOT_MODEL_FILES)  # fmt: skip
+    return [(p.name, p.stat().st_size, _digest(p), p) for p in paths]
+
+
+def base_upload_id(files: list[tuple[str, int, str, Path]]) -> str:
+    """A base model's id on a server: the hash of its files' names and contents (the same model, the same id)."""
+    import hashlib
+
+    h = hashlib.sha256("".join(f"{name}\0{digest}\0" for name, _, digest, _ in files).encode())
+    return "base-" + h.hexdigest()[:24]
 
 
 class ClientError(RuntimeError):
@@ -66,7 +96,9 @@ class Connection:
     tls_ca: Path | None = None  # TLS trusting this CA (implies tls)
     timeout: float = 3600.0  # seconds for one call; featurizing a large pool takes minutes on a CPU
     shares_disk: bool = False  # the server reads this machine's paths (embedded): checkpoints load by path
-    server_base: str | None = None  # the base model as the server names it (default: the manifest's base)
+    # the base model as a remote server names it (a path on its host or a hub id in its cache); default: a
+    # local base model directory is uploaded to it (content-addressed, once), a hub id is sent as it is
+    server_base: str | None = None
 
 
 class SelectorClient:
@@ -153,47 +185,85 @@ class SelectorClient:
 
     def status(self) -> ServerStatus:
         res = self._call(self.stub.GetStatus, self._pb.GetStatusRequest(project=self.project))
-        return ServerStatus(**{f.name: getattr(res, f.name) for f in res.DESCRIPTOR.fields})
+        plain = {f.name: getattr(res, f.name) for f in res.DESCRIPTOR.fields if f.name != "lora"}
+        lora = LoraSpec(res.lora.r, res.lora.alpha, res.lora.target_modules) if res.HasField("lora") else None
+        return ServerStatus(**plain, lora=lora)
 
     def load_checkpoint(self, checkpoint: str | Path = "", checkpoint_id: str = "", base: str = "",
-                        id: str = "") -> LoadResult:  # fmt: skip
-        """Load a checkpoint the server can reach: a path of its own, an uploaded id, or a base model."""
-        request = self._pb.LoadCheckpointRequest(manifest=str(checkpoint) if checkpoint else "",
-                                                 checkpoint_id=checkpoint_id, base=base, id=id)  # fmt: skip
+                        id: str = "", lora: LoraSpec | None = None) -> LoadResult:  # fmt: skip
+        """Load a checkpoint the server can reach: a path of its own, an uploaded id, or a base model; a
+        checkpoint without an adapter is featurized with the fresh adapter ``lora`` (None: the server's)."""
+        pb = self._pb
+        spec = pb.LoraSpec(r=lora.r, alpha=lora.alpha, target_modules=lora.targets) if lora else None
+        request = pb.LoadCheckpointRequest(manifest=str(checkpoint) if checkpoint else "", lora=spec,
+                                           checkpoint_id=checkpoint_id, base=base, id=id)  # fmt: skip
         res = self._call(self.stub.LoadCheckpoint, request)
         return LoadResult(res.checkpoint_id, res.loaded, res.previous_checkpoint_id, res.refeaturized, res.seconds)
 
-    def push_checkpoint(self, ref: str | Path) -> LoadResult:
-        """Make the server serve ``ref`` (a checkpoint directory, manifest or base model).
+    def push_checkpoint(self, ref: str | Path, lora: LoraSpec | None = None,
+                        progress: Callable[[str, int, int], None] | None = None) -> LoadResult:  # fmt: skip
+        """Make the server serve ``ref`` (a checkpoint directory, manifest or base model); a checkpoint without
+        an adapter is featurized with the fresh adapter ``lora`` (the one DPO will train).
 
-        A server on this machine's disk (embedded) loads it by path; a remote one gets the adapter
-        uploaded (only files it lacks) and loads it by id, with the base model as it names it.
+        A server on this machine's disk (embedded) loads it by path. A remote one is sent whatever it lacks:
+        the base model directory (unless ``Connection.server_base`` names it as the server knows it, or it is a
+        hub id) and the adapter, content-addressed, so nothing is sent twice and a cut-off upload resumes.
+        ``progress(what, bytes sent, bytes to send)`` follows the uploads.
         """
         from activedpo_trainer.checkpoint import resolve_checkpoint
 
         if self.connection.shares_disk:
-            return self.load_checkpoint(ref)
+            return self.load_checkpoint(ref, lora=lora)
         manifest = resolve_checkpoint(ref)
-        base = self.connection.server_base or manifest.base
+        base = self.connection.server_base or self.push_base(manifest.base, progress)
         if manifest.adapter is None:
-            return self.load_checkpoint(base=base, id=manifest.id)
-        self.upload_checkpoint(manifest.adapter, manifest.id, base, manifest.parent_id or "")
+            return self.load_checkpoint(base=base, id=manifest.id, lora=lora or manifest.lora)
+        report = (lambda done, total: progress("uploading the adapter (bytes)", done, total)) if progress else None
+        self.upload_checkpoint(manifest.adapter, manifest.id, base, manifest.parent_id or "", report)
         return self.load_checkpoint(checkpoint_id=manifest.id)
+
+    def serves(self, ref: str | Path, lora: LoraSpec | None = None) -> bool:
+        """Whether the server already serves checkpoint ``ref``, featurized (when it has no adapter) with the fresh
+        adapter ``lora`` (None: any)."""
+        from activedpo_trainer.checkpoint import resolve_checkpoint
+
+        manifest = resolve_checkpoint(ref)
+        status = self.status()
+        return status.checkpoint_id == manifest.id and (
+            manifest.adapter is not None or lora is None or (status.fresh_adapter and status.lora == lora)
+        )
+
+    def push_base(self, base: str, progress: Callable[[str, int, int], None] | None = None) -> str:
+        """The base model as this server will name it: a local directory is uploaded (only what the server
+        lacks) and named ``upload:<id>``; a hub id is the server's to find in its cache."""
+        if not Path(base).is_dir():
+            return base
+        files = _model_files(Path(base))
+        base_id = base_upload_id(files)
+        report = (lambda done, total: progress("uploading the base model (bytes)", done, total)) if progress else None
+        self._upload(files, base_id, "", "", report, base_model=True)
+        return f"upload:{base_id}"
 
     def upload_checkpoint(self, adapter_dir: str | Path, checkpoint_id: str, base: str, parent_id: str = "",
                           progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
         """Upload an adapter directory; returns the bytes sent (0 when the server had every file)."""
+        return self._upload(_adapter_files(Path(adapter_dir)), checkpoint_id, base, parent_id, progress)
+
+    def _upload(self, files: list[tuple[str, int, str, Path]], checkpoint_id: str, base: str, parent_id: str,
+                progress: Callable[[int, int], None] | None, base_model: bool = False) -> int:  # fmt: skip
+        """Send the files the server lacks, each from where a cut-off earlier upload stopped; the bytes sent."""
         pb = self._pb
-        files = _adapter_files(Path(adapter_dir))
-        header = pb.UploadHeader(checkpoint_id=checkpoint_id, base=base, parent_id=parent_id,
+        header = pb.UploadHeader(checkpoint_id=checkpoint_id, base=base, parent_id=parent_id, base_model=base_model,
                                  files=[pb.CheckpointFile(path=rel, size=size, sha256=digest)
                                         for rel, size, digest, _ in files])  # fmt: skip
         first = pb.UploadCheckpointRequest(header=header)
-        res = self._call(self.stub.UploadCheckpoint, iter([first]))  # which files does it lack?
+        res = self._call(self.stub.UploadCheckpoint, iter([first]))  # which files does it lack, and how much of each?
         if res.complete:
             return 0
         missing = set(res.missing)
-        total = sum(size for _, size, digest, _ in files if digest in missing)
+        start = {p.sha256: p.offset for p in res.partial}
+        total = sum(size - start.get(digest, 0) for _, size, digest, _ in {f[2]: f for f in files}.values()
+                    if digest in missing)  # fmt: skip
         sent = 0
 
         def messages():
@@ -204,7 +274,8 @@ class SelectorClient:
                     continue
                 missing.discard(digest)  # the same content under two names goes once
                 with open(path, "rb") as f:
-                    offset = 0
+                    offset = start.get(digest, 0)
+                    f.seek(offset)
                     while chunk := f.read(UPLOAD_CHUNK_BYTES):
                         yield pb.UploadCheckpointRequest(chunk=pb.FileChunk(sha256=digest, offset=offset, data=chunk))
                         offset += len(chunk)
@@ -217,23 +288,28 @@ class SelectorClient:
             raise ClientError(f"the server still lacks {len(res.missing)} file(s) of checkpoint {checkpoint_id}")
         return sent
 
-    def add_candidates(self, items: Iterable[CandidateGroup | CandidatePair | tuple], pool: str = "") -> AddResult:
+    def add_candidates(self, items: Iterable[CandidateGroup | CandidatePair | tuple], pool: str = "",
+                       return_pairs: bool = False) -> AddResult:  # fmt: skip
         """Stream candidates in one call: groups add all pairs of their responses, pairs add themselves.
 
         A ``(prompt, responses)`` tuple is a group. One call is one transaction on the server
         (all or nothing); ids default to content hashes, so sending the same items again adds nothing.
+        With ``return_pairs`` the result's ``added`` says where each explicit pair landed (its id, and
+        whether the server holds its responses in the other order).
         """
         pb = self._pb
 
-        def message(item) -> object:
-            if isinstance(item, tuple):
-                item = CandidateGroup(*item)
-            if isinstance(item, CandidatePair):
-                return pb.AddCandidatesRequest(pair=item.to_pb(pb), pool=pool, project=self.project)
-            return pb.AddCandidatesRequest(group=item.to_pb(pb), pool=pool, project=self.project)
+        def messages():
+            for n, item in enumerate(items):
+                if isinstance(item, tuple):
+                    item = CandidateGroup(*item)
+                kind = "pair" if isinstance(item, CandidatePair) else "group"
+                yield pb.AddCandidatesRequest(**{kind: item.to_pb(pb)}, pool=pool, project=self.project,
+                                              return_pairs=return_pairs and n == 0)  # fmt: skip
 
-        res = self._call(self.stub.AddCandidates, (message(i) for i in items))
-        return AddResult(res.prompts_added, res.responses_added, res.pairs_added, res.pairs_deduplicated)
+        res = self._call(self.stub.AddCandidates, messages())
+        added = tuple(AddedPair(p.pair_id, p.added, p.swapped) for p in res.pairs)
+        return AddResult(res.prompts_added, res.responses_added, res.pairs_added, res.pairs_deduplicated, added)
 
     def select(
         self,

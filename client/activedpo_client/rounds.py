@@ -38,6 +38,7 @@ import numpy as np
 from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
 from activedpo_trainer.atomic import replace_dir, write_json, write_jsonl
+from activedpo_trainer.lora import LoraSpec
 
 
 class AwaitingLabels(ClientError):
@@ -74,6 +75,7 @@ def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
 
 
 STEPS = ("generate", "add", "select", "annotate", "submit", "train", "load", "evaluate")
+JUDGE_SETTINGS = {"annotator", "evaluate", "ls_project"}  # may change while a run holds no label yet
 NEEDS_ORACLE = "the toy world's hidden reward"
 
 
@@ -110,8 +112,10 @@ class RoundConfig:
     ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)
 
     def __post_init__(self) -> None:
-        if self.budget < 1 or self.prompts < 1 or self.responses < 2:
-            raise ValueError("budget and prompts must be positive and responses at least 2")
+        for name, value, least in (("budget", self.budget, 1), ("prompts", self.prompts, 1),
+                                   ("responses", self.responses, 2)):  # fmt: skip
+            if value < least:
+                raise ValueError(f"--{name} must be at least {least}, got {value}")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
         _check_judge("annotator", self.annotator, ("oracle", "oracle-deterministic", "file", "label-studio"))
@@ -125,6 +129,11 @@ class RoundConfig:
             raise ValueError(f"LoRA rank and alpha must be positive, got r={self.lora_r}, alpha={self.lora_alpha}")
         if not self.target_modules.strip() or any(not t.strip() for t in self.target_modules.split(",")):
             raise ValueError(f"--target-modules must be auto, all-linear or a comma list, got {self.target_modules!r}")
+
+    @property
+    def lora(self) -> LoraSpec:
+        """The adapter DPO trains, and the fresh one round one's features are the gradient of."""
+        return LoraSpec(self.lora_r, self.lora_alpha, self.target_modules)
 
     @property
     def targets(self) -> str | tuple[str, ...] | None:
@@ -178,11 +187,20 @@ class Run:
             if config != run.config:
                 old, new = asdict(run.config), asdict(config)
                 changed = [k for k, v in new.items() if old[k] != v]
-                raise ClientError(
-                    f"run dir {run_dir} was started with other settings ({', '.join(changed)}); "
-                    f"use a new --run-dir or the same settings"
-                )
+                if set(changed) <= JUDGE_SETTINGS and not run.holds_labels():
+                    run.config = config  # no label is durable yet: who labels (and who evaluates) may still change
+                    run.save()
+                else:
+                    why = " (labels are already held)" if set(changed) <= JUDGE_SETTINGS else ""
+                    raise ClientError(
+                        f"run dir {run_dir} was started with other settings ({', '.join(changed)}){why}; "
+                        f"use a new --run-dir or the same settings"
+                    )
         return run
+
+    def holds_labels(self) -> bool:
+        """Whether any label of this run is durable (a finished round, or a round's labels file)."""
+        return self.rounds_done > 0 or any(self.dir.glob("rounds/*/labels.jsonl"))
 
     def save(self) -> None:
         data = dict(workload=self.workload, config=asdict(self.config), run_id=self.run_id,
@@ -271,16 +289,12 @@ class RoundRunner:
     def _server_has_current_checkpoint(self) -> None:
         """A server that holds another checkpoint (a fresh remote one, or one another run moved) gets ours.
 
-        An embedded server reads it from the run dir; a remote one gets its adapter uploaded (see
-        :meth:`SelectorClient.push_checkpoint`), so no disk is shared.
+        An embedded server reads it from the run dir; a remote one is sent what it lacks, the base model
+        included (see :meth:`SelectorClient.push_checkpoint`), so no disk is shared. Before round one's DPO
+        the policy has no adapter: it is featurized with the adapter DPO will train (the run's LoRA).
         """
-        from activedpo_trainer.checkpoint import resolve_checkpoint
-
-        want = resolve_checkpoint(self._checkpoint_ref()).id
-        if self.client.status().checkpoint_id != want:
-            self.say(f"round {self.r}: loading checkpoint {want} into the server")
-            ref = self.checkpoint
-            self.client.push_checkpoint(Path(ref).resolve() if Path(ref).exists() else ref)
+        ensure_server_checkpoint(self.client, self.checkpoint, self.run.config.lora, self.progress,
+                                 say=lambda m: self.say(f"round {self.r}: {m}"))  # fmt: skip
 
     def _add(self) -> dict:
         groups = (CandidateGroup(g["prompt"], g["responses"]) for g in _read_jsonl(self.dir / "candidates.jsonl"))
@@ -304,15 +318,16 @@ class RoundRunner:
         if annotator == "label-studio":
             return self._annotate_in_label_studio()
         batch = self._batch()
+        extra = {}
         if annotator.startswith("reward-model:"):
-            from activedpo_trainer.rewardmodel import RewardModel
-
             path = annotator.split(":", 1)[1]
-            rm = RewardModel(path, device=self.device)
-            a = rm.score([(p.prompt, p.response_a) for p in batch.pairs])
-            b = rm.score([(p.prompt, p.response_b) for p in batch.pairs])
+            rm = self._reward_model(path)
+            prompts = [self.workload.raw_prompt(p.prompt) for p in batch.pairs]  # the RM renders its own template
+            a = rm.score(prompts, [p.response_a for p in batch.pairs])
+            b = rm.score(prompts, [p.response_b for p in batch.pairs])
             name = f"reward-model:{Path(path).name}"
             prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in zip(a, b, strict=True)]
+            extra = {"truncated": rm.truncated}
         elif annotator == "oracle-deterministic":  # no label noise: the higher hidden reward wins
             oracle, name = self.workload.oracle, "oracle-deterministic"
             r = [(oracle.reward(p.prompt, p.response_a), oracle.reward(p.prompt, p.response_b)) for p in batch.pairs]
@@ -328,7 +343,14 @@ class RoundRunner:
         labels = [Label(p.pair_id, pref, name, f"{self.run.run_id}:{p.pair_id}:{name}")
                   for p, pref in zip(batch.pairs, prefs, strict=True)]  # fmt: skip
         write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in labels))
-        return {"labels": len(labels), "A": prefs.count("A")}
+        return {"labels": len(labels), "A": prefs.count("A"), **extra}
+
+    def _reward_model(self, path: str):
+        """A reward model fed as it was trained: the raw conversation on its own chat template (or text pair),
+        truncated to its context keeping the response."""
+        from activedpo_trainer.rewardmodel import RewardModel
+
+        return RewardModel(path, device=self.device)
 
     def _annotate_by_people(self) -> dict:
         from activedpo_client.labelfiles import write_label_files
@@ -450,12 +472,15 @@ class RoundRunner:
             write_json(self.dir / "eval.json", {"evaluate": "none"})
             return {"evaluate": "none"}
         policy = self._load_policy(self.dir / "checkpoint")
+        rm = None
         if cfg.evaluate == "oracle":
             scorer = task_scorer(self.workload.oracle)
         else:
-            from activedpo_trainer.rewardmodel import RewardModel
+            rm = self._reward_model(cfg.evaluate.split(":", 1)[1])
 
-            scorer = RewardModel(cfg.evaluate.split(":", 1)[1], device=self.device)
+            def scorer(prompts, responses):
+                return rm.score([self.workload.raw_prompt(p) for p in prompts], responses)
+
         gen = self.workload.generation
         held = self.workload.heldout_prompts()[: cfg.eval_prompts]
         report = evaluate_policy(
@@ -464,8 +489,10 @@ class RoundRunner:
             progress=(lambda d, t: self.progress("evaluate", d, t)) if self.progress else None,
         )  # fmt: skip
         accuracy = self._preference_accuracy(policy, scorer, held) if cfg.eval_pair_samples else {}
-        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict(), **accuracy})
-        return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate, **accuracy}
+        truncated = {"truncated": rm.truncated} if rm is not None else {}  # responses cut to fit the RM's context
+        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict(), **accuracy, **truncated})
+        return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate, **accuracy,
+                **truncated}  # fmt: skip
 
     def _preference_accuracy(self, policy, scorer, held: list[str]) -> dict:
         """Preference accuracy of the policy's implicit reward on judged held-out pairs: pairs sampled once
@@ -546,19 +573,34 @@ class ServerSpec:
     def serve_args(self, config: RoundConfig, dtype: str = "float32") -> list[str]:
         """The embedded server's options: its fresh round-one adapter is the run's LoRA."""
         args = ["--proj-dim", str(self.proj_dim), "--lora-r", str(config.lora_r), "--lora-alpha",
-                str(config.lora_alpha), "--lora-targets", config.target_modules, "--dtype", dtype]  # fmt: skip
+                str(config.lora_alpha), "--target-modules", config.target_modules, "--dtype", dtype]  # fmt: skip
         if config.device:
             args += ["--device", config.device]
         return [*args, *self.extra]
 
 
+def ensure_server_checkpoint(client: SelectorClient, ref: str, lora: LoraSpec, progress=None,
+                             say: Callable[[str], None] = print) -> None:  # fmt: skip
+    """Make the server serve checkpoint ``ref`` (a path or hub id), featurizing a checkpoint without an adapter
+    with ``lora``; says so when it had to."""
+    from activedpo_trainer.checkpoint import resolve_checkpoint
+
+    ref = str(Path(ref).resolve()) if Path(ref).exists() else ref
+    if client.serves(ref, lora):
+        return
+    manifest = resolve_checkpoint(ref)
+    what = f"{manifest.id}" + ("" if manifest.adapter else f" with a fresh LoRA {lora.describe()}")
+    say(f"loading checkpoint {what} into the server")
+    client.push_checkpoint(ref, lora, progress)
+
+
 def check_workload(workload, config: RoundConfig) -> None:
     """Refuse, before any work, what this workload cannot do with this config."""
-    for judge in (config.annotator, config.evaluate):  # a wrong path found now, not after a round's work
+    from activedpo_trainer.rewardmodel import check_reward_model
+
+    for judge in (config.annotator, config.evaluate):  # a wrong model found now, not after a round's work
         if judge.startswith("reward-model:"):
-            path = Path(judge.split(":", 1)[1])
-            if not (path / "config.json").is_file():
-                raise ClientError(f"reward model {path} is not a Hugging Face model directory (no config.json)")
+            check_reward_model(judge.split(":", 1)[1])
     if workload.oracle is None:
         if config.annotator in ("oracle", "oracle-deterministic"):
             raise ClientError(f"--annotator {config.annotator} needs {NEEDS_ORACLE} (--task or --world); with "
@@ -603,8 +645,11 @@ def run_rounds(
     run_dir = Path(run_dir)
     config = replace(config, device=resolve_device(config.device or None))
     check_workload(workload, config)
+    for note in workload.notes():
+        say(note)
     run = Run.open(run_dir, workload.describe(), config)
     if run.rounds_done >= rounds:  # nothing to do: no server needed
+        say(f"run {run_dir} has {run.rounds_done} of {rounds} rounds; pass --rounds {run.rounds_done + 1} to go on")
         return read_metrics(run_dir)
     embedded = None
     server = spec.server
@@ -621,6 +666,9 @@ def run_rounds(
                                 server_base=spec.server_base)  # fmt: skip
         with SelectorClient(connection, project=run.project) as client:
             client.wait_ready()
+            # settled before any generation: the server has the policy (uploading what it lacks) with the run's LoRA
+            with bars(transient=True) if bars else nullcontext(None) as bar:
+                ensure_server_checkpoint(client, run.checkpoint or workload.base.base, config.lora, bar, say=say)
             while run.rounds_done < rounds:
                 with bars(transient=True) if bars else nullcontext(None) as bar:
                     metrics = RoundRunner(run, workload, client, bar, say=say, label_studio=label_studio).run_round()

@@ -103,11 +103,18 @@ RayActorsOpt = Annotated[int, typer.Option(help="Featurizer actors on Ray, each 
 RayGpusOpt = Annotated[
     float | None, typer.Option(help="GPUs per actor [default: 1 when the cluster has GPUs, else CPUs].")
 ]
-LoraROpt = Annotated[int, typer.Option(help="Rank of the fresh adapter given to a checkpoint without one.")]
+LoraROpt = Annotated[
+    int,
+    typer.Option(help="Rank of the fresh adapter of a checkpoint without one, unless its LoadCheckpoint names one."),
+]
 LoraAlphaOpt = Annotated[int, typer.Option(help="Its LoRA α.")]
-LoraTargetsOpt = Annotated[
+TargetModulesOpt = Annotated[
     str,
-    typer.Option(help="Its target modules: all-linear, auto (PEFT's defaults for the architecture) or a comma list."),
+    typer.Option(
+        "--target-modules",
+        "--lora-targets",  # its former name, still read
+        help="Its target modules: all-linear, auto (PEFT's defaults for the architecture) or a comma list.",
+    ),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")]
 DtypeOpt = Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")]
@@ -173,7 +180,7 @@ def serve_command(
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
     lora_r: LoraROpt = 128,
     lora_alpha: LoraAlphaOpt = 512,
-    lora_targets: LoraTargetsOpt = "all-linear",
+    target_modules: TargetModulesOpt = "all-linear",
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
     port_file: Annotated[
@@ -232,7 +239,7 @@ def serve_command(
             EngineConfig(
                 state_dir=state_dir, lam=lam, strategy=strategy, research_strategies=research_strategies,
                 features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
-                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets)),
+                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=target_modules)),
                 feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
                 lease_seconds=lease_seconds,
@@ -243,6 +250,9 @@ def serve_command(
         )  # fmt: skip
     except (CheckpointError, ServerError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    except OSError as e:  # the state dir unwritable: say which file, not a traceback
+        err.print(f"[bold red]error:[/] cannot write the state dir {state_dir}: {e.strerror or e}: {e.filename or ''}")
         raise typer.Exit(2) from None
 
     def ready(bound: int) -> None:
@@ -308,7 +318,7 @@ def featurize_command(
     feature_dtype: FeatureDtypeOpt = "float32",
     lora_r: LoraROpt = 128,
     lora_alpha: LoraAlphaOpt = 512,
-    lora_targets: LoraTargetsOpt = "all-linear",
+    target_modules: TargetModulesOpt = "all-linear",
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
 ) -> None:
@@ -333,7 +343,7 @@ def featurize_command(
             EngineConfig(
                 state_dir=state_dir, feature_dtype=feature_dtype,
                 features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
-                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=lora_targets)),
+                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=target_modules)),
                 ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor),
             ),
             checkpoint=checkpoint,

@@ -39,6 +39,7 @@ from activedpo_server.store import (
 )
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
+from activedpo_trainer.lora import LoraSpec
 from activedpo_trainer.progress import StageProgress
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class Status:
     responses: int
     annotations: int
     loading_checkpoint_id: str
+    lora: LoraSpec | None = None  # the adapter whose gradients are the features
+    fresh_adapter: bool = False  # True: ``lora`` is a fresh adapter (a checkpoint without one), not its own
 
 
 class _StoreSource:
@@ -186,7 +189,8 @@ class Engine:
         if checkpoint is None:
             current = self.store.current_checkpoint()
             if current:
-                checkpoint = CheckpointManifest(current[0], current[1], current[2], None, "")
+                ckpt_id, base, adapter, lora = current
+                checkpoint = CheckpointManifest(ckpt_id, base, adapter, None, "", lora)
         if checkpoint is not None:
             self.load_checkpoint(checkpoint)
 
@@ -225,9 +229,13 @@ class Engine:
     def load_checkpoint(
         self, ref: str | Path | CheckpointManifest, progress: StageProgress | None = None
     ) -> LoadReport:
-        """Load ``ref``, featurize the labeled responses under it, then switch. Raises CheckpointError."""
+        """Load ``ref``, featurize the labeled responses under it, then switch. Raises CheckpointError.
+
+        A checkpoint without an adapter is featurized with the fresh adapter its manifest names, else with
+        the server's (``serve --lora-r/--lora-alpha/--target-modules``)."""
         t0 = time.perf_counter()
         manifest = resolve_checkpoint(ref)
+        manifest = manifest.with_lora(manifest.lora or self.config.features.lora)
         previous = self.checkpoint_id
         if self._active is not None and manifest == self._active.manifest:
             return LoadReport(previous, False, previous, 0, time.perf_counter() - t0)
@@ -243,7 +251,7 @@ class Engine:
                 refeaturized = len(active.features) - before
             finally:
                 self.loading = ""
-            self.store.record_checkpoint(manifest.id, manifest.base, manifest.adapter)
+            self.store.record_checkpoint(manifest.id, manifest.base, manifest.adapter, manifest.lora)
             self._active = active  # one assignment: requests see the old checkpoint or the new one
         log.info("checkpoint %s loaded (was %s)", manifest.id, previous or "none")
         return LoadReport(manifest.id, True, previous, refeaturized, time.perf_counter() - t0)
@@ -377,4 +385,6 @@ class Engine:
             responses=counts["responses"],
             annotations=counts["annotations"],
             loading_checkpoint_id=self.loading,
+            lora=active.gradient.adapter_spec if active else None,
+            fresh_adapter=bool(active and active.gradient.fresh_adapter),
         )

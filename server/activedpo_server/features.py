@@ -36,6 +36,7 @@ import numpy as np
 
 from activedpo_server.projection import PROJECTION_FORMAT, LoraMatrix, make_projection
 from activedpo_trainer.checkpoint import CheckpointManifest, LoadedModel, load_model, resolve_checkpoint
+from activedpo_trainer.lora import LoraSpec
 from activedpo_trainer.progress import StageProgress
 from activedpo_trainer.sequences import encode_pairs, sequence_logprobs, token_logprobs
 
@@ -44,20 +45,6 @@ DEFAULT_PROJECTION = "sjlt"  # see benchmarks/results/projection.md: it meets th
 
 class FeaturizerError(ValueError):
     """The checkpoint's adapter cannot be featurized (an unsupported LoRA variant, for instance)."""
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """The fresh adapter given to a checkpoint that has none; matches the DPO trainer's defaults."""
-
-    r: int = 128  # the paper's LoRA rank
-    alpha: int = 512
-    target_modules: str | tuple[str, ...] = "all-linear"  # or "auto" (PEFT's defaults) or names
-    init_seed: int = 0  # A is drawn from this seed on the CPU, so round-one features are reproducible
-
-    def key(self) -> str:
-        targets = self.target_modules if isinstance(self.target_modules, str) else ",".join(self.target_modules)
-        return f"lora(r={self.r},alpha={self.alpha},targets={targets},seed={self.init_seed})"
 
 
 @dataclass(frozen=True)
@@ -83,10 +70,12 @@ class FeaturizerConfig:
             raise ValueError(f"proj_dim and batch_size must be positive, got {self.proj_dim} and {self.batch_size}")
 
     def build(self, checkpoint, device: str | None = None) -> GradientFeaturizer:
-        """A featurizer of ``checkpoint`` with these settings (on ``device`` when given)."""
+        """A featurizer of ``checkpoint`` with these settings (on ``device`` when given); a base-only checkpoint
+        that carries its own LoRA spec gets that fresh adapter, else :attr:`lora`."""
+        lora = getattr(checkpoint, "lora", None) or self.lora
         return GradientFeaturizer(
             checkpoint, proj_dim=self.proj_dim, seed=self.seed, normalize=self.normalize,
-            batch_size=self.batch_size, device=device or self.device, dtype=self.dtype, lora=self.lora,
+            batch_size=self.batch_size, device=device or self.device, dtype=self.dtype, lora=lora,
             projection=self.projection,
         )  # fmt: skip
 
@@ -174,6 +163,16 @@ class GradientFeaturizer:
                                           cache_bytes)  # fmt: skip
         self.projector = getattr(self.projection, "projector", None)  # the dense kind's block generator (benchmarks)
         self.timings = FeaturizerTimings()
+
+    @property
+    def adapter_spec(self) -> LoraSpec:
+        """The adapter whose gradients the features are: the fresh one, or the checkpoint's own (from its config)."""
+        if self.fresh_adapter:
+            return self.lora
+        cfg = self.model.peft_config[self.adapter_name]
+        t = cfg.target_modules
+        targets = t if isinstance(t, str) else ",".join(sorted({name.rsplit(".", 1)[-1] for name in t}))
+        return LoraSpec(r=int(cfg.r), alpha=int(cfg.lora_alpha), target_modules=targets)
 
     @property
     def feature_key(self) -> str:
@@ -468,6 +467,16 @@ class EmbeddingFeaturizer:
         self.batch_size, self.normalize = batch_size, normalize
         self.checkpoint_id = reference.id
         self.dim = int(self.model.config.hidden_size)
+
+    @property
+    def adapter_spec(self) -> LoraSpec:
+        """The adapter whose gradients the features are: the fresh one, or the checkpoint's own (from its config)."""
+        if self.fresh_adapter:
+            return self.lora
+        cfg = self.model.peft_config[self.adapter_name]
+        t = cfg.target_modules
+        targets = t if isinstance(t, str) else ",".join(sorted({name.rsplit(".", 1)[-1] for name in t}))
+        return LoraSpec(r=int(cfg.r), alpha=int(cfg.lora_alpha), target_modules=targets)
 
     @property
     def feature_key(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_server.errors import ResourceExhausted, is_disk_full
 from activedpo_trainer.atomic import atomic_write
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,15 @@ class FeatureStore:
 
         if not self.dirty:
             return
-        atomic_write(self.path, lambda tmp: faiss.write_index(self.index, str(tmp)))
         meta = json.dumps({"key": self.key, "dim": self.dim, "dtype": self.dtype})
-        atomic_write(self.meta_path, lambda tmp: tmp.write_text(meta))
+        try:
+            atomic_write(self.path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+            atomic_write(self.meta_path, lambda tmp: tmp.write_text(meta))
+        except (OSError, RuntimeError) as e:  # faiss reports a failed write as a RuntimeError naming errno
+            if is_disk_full(e) or any(s in str(e) for s in ("No space left", "File too large", "quota exceeded")):
+                raise ResourceExhausted(f"the disk of the feature store {self.path.parent} is full: {self.path.name} "
+                                        f"could not be written; free space, then retry") from None  # fmt: skip
+            raise
         self.dirty = False
 
 

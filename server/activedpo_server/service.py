@@ -25,6 +25,7 @@ from activedpo_server.checkpoints import FileSpec
 from activedpo_server.engine import Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
 from activedpo_server.store import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn, LabelOut
+from activedpo_trainer.lora import LoraSpec
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def status_to_pb(s: Status) -> pb.GetStatusResponse:
         checkpoint_id=s.checkpoint_id, strategy=s.strategy, pool_size=s.pool_size, featurized=s.featurized,
         labeled=s.labeled, leased=s.leased, feature_dim=s.feature_dim, lam=s.lam, version=s.version,
         prompts=s.prompts, responses=s.responses, annotations=s.annotations,
-        loading_checkpoint_id=s.loading_checkpoint_id,
+        loading_checkpoint_id=s.loading_checkpoint_id, fresh_adapter=s.fresh_adapter,
+        lora=pb.LoraSpec(r=s.lora.r, alpha=s.lora.alpha, target_modules=s.lora.targets) if s.lora else None,
     )  # fmt: skip
 
 
@@ -130,9 +132,11 @@ def load_report_to_pb(r: LoadReport) -> pb.LoadCheckpointResponse:
                                      seconds=r.seconds)  # fmt: skip
 
 
-def add_result_to_pb(r: AddResult) -> pb.AddCandidatesResponse:
+def add_result_to_pb(r: AddResult, pairs: bool = False) -> pb.AddCandidatesResponse:
+    added = [pb.AddedPair(pair_id=p.pair_id, added=p.added, swapped=p.swapped) for p in r.pairs] if pairs else []
     return pb.AddCandidatesResponse(prompts_added=r.prompts_added, responses_added=r.responses_added,
-                                    pairs_added=r.pairs_added, pairs_deduplicated=r.pairs_deduplicated)  # fmt: skip
+                                    pairs_added=r.pairs_added, pairs_deduplicated=r.pairs_deduplicated,
+                                    pairs=added)  # fmt: skip
 
 
 def batch_to_pb(b: Batch) -> pb.SelectedBatch:
@@ -197,21 +201,28 @@ class SelectorService:
     async def LoadCheckpoint(self, request, context):
         _check(request)
         _check_ids(request, "checkpoint_id", "manifest", "base", "adapter", "id")
+        lora = None
+        if request.HasField("lora"):
+            _check_ids(request.lora, "target_modules")
+            try:
+                lora = LoraSpec(request.lora.r, request.lora.alpha, request.lora.target_modules)
+            except ValueError as e:
+                raise InvalidArgument(f"lora: {e}") from None
         ref = self.engine.checkpoint_ref(
             checkpoint_id=request.checkpoint_id, manifest=request.manifest, base=request.base,
             adapter=request.adapter, id=request.id, remote=True,
-        )  # fmt: skip
+        ).with_lora(lora)  # fmt: skip
         return load_report_to_pb(await asyncio.to_thread(self.engine.load_checkpoint, ref))
 
     async def AddCandidates(self, request_iterator, context):
-        items, project = [], None
+        items, project, pairs = [], None, False
         async for req in request_iterator:
             if isinstance(req, Malformed):
                 raise InvalidArgument(f"item {len(items)}: malformed (not valid protobuf or UTF-8): {req.error}")
             if len(items) >= MAX_ITEMS_PER_STREAM:
                 raise InvalidArgument(f"more than {MAX_ITEMS_PER_STREAM:,} items in one stream; split it")
             if project is None:
-                project = req.project
+                project, pairs = req.project, req.return_pairs
             elif req.project != project:
                 raise InvalidArgument(f"item {len(items)}: project differs from the stream's first item")
             items.append(_candidates(req, len(items)))
@@ -229,7 +240,7 @@ class SelectorService:
         except asyncio.CancelledError:
             await asyncio.wait({work})  # the transaction sees the caller gone and rolls back
             raise
-        return add_result_to_pb(res)
+        return add_result_to_pb(res, pairs)
 
     async def SelectBatch(self, request, context):
         _check(request)
@@ -339,7 +350,9 @@ class SelectorService:
                         raise InvalidArgument("the first message of an upload must be its header")
                     h = req.header
                     files = [FileSpec(f.path, f.size, f.sha256) for f in h.files]
-                    upload = self.engine.checkpoints.begin(h.checkpoint_id, h.base, files, h.parent_id)
+                    begin = asyncio.to_thread(self.engine.checkpoints.begin, h.checkpoint_id, h.base, files,
+                                              h.parent_id, h.base_model)  # fmt: skip
+                    upload = await begin
                 elif kind == "header":
                     raise InvalidArgument("an upload has exactly one header")
                 elif kind == "chunk":
@@ -355,5 +368,7 @@ class SelectorService:
             if upload is not None:
                 upload.abort()  # partial files go; verified ones stay (content-addressed, reusable)
             raise
+        partial = [pb.PartialFile(sha256=d, offset=n) for d, n in res.partial]
         return pb.UploadCheckpointResponse(checkpoint_id=res.checkpoint_id, complete=res.complete,
-                                           missing=res.missing, bytes_received=res.bytes_received)  # fmt: skip
+                                           missing=res.missing, bytes_received=res.bytes_received,
+                                           partial=partial)  # fmt: skip

@@ -15,6 +15,7 @@ pair is the unordered set of its two responses: (a, b) and (b, a) are one pair.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from activedpo_server.errors import InvalidArgument, NotFound, ResourceExhausted, is_disk_full
+from activedpo_trainer.lora import LoraSpec
 
 SCHEMA_VERSION = 2  # 2: projects (prompts, responses, pairs and labels carry one); request ids
 MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS requests (
     project TEXT NOT NULL, client TEXT NOT NULL, request_id TEXT NOT NULL, params TEXT NOT NULL,
     lease_id TEXT NOT NULL, PRIMARY KEY (project, client, request_id));
 CREATE TABLE IF NOT EXISTS checkpoints (
-    id TEXT PRIMARY KEY, base TEXT NOT NULL, adapter TEXT, loaded REAL NOT NULL);
+    id TEXT PRIMARY KEY, base TEXT NOT NULL, adapter TEXT, loaded REAL NOT NULL, lora TEXT);
 """
 
 # Schema 1 → 2: the tables whose uniqueness became per project are rebuilt (row ids kept, so the
@@ -116,12 +118,22 @@ class Candidates:
     explicit_pair: bool = False
 
 
+@dataclass(frozen=True)
+class AddedPair:
+    """Where an explicit pair item landed: its id, whether it is new, and whether the stored A is the item's b."""
+
+    pair_id: str
+    added: bool
+    swapped: bool
+
+
 @dataclass
 class AddResult:
     prompts_added: int = 0
     responses_added: int = 0
     pairs_added: int = 0
     pairs_deduplicated: int = 0
+    pairs: list[AddedPair] = field(default_factory=list)  # one per explicit pair item, in order
 
 
 @dataclass
@@ -220,6 +232,8 @@ class Store:
                 page = self._db.execute("PRAGMA page_size").fetchone()[0]
                 self._db.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page)}")
             self._db.executescript(_SCHEMA)
+            if "lora" not in {r[1] for r in self._db.execute("PRAGMA table_info(checkpoints)")}:
+                self._db.execute("ALTER TABLE checkpoints ADD COLUMN lora TEXT")  # a fresh adapter's spec (JSON)
             if version is None:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         except sqlite3.Error as e:
@@ -376,8 +390,8 @@ class Store:
                 if r not in rows:
                     rows.append(r)
             combos = [(rows[i], rows[j]) for i in range(len(rows)) for j in range(i + 1, len(rows))]
-            for a, b in combos:
-                a, b = min(a, b), max(a, b)
+            for first, second in combos:
+                a, b = min(first, second), max(first, second)  # a pair is stored in response-row order
                 ids = sorted(c.execute("SELECT id FROM responses WHERE rowid IN (?, ?)", (a, b)).fetchall())
                 content = _digest(*(i[0] for i in ids))
                 pair_id = item.pair_id or "p-" + content[:16]
@@ -390,6 +404,8 @@ class Store:
                     if any(cont != content for _, cont in clash):
                         raise StoreError(f"pair id {pair_id!r} already names a different pair")
                     res.pairs_deduplicated += 1
+                    if item.explicit_pair:
+                        res.pairs.append(AddedPair(clash[0][0], False, first != a))
                     continue
                 c.execute(
                     "INSERT INTO pairs(project, id, content, prompt, a, b, pool, created) "
@@ -397,6 +413,8 @@ class Store:
                     (project, pair_id, content, prompt, a, b, item.pool, now),
                 )
                 res.pairs_added += 1
+                if item.explicit_pair:
+                    res.pairs.append(AddedPair(pair_id, True, first != a))
         return res
 
     # ---- selection ------------------------------------------------------------------------
@@ -620,21 +638,29 @@ class Store:
 
     # ---- checkpoints and counts -----------------------------------------------------------
 
-    def record_checkpoint(self, checkpoint_id: str, base: str, adapter: str | None) -> None:
+    def record_checkpoint(self, checkpoint_id: str, base: str, adapter: str | None,
+                          lora: LoraSpec | None = None) -> None:  # fmt: skip
+        """The checkpoint now served (with the fresh adapter of a checkpoint without one): a restart resumes it."""
+        spec = json.dumps(lora.to_dict()) if lora is not None else None
+
         def go(c):
             c.execute(
-                "INSERT OR REPLACE INTO checkpoints(id, base, adapter, loaded) VALUES (?, ?, ?, ?)",
-                (checkpoint_id, base, adapter, time.time()),
+                "INSERT OR REPLACE INTO checkpoints(id, base, adapter, loaded, lora) VALUES (?, ?, ?, ?, ?)",
+                (checkpoint_id, base, adapter, time.time(), spec),
             )
             c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('checkpoint', ?)", (checkpoint_id,))
 
         self._write(go)
 
-    def current_checkpoint(self) -> tuple[str, str, str | None] | None:
+    def current_checkpoint(self) -> tuple[str, str, str | None, LoraSpec | None] | None:
         rows = self._read(
-            "SELECT c.id, c.base, c.adapter FROM checkpoints c JOIN meta m ON m.value = c.id WHERE m.key = 'checkpoint'"
+            "SELECT c.id, c.base, c.adapter, c.lora FROM checkpoints c JOIN meta m ON m.value = c.id "
+            "WHERE m.key = 'checkpoint'"
         )
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        ckpt_id, base, adapter, spec = rows[0]
+        return ckpt_id, base, adapter, LoraSpec.from_dict(json.loads(spec)) if spec else None
 
     def counts(self, now: float | None = None, project: str = "") -> dict[str, int]:
         now = time.time() if now is None else now

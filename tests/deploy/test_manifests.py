@@ -1,14 +1,16 @@
 """deploy/ cannot be built here (no Docker, no cluster), so CI checks it against the code instead.
 
-Every command line in the Dockerfile, compose file and Kubernetes manifests is parsed by the real
-CLI (typer's click option parsing: unknown options, missing values and bad types fail), and the
-ports, probes, environment variables, secrets and shared paths are checked to agree with each
-other and with what the server and client read.
+Every command line in the Dockerfile, compose file, Kubernetes manifests and README is parsed by the
+real CLI (typer's click option parsing: unknown options, missing values and bad types fail), and the
+ports, probes, environment variables, secrets and paths are checked to agree with each other and
+with what the server and client read. Server and client share no volume and the server gets no model
+of its own: the round uploads the base model and its adapters (UploadCheckpoint).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -106,9 +108,9 @@ def compose() -> dict:
 
 def test_compose_server_round_and_world_agree():
     services = compose()["services"]
-    assert set(services) == {"world", "server-world", "server", "round"}
+    assert set(services) == {"world", "server", "round"}
     parsed = {name: parse([*s["entrypoint"], *s["command"]]) for name, s in services.items()}
-    assert parsed["world"][0] == parsed["server-world"][0] == "activedpo-client toyworld build"
+    assert parsed["world"][0] == "activedpo-client toyworld build"
     spath, sp = parsed["server"]
     rpath, rp = parsed["round"]
     assert spath == "activedpo-server serve" and rpath == "activedpo-client round"
@@ -118,22 +120,31 @@ def test_compose_server_round_and_world_agree():
     assert services["server"]["ports"] == [f"127.0.0.1:{sp['port']}:{sp['port']}"]
     hc = services["server"]["healthcheck"]["test"]
     assert hc[0] == "CMD" and parse(hc[1:])[1]["address"] == f"127.0.0.1:{sp['port']}"
-    # both sides hold the token; they share no volume: checkpoints travel by upload, and the server
-    # opens paths only under its own copy of the base model, at the path the client names it by
+    # both sides hold the token; the round names no base on the server's disk: it uploads the SFT model
     for name in ("server", "round"):
         assert "ACTIVEDPO_TOKEN" in services[name]["environment"]
-    mounts = {name: set(s["volumes"]) for name, s in services.items()}
-    volumes = {name: {v.split(":")[0] for v in m} for name, m in mounts.items()}
-    assert not volumes["server"] & volumes["round"] and volumes["server-world"] <= volumes["server"]
-    assert volumes["world"] <= volumes["round"]
-    assert [str(p) for p in sp["checkpoint_root"]] == [services["server-world"]["environment"]["ACTIVEDPO_CACHE"]]
-    assert "models:/var/cache/activedpo:ro" in mounts["server"]
+    assert rp["server_base"] is None
     assert services["round"]["environment"]["ACTIVEDPO_CACHE"] == "/var/cache/activedpo"
     assert str(rp["run_dir"]).startswith("/runs/")
     assert services["round"]["depends_on"]["server"]["condition"] == "service_healthy"
-    assert set(compose()["volumes"]) >= {v.split(":")[0] for m in mounts.values() for v in m}
+    assert services["round"]["depends_on"]["world"]["condition"] == "service_completed_successfully"
     for var in re.findall(r"\$\{(\w+)", (DEPLOY / "compose.yaml").read_text()):
         assert var in ENV_READ, var
+
+
+def test_compose_server_shares_no_volume_and_gets_no_model_of_its_own():
+    services = compose()["services"]
+    _, sp = parse([*services["server"]["entrypoint"], *services["server"]["command"]])
+    volumes = {name: {v.split(":")[0] for v in s.get("volumes", [])} for name, s in services.items()}
+    # its state volume only (database, features, uploads), at its --state-dir; path loads are off
+    assert services["server"]["volumes"] == [f"state:{sp['state_dir']}"]
+    assert not sp["checkpoint_root"]
+    assert not volumes["server"] & volumes["round"]
+    assert volumes["world"] <= volumes["round"]  # the toy world is built for the round only
+    builders = [n for n, s in services.items() if s["command"][:2] == ["toyworld", "build"]]
+    assert builders == ["world"] and not volumes["world"] & volumes["server"]
+    assert "depends_on" not in services["server"]  # it waits for no model: it starts at once
+    assert set(compose()["volumes"]) == set().union(*volumes.values())  # none declared and unused
 
 
 # ---- Kubernetes ----------------------------------------------------------------------------------
@@ -184,15 +195,69 @@ def test_kubernetes_server_service_secret_and_job_fit_together():
         ref = env["ACTIVEDPO_TOKEN"]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
         assert set(env) <= ENV_READ
-    # no volume is shared: the job has its own claim, the server only its state (with its model copy)
+    # no volume is shared: the job has its own claim, the server only its state (with the uploads)
     claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["spec"]["template"]["spec"]["volumes"]}
     assert claims == {"runs": pvc["metadata"]["name"]} and "volumes" not in pod
-    assert {m["name"] for m in server["volumeMounts"]} == {"state"}
-    models = {m["mountPath"] for m in server["volumeMounts"] if m.get("subPath") == "models"}
-    assert models == {str(p) for p in sp["checkpoint_root"]}
-    (init,) = pod["initContainers"]
-    assert {m["mountPath"] for m in init["volumeMounts"]} == models  # the same path the client names its base by
-    assert {e["name"]: e.get("value") for e in client["env"]}["ACTIVEDPO_CACHE"] in models
+    assert server["volumeMounts"] == [{"name": "state", "mountPath": str(sp["state_dir"])}]
+    cache = {e["name"]: e.get("value") for e in client["env"]}["ACTIVEDPO_CACHE"]
+    assert cache in {m["mountPath"] for m in client["volumeMounts"]}
+
+
+def test_kubernetes_server_gets_no_model_of_its_own():
+    docs = k8s()
+    pod = docs[("StatefulSet", "activedpo-server")]["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    _, sp = parse(["activedpo-server", *server["args"]])
+    assert not sp["checkpoint_root"]  # path loads off: the round uploads the base model
+    assert "initContainers" not in pod  # nothing builds a model copy for it
+    (client,) = docs[("Job", "activedpo-round")]["spec"]["template"]["spec"]["containers"]
+    _, jp = parse([*client["command"], *client["args"]])
+    assert jp["server_base"] is None
+
+
+def all_command_lines():
+    """(where, argv) of every command line in compose and the Kubernetes manifests, init containers included."""
+    for name, s in compose()["services"].items():
+        yield f"compose {name}", [*s["entrypoint"], *s["command"]]
+        if "healthcheck" in s:
+            yield f"compose {name} healthcheck", s["healthcheck"]["test"][1:]
+    for (kind, name), doc in k8s().items():
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            yield f"{kind}/{name} {c['name']}", [*c.get("command", ["activedpo-server"]), *c.get("args", [])]
+
+
+def readme_command_lines():
+    text = (DEPLOY / "README.md").read_text()
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv and argv[0] in CLIS:
+                yield argv
+
+
+def test_every_command_line_parses_and_none_builds_a_model_for_the_server():
+    lines = list(all_command_lines())
+    assert len(lines) >= 6
+    for where, argv in lines:
+        path, _ = parse(argv)
+        assert path != "activedpo-client toyworld build" or where == "compose world", where
+
+
+def test_the_readme_command_lines_parse_and_show_a_base_the_server_already_has():
+    parsed = [parse(argv) for argv in readme_command_lines()]
+    serve = [p for path, p in parsed if path == "activedpo-server serve"]
+    rounds = [p for path, p in parsed if path == "activedpo-client round"]
+    assert serve and rounds
+    roots = [str(r) for p in serve for r in p["checkpoint_root"] or ()]
+    bases = [p["server_base"] for p in rounds if p["server_base"]]
+    assert bases and all(any(b.startswith(r + "/") for r in roots) for b in bases)
+
+
+def test_no_deploy_file_uses_a_former_option_name():
+    for f in [*DEPLOY.glob("*"), *(DEPLOY / "k8s").glob("*")]:
+        if f.is_file():
+            assert "--lora-targets" not in f.read_text(), f
 
 
 def test_the_readme_walks_through_every_file():

@@ -8,6 +8,7 @@ word-level tokenizer trained by `tokenizers` that has a chat template and no pad
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -96,6 +97,7 @@ def test_two_rounds_on_gpt2_with_a_reward_model_annotator_and_evaluator(gpt2_dir
     assert ev["n"] == 4 and ev["ref_mean"] == metrics[0]["ref_reward"]  # π_ref on the same held-out prompts
     status = invoke("status", "--run-dir", run_dir)
     assert "2 rounds of activedpo" in status and "8 labeled" in status
+    assert "(LoRA r=4, α=8, targets c_attn)" in status  # round 2's own adapter, as DPO trained it
 
     # a run dir remembers its workload and its generation settings
     err = invoke(*[a if a != 8 else 9 for a in args], code=2)
@@ -116,12 +118,41 @@ def test_a_toy_world_only_judge_or_a_mixed_workload_is_refused_clearly(gpt2_dir,
     assert "--prompt-file not found" in err
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "tell me"}])
     err = invoke(*round_args(gpt2_dir, bad, tmp_path / "r2", 1), code=2)
-    assert "row 1: no 'prompt' field (columns: text); pass --prompt-field" in err
+    assert "line 1: no 'prompt' field (columns: text); pass --prompt-field" in err
     err = invoke(*round_args(gpt2_dir, train, tmp_path / "r3", 1, "--evaluate", f"reward-model:{tmp_path}"), code=2)
     assert "is not a Hugging Face model directory" in err
     err = invoke(*round_args(gpt2_dir, train, tmp_path / "r3", 1, "--evaluate", f"reward-model:{reward_dir}"), code=2)
     assert "has 12 prompts; holding out 100 for evaluation leaves none to train on" in err
     assert not (tmp_path / "r3" / "rounds").exists()  # refused before any work
+    # every model and file named is checked before any work, each in one line naming it
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r4", 1, "--annotator", f"reward-model:{gpt2_dir}"), code=2)
+    assert f"reward model {gpt2_dir} is a GPT2LMHeadModel, not a reward model" in err
+    no_tok = tmp_path / "no-tokenizer"  # weights and config, but the tokenizer was never saved beside them
+    no_tok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(gpt2_dir / f, no_tok / f)
+    err = invoke(*round_args(no_tok, train, tmp_path / "r4", 1), code=2)
+    assert f"base model directory {no_tok} has no tokenizer (tokenizer.json, vocab.json, vocab.txt, …)" in err
+    err = invoke(*round_args(gpt2_dir, train, tmp_path / "r4", 1, "--budget", 0), code=2)
+    assert "--budget must be at least 1, got 0" in err
+    assert not (tmp_path / "r4").exists()  # nothing was started
+
+
+def test_a_run_with_no_label_yet_may_change_its_annotator(gpt2_dir, reward_dir, prompt_files, tmp_path):
+    """The wrong annotator found after a round's generation and selection: the work is kept, the judge changes."""
+    train, _ = prompt_files
+    run_dir = tmp_path / "run"
+    invoke(*round_args(gpt2_dir, train, run_dir, 1), code=3)  # file: the batch waits for people
+    batch = json.loads((run_dir / "rounds" / "001" / "batch.json").read_text())
+    out = invoke(*round_args(gpt2_dir, train, run_dir, 1, "--annotator", f"reward-model:{reward_dir}"))
+    assert "activedpo round 1: 4 labels" in out
+    r1 = run_dir / "rounds" / "001"
+    assert json.loads((r1 / "state.json").read_text())["steps"]["select"]["pairs"] == 4
+    assert json.loads((r1 / "batch.json").read_text()) == batch  # the batch selected before is the one labeled
+    assert {x["annotator"] for x in jsonl(r1 / "labels.jsonl")} == {f"reward-model:{reward_dir.name}"}
+    # once labels are held, the annotator is part of the run
+    err = invoke(*round_args(gpt2_dir, train, run_dir, 2), code=2)
+    assert "was started with other settings (annotator) (labels are already held)" in err
 
 
 def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, tmp_path):
@@ -197,23 +228,35 @@ def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
 
     err = invoke("select", "--model", gpt2_dir, "--candidates", write_jsonl(tmp_path / "x.jsonl", [{"prompt": "a"}]),
                  "--budget", 1, "--out", tmp_path / "o.jsonl", *SMALL, code=2)  # fmt: skip
-    assert "row 1: expected 'responses' (a list), 'chosen' and 'rejected', or 'response_a' and 'response_b'" in err
+    assert "line 1: expected 'responses' (a list), 'chosen' and 'rejected', or 'response_a' and 'response_b'" in err
     err = invoke("select", "--model", gpt2_dir, "--candidates", tmp_path / "pool.txt", "--budget", 1,
                  "--out", tmp_path / "o.jsonl", *SMALL, code=2)  # fmt: skip
     assert "--candidates not found" in err
+    wrong = tmp_path / "wrong.csv"  # a CSV with other columns: refused before a server starts, nothing left behind
+    wrong.write_text("question,answer_1,answer_2\ntell me,good,bad\n")
+    err = invoke("select", "--model", gpt2_dir, "--candidates", wrong, "--budget", 1, "--out", tmp_path / "w.jsonl",
+                 *SMALL, code=2)  # fmt: skip
+    assert "wrong.csv row 1: no 'prompt' field (columns: question, answer_1, answer_2)" in err
+    assert not (tmp_path / "w.server").exists()
+    bad_labels = write_jsonl(tmp_path / "bad-labels.jsonl", [{"pair_id": "p-1", "preference": "A"}, {"chosen": "x"}])
+    err = invoke("select", "--model", gpt2_dir, "--candidates", candidates, "--budget", 1, "--out",
+                 tmp_path / "w.jsonl", "--labeled", bad_labels, *SMALL, code=2)  # fmt: skip
+    assert "bad-labels.jsonl line 2: a label needs 'pair_id' and 'preference'" in err
+    assert not (tmp_path / "w.server").exists()
 
 
 def test_select_against_a_running_server_that_holds_no_checkpoint(gpt2_dir, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", [
         {"prompt": f"tell me about the {w}", "responses": [" good", " bad", " very nice"]} for w in ("sea", "sky")
     ])  # fmt: skip
-    with EmbeddedServer(tmp_path / "remote", args=["--proj-dim", "64", "--lora-r", "4", "--lora-alpha", "8",
-                                                   "--lora-targets", "auto",
-                                                   "--checkpoint-root", str(gpt2_dir)]) as server:  # fmt: skip
+    # a server of its own defaults (r=8), no checkpoint root: the client's LoRA and the base model travel to it
+    own = ["--proj-dim", "64", "--lora-r", "8", "--lora-alpha", "16"]
+    with EmbeddedServer(tmp_path / "remote", args=own) as server:
         out = invoke("select", "--model", gpt2_dir, "--candidates", pool, "--budget", 2, "--out", tmp_path / "b.jsonl",
-                     "--server", server.target)  # fmt: skip
+                     "--server", server.target, "--lora-r", 4, "--lora-alpha", 8)  # fmt: skip
         assert "2 of 6 pairs selected by activedpo under base:" in out
         with SelectorClient(Connection(server.target)) as client:
             status = client.status()
     assert status.checkpoint_id == f"base:{gpt2_dir.resolve()}" and status.leased == 2 and status.pool_size == 6
+    assert status.fresh_adapter and status.adapter_line() == "fresh LoRA r=4, α=8, targets auto"
     assert not (tmp_path / "b.server").exists()  # no embedded server was started

@@ -60,23 +60,22 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
 
 
 def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_world, tmp_path):
-    # the deployment case: a long-running server (compose, Kubernetes) that no checkpoint was given, with
-    # its own copy of the base model and no disk shared with the client: the round's adapter is uploaded
-    with EmbeddedServer(
-        tmp_path / "remote",
-        args=["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "32", "--checkpoint-root", str(tiny_world.sft_dir)],
-    ) as server:
+    # the deployment case: a long-running server (compose, Kubernetes) that no checkpoint was given, with no
+    # --checkpoint-root and no disk shared with the client: the base model and the round's adapter are uploaded,
+    # and round one is featurized with the client's LoRA (r=128 here), not the server's own default (r=8)
+    own = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "32"]
+    with EmbeddedServer(tmp_path / "remote", args=own) as server:
         args = round_args(tiny_world, tmp_path / "run", 1)
         out = invoke(*args[: args.index("--proj-dim")], "--server", server.target)
-        assert (
-            f"loading checkpoint {tiny_world.sft_checkpoint.id} into the server" in out and "round 1: 8 labels" in out
-        )
+        assert f"loading checkpoint {tiny_world.sft_checkpoint.id} with a fresh LoRA r=128, α=512, targets " in out
+        assert "round 1: 8 labels" in out
         client = SelectorClient(Connection(server.target))
         run = json.loads((tmp_path / "run" / "run.json").read_text())
         assert client.status().checkpoint_id == f"{run['run_id']}-r001"  # the round's own checkpoint now
         client.close()
     uploaded = list((tmp_path / "remote" / "checkpoints").glob("*/adapter/adapter_config.json"))
     assert len(uploaded) == 1  # it came by upload, into the server's own state dir
+    assert len(list((tmp_path / "remote" / "bases").glob("*/model/config.json"))) == 1  # and so did the base model
 
 
 def test_a_third_party_task_by_import_path_runs_a_round_with_its_own_oracle(tmp_path, monkeypatch):

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
 
 from activedpo_client.messages import Label
-from activedpo_client.remote import ClientError, Connection, EmbeddedServer, SelectorClient
+from activedpo_client.remote import (
+    ClientError,
+    Connection,
+    EmbeddedServer,
+    SelectorClient,
+    _model_files,
+    base_upload_id,
+)
 from activedpo_trainer.checkpoint import CheckpointManifest
+from activedpo_trainer.lora import LoraSpec
 
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
 
@@ -55,27 +64,84 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
 
 
 def test_a_remote_server_gets_checkpoints_by_upload(tmp_path, tiny_world, random_adapter):
-    """No shared disk: the adapter travels over gRPC; the base model is one the server can open."""
-    roots = ["--checkpoint-root", str(tiny_world.sft_dir)]  # the server's own copy of the base model
-    server = EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=[*SMALL, *roots])
+    """No shared disk and no --checkpoint-root: the base model and the adapter both travel over gRPC, once."""
+    server = EmbeddedServer(tmp_path / "state", args=SMALL)  # no checkpoint, no path loads
     with server, SelectorClient(Connection(server.target), project="run-a") as client:
         client.wait_ready()
         adapter_dir = tmp_path / "client-side"  # a directory the server may not read
         shutil.copytree(random_adapter.adapter, adapter_dir / "adapter")
         CheckpointManifest(random_adapter.id, random_adapter.base, "adapter", None, "").save(adapter_dir)
-        res = client.push_checkpoint(adapter_dir)
+        sent = []
+        res = client.push_checkpoint(adapter_dir, progress=lambda what, done, total: sent.append((what, done, total)))
         assert res.loaded and res.checkpoint_id == random_adapter.id == client.status().checkpoint_id
-        # pushing it again sends nothing (the server has every file) and changes nothing
-        sent = client.upload_checkpoint(adapter_dir / "adapter", random_adapter.id, random_adapter.base)
-        assert sent == 0 and not client.push_checkpoint(adapter_dir).loaded
-        with pytest.raises(ClientError, match="is not under a checkpoint root of this server"):
+        model_bytes = sum(p.stat().st_size for p in Path(tiny_world.sft_dir).iterdir() if p.name != "manifest.json")
+        assert ("uploading the base model (bytes)", model_bytes, model_bytes) in sent  # every byte of the model
+        # pushing it again sends nothing (the server has every file of both) and changes nothing
+        base = client.push_base(str(tiny_world.sft_dir))
+        assert base.startswith("upload:base-")
+        assert client.upload_checkpoint(adapter_dir / "adapter", random_adapter.id, base) == 0
+        assert not client.push_checkpoint(adapter_dir).loaded
+        with pytest.raises(ClientError, match="path loads are off"):
             client.load_checkpoint(adapter_dir)
-    # the upload survives a restart: the server comes back serving it, from its own state dir
-    server = EmbeddedServer(tmp_path / "state", args=[*SMALL, *roots])
+        # the base model alone (round one) gets the fresh adapter the client names, whatever the server's default
+        spec = LoraSpec(4, 8, "q_proj,v_proj")
+        assert client.push_checkpoint(tiny_world.sft_dir, lora=spec).loaded
+        status = client.status()
+        assert status.checkpoint_id == tiny_world.sft_checkpoint.id and status.fresh_adapter and status.lora == spec
+        assert status.adapter_line() == "fresh LoRA r=4, α=8, targets q_proj,v_proj"
+        assert client.serves(tiny_world.sft_dir, spec) and not client.serves(tiny_world.sft_dir, LoraSpec(8, 16))
+    # the uploads survive a restart: the server comes back serving the base with that adapter, from its own state
+    server = EmbeddedServer(tmp_path / "state", args=SMALL)
     with server, SelectorClient(Connection(server.target)) as client:
         client.wait_ready()
-        assert client.status().checkpoint_id == random_adapter.id
-        assert not client.load_checkpoint(checkpoint_id=random_adapter.id).loaded
+        status = client.status()
+        assert status.checkpoint_id == tiny_world.sft_checkpoint.id and status.lora == spec
+        assert client.load_checkpoint(checkpoint_id=random_adapter.id).loaded
+        status = client.status()  # a checkpoint with an adapter is featurized by that adapter
+        assert not status.fresh_adapter
+        assert status.lora == LoraSpec(4, 8, "down_proj,gate_proj,k_proj,o_proj,q_proj,up_proj,v_proj")
+
+
+def test_an_upload_cut_off_mid_file_resumes_where_it_stopped(tmp_path):
+    """A 3 MiB file is cut off after 2 MiB arrived; the next upload sends only the last MiB."""
+    import hashlib
+    import os
+    import time
+
+    from activedpo.v1 import selector_pb2 as pb
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(os.urandom(3 << 20))
+    files = _model_files(model)
+    big = next(f for f in files if f[0] == "model.safetensors")
+    base_id = base_upload_id(files)
+    with EmbeddedServer(tmp_path / "state", args=SMALL) as server, SelectorClient(Connection(server.target)) as client:
+        part = tmp_path / "state" / "blobs" / "tmp" / f"{big[2]}.part"
+        header = pb.UploadCheckpointRequest(header=pb.UploadHeader(
+            checkpoint_id=base_id, base_model=True,
+            files=[pb.CheckpointFile(path=n, size=size, sha256=d) for n, size, d, _ in files]))  # fmt: skip
+        data = big[3].read_bytes()
+
+        def cut_off():
+            yield header
+            for off in (0, 1 << 20):
+                yield pb.UploadCheckpointRequest(chunk=pb.FileChunk(sha256=big[2], offset=off,
+                                                                    data=data[off : off + (1 << 20)]))  # fmt: skip
+            deadline = time.monotonic() + 30
+            while (part.stat().st_size if part.exists() else 0) < 2 << 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raise ConnectionError("the network went away")  # the client's stream breaks off
+
+        with pytest.raises(ClientError):
+            client._call(client.stub.UploadCheckpoint, cut_off())
+        asked = client._call(client.stub.UploadCheckpoint, iter([header]))
+        assert not asked.complete and {(p.sha256, p.offset) for p in asked.partial} == {(big[2], 2 << 20)}
+        assert client._upload(files, base_id, "", "", None, base_model=True) == (1 << 20) + files[0][1]
+        blob = tmp_path / "state" / "blobs" / "sha256" / big[2][:2] / big[2]
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == big[2] and not part.exists()
+        assert client.push_base(str(model)) == f"upload:{base_id}"  # complete: nothing left to send
 
 
 def test_errors_name_the_cause(tmp_path, tiny_world):

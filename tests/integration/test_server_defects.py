@@ -292,6 +292,37 @@ def test_a_full_database_is_resource_exhausted_in_one_line(tmp_path, tiny_world)
     assert "cannot open the state database" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_a_start_that_cannot_write_its_features_says_so_in_one_line(tmp_path, tiny_world):
+    """Issue 24: a server on a full disk that must featurize its labeled pairs at start ended in a traceback."""
+    import resource
+    import shutil
+
+    state = tmp_path / "state"
+    server = ServerProcess(state, tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
+    try:
+        stub, md, _ = server.stub()
+        stub.AddCandidates(groups(tiny_world, 10), metadata=md)
+        batch, _ = select(stub, md, 5)
+        labels = [pb.Label(pair_id=p.pair_id, preference=pb.PREFERENCE_A, annotator="a") for p in batch.pairs]
+        assert stub.SubmitLabels(pb.SubmitLabelsRequest(labels=labels), metadata=md).accepted == 5
+    finally:
+        server.kill(signal.SIGTERM)
+    shutil.rmtree(state / "features")  # derived data: a start recomputes the labeled pairs' features
+    index_bytes = 10 * 8192 * 4  # ten labeled responses at d = 8192
+    limit = max(index_bytes // 2, *(p.stat().st_size for p in state.iterdir() if p.is_file())) + 4096
+    assert limit < index_bytes  # the database fits, the feature index does not
+
+    def full_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # a write past it fails with EFBIG
+
+    cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(state), "--port", "0",
+           "--proj-dim", "8192", "--lora-r", "8", "--lora-alpha", "16", "--checkpoint", str(tiny_world.sft_dir)]
+    out = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=full_disk, timeout=300)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "the disk of the feature store" in out.stderr and "is full" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
 def test_oversized_input_is_refused_without_amplification(plain, tiny_world):
     """Defects 3, 4 and 6 over gRPC: a 17 MB unknown id, K = 400, a 100 KB pool tag, long keys."""
     stub, md, _ = plain.stub()

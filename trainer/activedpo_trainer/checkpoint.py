@@ -3,7 +3,11 @@
 A checkpoint is described by a small manifest, ``manifest.json`` in the checkpoint directory:
 
     {"id": "...", "base": "<HF id or dir>", "adapter": "<adapter dir or null>",
-     "parent_id": "...", "created": "2026-01-01T00:00:00Z"}
+     "parent_id": "...", "created": "2026-01-01T00:00:00Z",
+     "lora": {"r": 128, "alpha": 512, "target_modules": "auto", "init_seed": 0}}
+
+``lora`` is for a checkpoint without an adapter (round one): the fresh adapter whose gradients are
+its features, the one DPO will train. A checkpoint with an adapter is featurized by that adapter.
 
 Every model activedpo touches, the toy world's tiny Llama included, is loaded by
 :func:`load_model`, so the code that serves a real 7B model is the code under test.
@@ -14,9 +18,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from activedpo_trainer.lora import LoraSpec
 
 MANIFEST = "manifest.json"
 
@@ -34,6 +40,18 @@ class CheckpointManifest:
     adapter: str | None  # PEFT adapter directory; None = the base model itself
     parent_id: str | None  # checkpoint this one was trained from
     created: str  # UTC, ISO 8601
+    lora: LoraSpec | None = None  # without an adapter: the fresh adapter it is featurized with (None: the server's)
+
+    def with_lora(self, lora: LoraSpec | None) -> CheckpointManifest:
+        """This checkpoint featurized with the fresh adapter ``lora``; a checkpoint with an adapter is unchanged."""
+        if self.adapter is not None or lora is None:
+            return self
+        return CheckpointManifest(self.id, self.base, None, self.parent_id, self.created, lora)
+
+    def to_dict(self) -> dict:
+        data = {"id": self.id, "base": self.base, "adapter": self.adapter, "parent_id": self.parent_id,
+                "created": self.created}  # fmt: skip
+        return data | ({"lora": self.lora.to_dict()} if self.lora is not None else {})
 
     @classmethod
     def new(cls, base: str, adapter: str | None, parent_id: str | None, id: str | None = None) -> CheckpointManifest:
@@ -51,7 +69,7 @@ class CheckpointManifest:
         directory.mkdir(parents=True, exist_ok=True)
         from activedpo_trainer.atomic import write_json
 
-        return write_json(directory / MANIFEST, asdict(self), indent=2)
+        return write_json(directory / MANIFEST, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | Path) -> CheckpointManifest:
@@ -70,16 +88,21 @@ class CheckpointManifest:
         missing = [k for k in ("id", "base") if not data.get(k)]
         if missing:
             raise CheckpointError(f"checkpoint manifest {path} lacks {', '.join(missing)}")
-        known = {"id", "base", "adapter", "parent_id", "created"}
+        known = {"id", "base", "adapter", "parent_id", "created", "lora"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError(f"checkpoint manifest {path} has unknown keys {unknown}")
+        try:
+            lora = LoraSpec.from_dict(data["lora"]) if data.get("lora") else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint manifest {path}: bad 'lora' ({e})") from None
         manifest = cls(
             id=str(data["id"]),
             base=str(data["base"]),
             adapter=data.get("adapter"),
             parent_id=data.get("parent_id"),
             created=str(data.get("created", "")),
+            lora=lora if data.get("adapter") is None else None,
         )
         return manifest._resolved(path.parent)
 
@@ -92,7 +115,8 @@ class CheckpointManifest:
             candidate = directory / p
             return str(candidate) if not Path(p).is_absolute() and candidate.exists() else p
 
-        return CheckpointManifest(self.id, fix(self.base) or self.base, fix(self.adapter), self.parent_id, self.created)
+        return CheckpointManifest(self.id, fix(self.base) or self.base, fix(self.adapter), self.parent_id, self.created,
+                                  self.lora)  # fmt: skip
 
 
 def resolve_checkpoint(ref: str | Path | CheckpointManifest) -> CheckpointManifest:
@@ -125,11 +149,25 @@ def resolve_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# files that hold a tokenizer's vocabulary (a fast tokenizer's tokenizer.json, BPE's vocab.json, WordPiece's
+# vocab.txt, SentencePiece models); without one, transformers builds an empty tokenizer instead of failing
+VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
+def check_tokenizer_files(directory: str | Path, what: str = "model directory") -> None:
+    """A local model directory must hold its tokenizer: one line naming the directory when it does not."""
+    p = Path(directory).expanduser()
+    if p.is_dir() and not any((p / f).is_file() for f in VOCAB_FILES) and not any(p.glob("*.model")):
+        raise CheckpointError(f"{what} {p} has no tokenizer ({', '.join(VOCAB_FILES[:3])}, …); save it beside the "
+                              f"weights with tokenizer.save_pretrained({p.name!r})")  # fmt: skip
+
+
 def _check_base(base: str) -> None:
     p = Path(base).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
             raise CheckpointError(f"base model directory {p} has no config.json; is it a Hugging Face model directory?")
+        check_tokenizer_files(p, "base model directory")
         return
     # "org/name" (one slash, no leading dot or slash) may be a Hugging Face id; anything else is a missing path
     parts = base.split("/")

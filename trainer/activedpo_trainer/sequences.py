@@ -50,11 +50,34 @@ def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], ad
     return input_ids, attention, labels
 
 
+def _position_kwargs(model, attention_mask) -> dict:
+    """``position_ids`` counted from each row's first real token, for a left-padded batch.
+
+    A plain forward numbers positions 0..L-1 whatever the mask, so a left-padded row would start at
+    its padding width: wrong for absolute position embeddings (GPT-2). Right padding (what
+    :func:`encode_pairs` makes) needs nothing; models without ``position_ids`` (Bloom: ALiBi) take
+    positions from the mask themselves.
+    """
+    import inspect
+
+    if attention_mask is None or bool(attention_mask[:, 0].all()):
+        return {}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model passes them on
+    if "position_ids" not in inspect.signature(base.forward).parameters:
+        return {}
+    positions = attention_mask.long().cumsum(-1) - 1
+    return {"position_ids": positions.clamp(min=0)}
+
+
 def token_logprobs(model, input_ids, attention_mask, labels):
-    """Per-example sum of log-probabilities of the labelled tokens: ``[n]`` (graph kept)."""
+    """Per-example sum of log-probabilities of the labelled tokens: ``[n]`` (graph kept).
+
+    Padding on either side gives each row the value it has alone.
+    """
     import torch
 
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()  # [n, L-1, V]
+    extra = _position_kwargs(model, attention_mask)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits[:, :-1].float()  # [n, L-1, V]
     targets = labels[:, 1:]  # [n, L-1]
     mask = targets != -100
     logp = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)

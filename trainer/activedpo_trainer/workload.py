@@ -58,6 +58,15 @@ class Workload:
     def heldout_prompts(self) -> list[str]:
         raise NotImplementedError
 
+    def notes(self) -> list[str]:
+        """What a user should know about the prompts before any work (one line each)."""
+        return []
+
+    def raw_prompt(self, rendered: str):
+        """The prompt as the prompt file gave it (a string or messages) for one the policy sees rendered: what a
+        reward model of another family renders with its own chat template."""
+        return rendered
+
     @property
     def oracle(self):
         """The hidden reward (a :class:`~activedpo_trainer.tasks.Task`), or None outside a toy world."""
@@ -173,16 +182,35 @@ class ModelWorkload(Workload):
         return PromptRenderer(self.tokenizer, self.spec.chat_template)
 
     @cached_property
+    def _raw(self) -> dict[str, object]:
+        return {}  # rendered prompt → the prompt file's own form, filled as prompts are read
+
+    def _render(self, raw) -> str:
+        rendered = self.renderer.prompt(raw)
+        self._raw.setdefault(rendered, raw)
+        return rendered
+
+    def raw_prompt(self, rendered: str):
+        self._split  # noqa: B018 - reads the prompt files once
+        return self._raw.get(rendered, rendered)
+
+    @cached_property
     def _split(self) -> tuple[list[str], list[str]]:
         import numpy as np
 
         from activedpo_trainer.prompts import read_prompts
 
         s = self.spec
-        prompts = [self.renderer.prompt(p) for p in read_prompts(s.prompt_file, s.prompt_field)]
+        prompts = [self._render(p) for p in read_prompts(s.prompt_file, s.prompt_field)]
         if s.heldout_file:
-            held = [self.renderer.prompt(p) for p in read_prompts(s.heldout_file, s.prompt_field)]
-            return prompts, held
+            held = [self._render(p) for p in read_prompts(s.heldout_file, s.prompt_field)]
+            kept = set(held)
+            train = [p for p in prompts if p not in kept]  # a held-out prompt is never trained on
+            self._overlap = len(set(prompts) & kept)
+            if not train:
+                raise ValueError(f"every prompt of {s.prompt_file} is also in --heldout-file {s.heldout_file}: none "
+                                 f"is left to train on")  # fmt: skip
+            return train, held
         if s.heldout == 0:
             return prompts, []
         if s.heldout >= len(prompts):
@@ -198,6 +226,14 @@ class ModelWorkload(Workload):
 
     def heldout_prompts(self) -> list[str]:
         return self._split[1]
+
+    def notes(self) -> list[str]:
+        self._split  # noqa: B018 - reads the prompt files once
+        n = getattr(self, "_overlap", 0)
+        if not n:
+            return []
+        return [f"{n} of the {len(self._split[1])} held-out prompts of {self.spec.heldout_file} are also in "
+                f"{self.spec.prompt_file}: they are held out, never trained on"]  # fmt: skip
 
     def describe(self) -> dict:
         gen = asdict(self.generation)

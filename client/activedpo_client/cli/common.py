@@ -85,6 +85,13 @@ TaskOpt = Annotated[
 ]
 RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's state; resumable).")]
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
+ServerBaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Remote server: the base model as that server already has it (a path under its --checkpoint-root or "
+        "a Hugging Face id in its cache) \\[default: a local base model directory is uploaded to it, once]."
+    ),
+]
 TokenOpt = Annotated[str | None, typer.Option(envvar="ACTIVEDPO_TOKEN", help="The server's bearer token.")]
 TlsCaOpt = Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")]
 LsUrlOpt = Annotated[

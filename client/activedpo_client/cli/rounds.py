@@ -22,6 +22,7 @@ from activedpo_client.cli.common import (
     PresetOpt,
     RunDirOpt,
     SeedOpt,
+    ServerBaseOpt,
     ServerOpt,
     TaskOpt,
     TlsCaOpt,
@@ -132,13 +133,7 @@ def round_cmd(
     ] = 3600.0,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
-    server_base: Annotated[
-        str | None,
-        typer.Option(
-            help="Remote server: the base model as that server names it (a path on its host or a Hugging Face id) "
-            "\\[default: --model as given here]. Adapters are uploaded; no disk is shared."
-        ),
-    ] = None,
+    server_base: ServerBaseOpt = None,
     device: Annotated[
         str | None,
         typer.Option(
@@ -263,7 +258,7 @@ def status_cmd(
         with stack:
             s = client.status()
         console.print(
-            f"server: checkpoint {s.checkpoint_id}, {s.pool_size} pairs, {s.labeled} labeled "
+            f"server: checkpoint {s.checkpoint_id} ({s.adapter_line()}), {s.pool_size} pairs, {s.labeled} labeled "
             f"({s.annotations} annotations), {s.leased} leased, d = {s.feature_dim}"
         )
 

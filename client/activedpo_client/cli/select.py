@@ -19,6 +19,7 @@ from activedpo_client.cli.common import (
     LsUrlOpt,
     LsWebhookPortOpt,
     LsWebhookUrlOpt,
+    ServerBaseOpt,
     TlsCaOpt,
     TokenOpt,
     console,
@@ -42,8 +43,9 @@ def select_cmd(
     labeled: Annotated[
         Path | None,
         typer.Option(
-            help="Labels so far ({prompt, chosen, rejected} rows, e.g. an export): V is "
-            "conditioned on them and they are never picked again."
+            help="Labels so far, in any form: an earlier --out with {pair_id, preference} per row, TRL "
+            "{prompt, chosen, rejected} rows (e.g. OUT.labels.jsonl or an export), or a Label Studio export. "
+            "V is conditioned on them and their pairs are never offered again."
         ),
     ] = None,
     strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
@@ -60,7 +62,11 @@ def select_cmd(
     chat_template: ChatTemplateOpt = ChatTemplate.auto,
     proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.", min=1)] = 8192,
     lora_r: Annotated[
-        int, typer.Option(help="Embedded server: rank of the fresh adapter of a model without one.")
+        int,
+        typer.Option(
+            help="Rank of the fresh adapter whose gradients are the features of a --model without an adapter "
+            "(the adapter you will train), on an embedded or a remote server."
+        ),
     ] = 128,
     lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = 512,
     target_modules: Annotated[
@@ -72,6 +78,7 @@ def select_cmd(
     lease_seconds: Annotated[
         int, typer.Option(help="How long the selected pairs are withheld from other selections.", min=1)
     ] = 7 * 24 * 3600,
+    server_base: ServerBaseOpt = None,
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
     annotator: Annotated[
@@ -106,10 +113,12 @@ def select_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from activedpo_client.labelfiles import write_label_files
-    from activedpo_client.pool import add_pool, import_labeled, read_pool
+    from activedpo_client.pool import add_pool, import_labeled, read_labeled, read_pool
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+    from activedpo_client.rounds import ensure_server_checkpoint
     from activedpo_trainer.checkpoint import resolve_checkpoint
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_trainer.lora import LoraSpec
+    from activedpo_trainer.progress import progress_bars, quiet_libraries
     from activedpo_trainer.prompts import PromptRenderer
 
     quiet_libraries()
@@ -117,6 +126,7 @@ def select_cmd(
     with user_errors(), ExitStack() as stack:
         if annotator not in ("file", "label-studio"):
             raise ValueError(f"--annotator must be file or label-studio, got {annotator!r}")
+        lora = LoraSpec(lora_r, lora_alpha, target_modules)  # the adapter round one's features are the gradient of
         ls = None
         if annotator == "label-studio":
             from activedpo_client.labelstudio import LabelStudioProject
@@ -137,6 +147,12 @@ def select_cmd(
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot load the tokenizer of {manifest.base}: {e}") from None
         render = PromptRenderer(tokenizer, chat_template.value)
+        # the inputs are read before a server starts: a wrong column is one line, with nothing left behind
+        if next(read_pool(candidates, render, {}), None) is None:
+            raise ValueError(f"{candidates} holds no usable pair (each row needs two distinct responses)")
+        answers, answer_stats = [], {}
+        if labeled is not None:
+            answers = list(read_labeled(labeled, render, answer_stats))
         state = None
         if server == "embedded":
             state = state_dir or out.with_name(out.stem + ".server")
@@ -147,7 +163,7 @@ def select_cmd(
                 str(lora_r),
                 "--lora-alpha",
                 str(lora_alpha),
-                "--lora-targets",
+                "--target-modules",
                 target_modules,
                 "--dtype",
                 resolve_dtype(dtype),
@@ -160,16 +176,17 @@ def select_cmd(
             err.print(f"starting the embedded selection server (state in {state}) …")
             server = stack.enter_context(EmbeddedServer(state, ref, args=args, log=state / "server.log")).target
         embedded = state is not None
-        connection = Connection(server, token=token, tls_ca=tls_ca, shares_disk=embedded)
+        connection = Connection(server, token=token, tls_ca=tls_ca, shares_disk=embedded, server_base=server_base)
         client = stack.enter_context(SelectorClient(connection))
         client.wait_ready()
-        if client.status().checkpoint_id != manifest.id:
-            upload = not embedded and manifest.adapter
-            err.print(f"loading {manifest.id} into the server{' (uploading its adapter)' if upload else ''} …")
-            client.push_checkpoint(ref)
+        with progress_bars(transient=True) as bar:
+            ensure_server_checkpoint(client, ref, lora, bar, say=err.print)
         if labeled is not None:
-            n = import_labeled(client, labeled, render)
-            err.print(f"{n} labels from {labeled} condition the selection")
+            got = import_labeled(client, answers, labeled, answer_stats.get("unanswered", 0))
+            unanswered = f"; {got.unanswered} tasks without an answer" if got.unanswered else ""
+            err.print(f"{got.labels} labels from {labeled} condition the selection: {got.matched} on pairs the "
+                      f"server holds, {got.added} added as labeled pairs, {got.replayed} already recorded"
+                      f"{unanswered}")  # fmt: skip
         tag = pool or candidates.name
         stats: dict = {}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -205,7 +222,10 @@ def select_cmd(
             collect_from_label_studio(ls, client, batch, f"select-{request}", out, ls_wait, ls_webhook_port,
                                       ls_webhook_url, took)  # fmt: skip
             return
-    skipped = f", {stats['skipped']} rows skipped (fewer than two distinct responses)" if stats.get("skipped") else ""
+    skipped = ""
+    if stats.get("skipped"):
+        at = ", ".join(stats["skipped_at"]) + (", …" if stats["skipped"] > len(stats["skipped_at"]) else "")
+        skipped = f", {stats['skipped']} rows skipped (fewer than two distinct responses: {at})"
     console.print(
         f"{len(batch.pairs)} of {added.pairs:,} pairs selected by {batch.strategy} under {batch.checkpoint_id} in "
         f"{took:.1f} s (pool sent in {t_add:.1f} s, {added.pairs / max(took, 1e-9):,.0f} pairs/s overall){skipped}"
@@ -251,7 +271,8 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
         p = pairs[lab.pair_id]
         a, b = (p.response_a, p.response_b) if lab.preference == "A" else (p.response_b, p.response_a)
         rows.append({"prompt": p.prompt, "chosen": a, "rejected": b, "pair_id": p.pair_id,
-                     "annotator": lab.annotator, "idempotency_key": lab.idempotency_key})  # fmt: skip
+                     "preference": lab.preference, "annotator": lab.annotator,
+                     "idempotency_key": lab.idempotency_key})  # fmt: skip
     labels_file = write_jsonl(out.with_name(out.stem + ".labels.jsonl"), rows)
     new = sum(not r.replayed for r in results)
     console.print(

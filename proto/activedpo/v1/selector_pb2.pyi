@@ -28,7 +28,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("checkpoint_id", "strategy", "pool_size", "featurized", "labeled", "leased", "feature_dim", "lam", "version", "prompts", "responses", "annotations", "loading_checkpoint_id")
+    __slots__ = ("checkpoint_id", "strategy", "pool_size", "featurized", "labeled", "leased", "feature_dim", "lam", "version", "prompts", "responses", "annotations", "loading_checkpoint_id", "lora", "fresh_adapter")
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class GetStatusResponse(_message.Message):
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
     ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
     LOADING_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
+    FRESH_ADAPTER_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     strategy: str
     pool_size: int
@@ -55,21 +57,35 @@ class GetStatusResponse(_message.Message):
     responses: int
     annotations: int
     loading_checkpoint_id: str
-    def __init__(self, checkpoint_id: _Optional[str] = ..., strategy: _Optional[str] = ..., pool_size: _Optional[int] = ..., featurized: _Optional[int] = ..., labeled: _Optional[int] = ..., leased: _Optional[int] = ..., feature_dim: _Optional[int] = ..., lam: _Optional[float] = ..., version: _Optional[str] = ..., prompts: _Optional[int] = ..., responses: _Optional[int] = ..., annotations: _Optional[int] = ..., loading_checkpoint_id: _Optional[str] = ...) -> None: ...
+    lora: LoraSpec
+    fresh_adapter: bool
+    def __init__(self, checkpoint_id: _Optional[str] = ..., strategy: _Optional[str] = ..., pool_size: _Optional[int] = ..., featurized: _Optional[int] = ..., labeled: _Optional[int] = ..., leased: _Optional[int] = ..., feature_dim: _Optional[int] = ..., lam: _Optional[float] = ..., version: _Optional[str] = ..., prompts: _Optional[int] = ..., responses: _Optional[int] = ..., annotations: _Optional[int] = ..., loading_checkpoint_id: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., fresh_adapter: _Optional[bool] = ...) -> None: ...
+
+class LoraSpec(_message.Message):
+    __slots__ = ("r", "alpha", "target_modules")
+    R_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    r: int
+    alpha: int
+    target_modules: str
+    def __init__(self, r: _Optional[int] = ..., alpha: _Optional[int] = ..., target_modules: _Optional[str] = ...) -> None: ...
 
 class LoadCheckpointRequest(_message.Message):
-    __slots__ = ("checkpoint_id", "manifest", "base", "adapter", "id")
+    __slots__ = ("checkpoint_id", "manifest", "base", "adapter", "id", "lora")
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     manifest: str
     base: str
     adapter: str
     id: str
-    def __init__(self, checkpoint_id: _Optional[str] = ..., manifest: _Optional[str] = ..., base: _Optional[str] = ..., adapter: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+    lora: LoraSpec
+    def __init__(self, checkpoint_id: _Optional[str] = ..., manifest: _Optional[str] = ..., base: _Optional[str] = ..., adapter: _Optional[str] = ..., id: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ...) -> None: ...
 
 class LoadCheckpointResponse(_message.Message):
     __slots__ = ("checkpoint_id", "loaded", "previous_checkpoint_id", "refeaturized", "seconds")
@@ -118,28 +134,42 @@ class CandidatePair(_message.Message):
     def __init__(self, id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., a: _Optional[_Union[CandidateResponse, _Mapping]] = ..., b: _Optional[_Union[CandidateResponse, _Mapping]] = ...) -> None: ...
 
 class AddCandidatesRequest(_message.Message):
-    __slots__ = ("group", "pair", "pool", "project")
+    __slots__ = ("group", "pair", "pool", "project", "return_pairs")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PAIR_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PAIRS_FIELD_NUMBER: _ClassVar[int]
     group: PromptGroup
     pair: CandidatePair
     pool: str
     project: str
-    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., pair: _Optional[_Union[CandidatePair, _Mapping]] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+    return_pairs: bool
+    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., pair: _Optional[_Union[CandidatePair, _Mapping]] = ..., pool: _Optional[str] = ..., project: _Optional[str] = ..., return_pairs: _Optional[bool] = ...) -> None: ...
+
+class AddedPair(_message.Message):
+    __slots__ = ("pair_id", "added", "swapped")
+    PAIR_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    SWAPPED_FIELD_NUMBER: _ClassVar[int]
+    pair_id: str
+    added: bool
+    swapped: bool
+    def __init__(self, pair_id: _Optional[str] = ..., added: _Optional[bool] = ..., swapped: _Optional[bool] = ...) -> None: ...
 
 class AddCandidatesResponse(_message.Message):
-    __slots__ = ("prompts_added", "responses_added", "pairs_added", "pairs_deduplicated")
+    __slots__ = ("prompts_added", "responses_added", "pairs_added", "pairs_deduplicated", "pairs")
     PROMPTS_ADDED_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_ADDED_FIELD_NUMBER: _ClassVar[int]
     PAIRS_ADDED_FIELD_NUMBER: _ClassVar[int]
     PAIRS_DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     prompts_added: int
     responses_added: int
     pairs_added: int
     pairs_deduplicated: int
-    def __init__(self, prompts_added: _Optional[int] = ..., responses_added: _Optional[int] = ..., pairs_added: _Optional[int] = ..., pairs_deduplicated: _Optional[int] = ...) -> None: ...
+    pairs: _containers.RepeatedCompositeFieldContainer[AddedPair]
+    def __init__(self, prompts_added: _Optional[int] = ..., responses_added: _Optional[int] = ..., pairs_added: _Optional[int] = ..., pairs_deduplicated: _Optional[int] = ..., pairs: _Optional[_Iterable[_Union[AddedPair, _Mapping]]] = ...) -> None: ...
 
 class SelectBatchRequest(_message.Message):
     __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id", "project")
@@ -324,16 +354,18 @@ class CheckpointFile(_message.Message):
     def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("checkpoint_id", "base", "files", "parent_id")
+    __slots__ = ("checkpoint_id", "base", "files", "parent_id", "base_model")
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     base: str
     files: _containers.RepeatedCompositeFieldContainer[CheckpointFile]
     parent_id: str
-    def __init__(self, checkpoint_id: _Optional[str] = ..., base: _Optional[str] = ..., files: _Optional[_Iterable[_Union[CheckpointFile, _Mapping]]] = ..., parent_id: _Optional[str] = ...) -> None: ...
+    base_model: bool
+    def __init__(self, checkpoint_id: _Optional[str] = ..., base: _Optional[str] = ..., files: _Optional[_Iterable[_Union[CheckpointFile, _Mapping]]] = ..., parent_id: _Optional[str] = ..., base_model: _Optional[bool] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("sha256", "offset", "data")
@@ -354,13 +386,23 @@ class UploadCheckpointRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
 
 class UploadCheckpointResponse(_message.Message):
-    __slots__ = ("checkpoint_id", "complete", "missing", "bytes_received")
+    __slots__ = ("checkpoint_id", "complete", "missing", "bytes_received", "partial")
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     complete: bool
     missing: _containers.RepeatedScalarFieldContainer[str]
     bytes_received: int
-    def __init__(self, checkpoint_id: _Optional[str] = ..., complete: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+    partial: _containers.RepeatedCompositeFieldContainer[PartialFile]
+    def __init__(self, checkpoint_id: _Optional[str] = ..., complete: _Optional[bool] = ..., missing: _Optional[_Iterable[str]] = ..., bytes_received: _Optional[int] = ..., partial: _Optional[_Iterable[_Union[PartialFile, _Mapping]]] = ...) -> None: ...
+
+class PartialFile(_message.Message):
+    __slots__ = ("sha256", "offset")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    offset: int
+    def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...

@@ -131,10 +131,12 @@ class SelectorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadCheckpoint(self, request_iterator, context):
-        """Push a checkpoint's adapter files to the server: a header (id, base model, each file's size and
-        SHA-256), then the chunks of the files the server lacks. Files are stored by content and every
-        digest is verified before the checkpoint can be loaded. A stream with only the header asks
-        which files are missing; uploading known content again sends nothing new and succeeds.
+        """Push a checkpoint's adapter files (or, with `base_model`, a whole base model directory) to the
+        server: a header (id, base model, each file's size and SHA-256), then the chunks of the files the
+        server lacks. Files are stored by content and every digest is verified before the checkpoint can
+        be loaded. A stream with only the header asks which files are missing and how much of each
+        partly received one the server already holds; uploading known content again sends nothing new
+        and succeeds, and an upload cut off mid-file resumes where it stopped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -31,21 +31,78 @@ def test_every_row_shape_becomes_a_candidate_and_counts_add_up(tmp_path):
     items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, stats))
     assert items == [CandidateGroup(HEAD, [" a", " b", " c"]), CandidatePair(HEAD, " good", " bad"),
                      CandidatePair(HEAD, " x", " y")]  # fmt: skip
-    assert stats == {"rows": 4, "groups": 1, "pairs": 5, "skipped": 1}
+    assert stats == {"rows": 4, "groups": 1, "pairs": 5, "skipped": 1, "skipped_at": ["line 4"]}
 
 
 def test_rows_the_server_would_refuse_are_named_before_anything_is_sent(tmp_path):
     too_many = [{"prompt": "tell me", "responses": [f" w{i}" for i in range(MAX_RESPONSES + 1)]}]
-    with pytest.raises(PromptFileError, match=rf"row 1: {MAX_RESPONSES + 1} distinct responses; the server takes"):
+    with pytest.raises(PromptFileError, match=rf"line 1: {MAX_RESPONSES + 1} distinct responses; the server takes"):
         list(read_pool(write(tmp_path / "big.jsonl", too_many), RENDER, {}))
-    with pytest.raises(PromptFileError, match="row 1: 'responses' must be a list"):
+    with pytest.raises(PromptFileError, match="line 1: 'responses' must be a list"):
         list(read_pool(write(tmp_path / "bad.jsonl", [{"prompt": "p", "responses": " a"}]), RENDER, {}))
 
 
-def test_labels_get_content_ids_so_a_rerun_records_nothing_twice(tmp_path):
-    path = write(tmp_path / "l.jsonl", [{"prompt": "tell me", "chosen": " a", "rejected": " b", "annotator": "ann"}])
-    ((first, who),) = list(read_labeled(path, RENDER))
-    ((again, _),) = list(read_labeled(path, RENDER))
-    assert who == "ann" and first.pair_id == again.pair_id and first.pair_id.startswith("lab-")
+def test_a_malformed_line_is_named_by_its_line_in_the_file(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "tell me", "responses": [" a", " b"]}) + "\n\n" + '{"prompt": "x", \n')
+    with pytest.raises(PromptFileError, match=r"p\.jsonl line 3: not valid JSON \(Expecting"):
+        list(read_pool(path, RENDER, {}))
+
+
+def test_a_rendered_prompt_is_not_rendered_again(tmp_path):
+    rows = [{"prompt": HEAD, "chosen": " good", "rejected": " bad"}, {"prompt": "tell me", "responses": [" a", " b"]}]
+    items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, {}))
+    assert [i.prompt for i in items] == [HEAD, HEAD]
+
+
+def test_trl_conversational_rows_implicit_prompt_and_repeated_turns(tmp_path):
+    sys_turn, user = {"role": "system", "content": "be kind"}, {"role": "user", "content": "tell me"}
+    good, bad = {"role": "assistant", "content": "good"}, {"role": "assistant", "content": "bad"}
+    rows = [
+        {"chosen": [sys_turn, user, good], "rejected": [sys_turn, user, bad]},  # TRL's implicit prompt
+        {"prompt": [sys_turn, user], "chosen": [sys_turn, user, good], "rejected": [bad]},  # UltraFeedback's shape
+    ]
+    items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, {}))
+    head = "<|system|> be kind <|user|> tell me <|assistant|>"
+    assert items == [CandidatePair(head, " good ", " bad "), CandidatePair(head, " good ", " bad ")]
+    with pytest.raises(PromptFileError, match="line 1: no 'prompt' field, and 'chosen' and 'rejected' share no"):
+        list(read_pool(write(tmp_path / "q.jsonl", [{"chosen": [good], "rejected": [bad]}]), RENDER, {}))
+
+
+def test_every_label_form_is_read(tmp_path):
+    path = write(tmp_path / "l.jsonl", [
+        {"prompt": "tell me", "chosen": " a", "rejected": " b", "annotator": "ann"},  # TRL, raw prompt
+        {"prompt": HEAD, "chosen": " c", "rejected": " d"},  # TRL, rendered prompt (select's own output)
+        {"pair_id": "p-1", "preference": "b", "annotator": "bob"},  # a batch answered (labels import's form)
+        {"prompt": HEAD, "chosen": " e", "rejected": " f", "pair_id": "p-2", "preference": "TIE",
+         "idempotency_key": "k"},  # OUT.labels.jsonl: the server's own label, by id
+    ])  # fmt: skip
+    rows = list(read_labeled(path, RENDER))
+    assert [(r.where.split()[-2:], r.annotator, r.preference, r.pair_id) for r in rows] == [
+        (["line", "1"], "ann", "A", ""), (["line", "2"], "import", "A", ""), (["line", "3"], "bob", "B", "p-1"),
+        (["line", "4"], "import", "TIE", "p-2")]  # fmt: skip
+    assert rows[0].pair == CandidatePair(HEAD, " a", " b") and rows[1].pair == CandidatePair(HEAD, " c", " d")
+    assert rows[3].idempotency_key == "k" and rows[3].pair is None
     with pytest.raises(PromptFileError, match="chosen and rejected are the same response"):
         list(read_labeled(write(tmp_path / "s.jsonl", [{"prompt": "p", "chosen": " a", "rejected": " a"}]), RENDER))
+    with pytest.raises(PromptFileError, match=r"line 1: a label needs 'pair_id' and 'preference'.*columns: pair_id"):
+        list(read_labeled(write(tmp_path / "t.jsonl", [{"pair_id": "p-1"}]), RENDER))
+    with pytest.raises(PromptFileError, match="line 1: preference must be A, B or TIE, got 'left'"):
+        list(read_labeled(write(tmp_path / "u.jsonl", [{"pair_id": "p-1", "preference": "left"}]), RENDER))
+
+
+def test_a_label_studio_export_is_read_by_task(tmp_path):
+    export = [
+        {"id": 7, "data": {"pair_id": "p-1"}, "annotations": [
+            {"completed_by": 1, "result": [{"type": "pairwise", "value": {"selected": "right"}}]},
+            {"completed_by": 2, "result": [{"type": "pairwise", "value": {"selected": "left"}}]}]},
+        {"id": 8, "data": {"pair_id": "p-2"}, "annotations": []},  # not labeled yet
+        {"id": 9, "data": {"pair_id": "p-3"}, "annotations": [{"completed_by": 1, "was_cancelled": True,
+                                                               "result": []}]},  # skipped
+    ]  # fmt: skip
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    stats: dict = {}
+    rows = list(read_labeled(path, RENDER, stats))
+    assert [(r.pair_id, r.preference, r.annotator) for r in rows] == [("p-1", "B", "1"), ("p-1", "A", "2")]
+    assert stats == {"unanswered": 2}

@@ -191,3 +191,118 @@ def test_the_feature_key_names_the_projection_and_the_weights_dtype(random_adapt
     }
     assert len(set(keys.values())) == 4  # bf16 and fp32 features never share a FAISS file
     assert "dtype=bfloat16" in keys[("sjlt", "bfloat16")] and "proj=sjlt(groups=4)" in keys[("sjlt", "float32")]
+
+
+# ---- other families: Qwen2 (GQA, tied embeddings), Bloom (ALiBi, fused qkv), Phi; ChatML on a BPE tokenizer ----
+
+CHATS = [
+    [{"role": "user", "content": "Tell me about the sea."}],
+    [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Cats and dogs?"}],
+    [
+        {"role": "user", "content": "write a short poem"},
+        {"role": "assistant", "content": "The sky is blue."},
+        {"role": "user", "content": "Now `code`, please!"},
+    ],
+]
+# markdown, code, punctuation, a newline list, non-ASCII bytes and a one-token reply: lengths vary, so rows are padded
+REPLIES = [
+    "**Routine:** run",
+    "`x = 1`",
+    "Yes, it is very nice!\n- the sea is blue\n- the sky is big.",
+    " a",
+    "café ☕?",
+]
+WRAPPED = {  # the layer names LoRA wraps: PEFT's defaults ("auto") and every linear layer but the LM head
+    "auto": {"qwen2": {"q_proj", "v_proj"}, "bloom": {"query_key_value"}, "phi": {"q_proj", "v_proj", "fc1", "fc2"}},
+    "all-linear": {
+        "qwen2": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"},
+        "bloom": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
+        "phi": {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"},
+    },
+}
+
+
+@pytest.fixture(scope="module", params=["qwen2", "bloom", "phi"])
+def family(request, tmp_path_factory):
+    """A tiny ``arch`` base with no pad token, random adapters (A and B non-zero) on PEFT's default
+    targets and on all-linear, and ChatML (prompt, response) pairs on it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer
+
+    from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+    from activedpo_trainer.localmodels import build_local_model
+
+    arch = request.param
+    root = tmp_path_factory.mktemp(arch)
+    base = build_local_model(root / "base", arch)
+    assert AutoTokenizer.from_pretrained(base).pad_token is None  # load_model pads with EOS
+    adapters = {}
+    for i, targets in enumerate(("auto", "all-linear")):
+        torch.manual_seed(10 + i)
+        model = load_model(base).model
+        cfg = LoraConfig(r=4, lora_alpha=8, target_modules=None if targets == "auto" else targets,
+                         init_lora_weights=False, task_type="CAUSAL_LM")  # fmt: skip
+        get_peft_model(model, cfg).save_pretrained(root / targets / "adapter")
+        manifest = CheckpointManifest.new(base=str(base), adapter=str(root / targets / "adapter"), parent_id=None)
+        manifest.save(root / targets)
+        adapters[targets] = manifest
+    tok = load_model(base).tokenizer
+    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in CHATS]
+    ps = [prompts[0], prompts[1], prompts[2], prompts[1], prompts[0], prompts[2]]
+    rs = [REPLIES[0], REPLIES[1], REPLIES[2], REPLIES[3], REPLIES[4], REPLIES[0]]
+    return arch, base, adapters, (ps, rs)
+
+
+def _check_padded(f, texts):
+    from activedpo_trainer.sequences import encode_pairs
+
+    assert f.tokenizer.pad_token_id == f.tokenizer.eos_token_id == f.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert texts[0][0].startswith("<|im_start|>system\n") and texts[0][0].endswith("<|im_start|>assistant\n")
+    _, att, _ = encode_pairs(f.tokenizer, *texts)
+    assert len(set(att[: f.batch_size].sum(1).tolist())) >= 3  # one batch holds rows of several lengths
+
+
+@pytest.mark.parametrize("targets", ["auto", "all-linear"])
+def test_batched_gradients_equal_per_example_autograd_on_other_families(family, targets):
+    arch, _, adapters, texts = family
+    f = GradientFeaturizer(adapters[targets], proj_dim=64, batch_size=4)
+    _check_padded(f, texts)
+    assert {layer.name.rsplit(".", 1)[-1] for layer in f.layers} == WRAPPED[targets][arch]
+    assert len(f.layers) == 2 * len(WRAPPED[targets][arch])  # two transformer blocks
+    batched = f.per_example_gradients(*texts)
+    reference = f.reference_gradients(*texts)
+    assert batched.shape == (6, f.dim) and torch.isfinite(batched).all()
+    assert rel_err(batched, reference) <= 1e-4
+    for layer in f.layers:  # every layer's A- and B-gradients are used, not just some
+        n_b = layer.lora_B.weight.numel()
+        assert (batched[:, layer.offset_A : layer.offset_B] != 0).any(1).all()
+        assert (batched[:, layer.offset_B : layer.offset_B + n_b] != 0).any(1).all()
+    assert (batched[0] - batched[5]).norm() > 1e-3 * batched[0].norm()  # same reply, other prompt
+
+
+def test_fresh_adapter_gradients_equal_per_example_autograd_on_other_families(family):
+    arch, base, _, texts = family
+    f = GradientFeaturizer(base, proj_dim=64, batch_size=4, lora=LoraSpec(r=4, alpha=8, target_modules="auto"))
+    assert f.fresh_adapter
+    _check_padded(f, texts)
+    assert {layer.name.rsplit(".", 1)[-1] for layer in f.layers} == WRAPPED["auto"][arch]
+    batched = f.per_example_gradients(*texts)
+    reference = f.reference_gradients(*texts)
+    assert rel_err(batched, reference) <= 1e-4
+    for layer in f.layers:  # B = 0: the A-gradients vanish, the B-gradients carry everything
+        n_b = layer.lora_B.weight.numel()
+        assert (batched[:, layer.offset_A : layer.offset_B] == 0).all()
+        assert (batched[:, layer.offset_B : layer.offset_B + n_b] != 0).any(1).all()
+
+
+@pytest.mark.parametrize("kind", ["sjlt", "kron", "dense"])
+def test_projected_features_equal_those_of_the_exact_gradients_on_other_families(family, kind):
+    _, base, adapters, texts = family
+    fresh = LoraSpec(r=4, alpha=8, target_modules="auto")
+    for ckpt, lora in ((adapters["auto"], None), (adapters["all-linear"], None), (base, fresh)):
+        f = GradientFeaturizer(ckpt, proj_dim=64, batch_size=4, projection=kind, lora=lora)
+        fast = f.featurize(*texts)
+        exact = f.project(f.reference_gradients(*texts)).numpy()
+        np.testing.assert_allclose(fast, exact, atol=2e-5)
+        np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, rtol=1e-5)
+        assert (fast[:5] @ fast[:5].T)[np.triu_indices(5, 1)].max() < 0.99  # five replies, five directions

@@ -22,6 +22,7 @@ from activedpo_server.store import (
     StoreError,
     _lock_state_dir,
 )
+from activedpo_trainer.lora import LoraSpec
 
 
 def group(prompt, *texts, pool="", prompt_id=None):
@@ -43,6 +44,26 @@ def test_groups_become_all_pairs_and_resending_deduplicates(store):
     explicit = Candidates("p1", [(None, "b"), (None, "a")], explicit_pair=True)  # (b, a) is the pair (a, b)
     assert store.add_candidates([explicit]).pairs_deduplicated == 1
     assert store.counts()["pairs"] == 4
+
+
+def test_an_explicit_pair_says_where_it_landed_and_in_which_order(store):
+    """A label says A or B in the server's order; a pair given (chosen, rejected) may be stored the other way."""
+    store.add_candidates([group("p1", "rejected", "other")])  # "rejected" exists first: it becomes response A
+    res = store.add_candidates([Candidates("p1", [(None, "chosen"), (None, "rejected")], explicit_pair=True),
+                                Candidates("p1", [(None, "other"), (None, "rejected")], explicit_pair=True),
+                                group("p2", "x", "y"),
+                                Candidates("p2", [(None, "x"), (None, "z")], explicit_pair=True)])  # fmt: skip
+    new, old, fresh = res.pairs
+    assert (new.added, new.swapped, old.added, old.swapped, fresh.added, fresh.swapped) == (
+        True, True, False, True, True, False)  # fmt: skip
+    rows = [store._read("SELECT rowid FROM pairs WHERE id = ?", (p.pair_id,))[0][0] for p in res.pairs]
+    details = {d.pair_id: d for d in store.pair_details(rows)}
+    assert details[new.pair_id].response_a == "rejected" and details[new.pair_id].response_b == "chosen"
+    assert details[fresh.pair_id].response_a == "x"
+    # labelling "the item's first response wins" as the server's B keeps the chosen one chosen
+    store.submit_labels([LabelIn(new.pair_id, PREF_B, "ann", "k")], "ckpt")
+    (row,) = list(store.export_labels())
+    assert (row.chosen, row.rejected) == ("chosen", "rejected")
 
 
 def test_a_bad_item_rejects_the_whole_request(store):
@@ -131,13 +152,34 @@ def test_state_survives_reopening(tmp_path):
     s.record_checkpoint("ckpt-7", "/base", "/adapter")
     s.close()
     s = Store(tmp_path)
-    assert s.current_checkpoint() == ("ckpt-7", "/base", "/adapter")
+    assert s.current_checkpoint() == ("ckpt-7", "/base", "/adapter", None)
+    s.record_checkpoint("base:/b", "/b", None, LoraSpec(4, 8, "auto"))  # a base model with its fresh adapter
+    s.close()
+    s = Store(tmp_path)
+    assert s.current_checkpoint() == ("base:/b", "/b", None, LoraSpec(4, 8, "auto"))
     assert [r.chosen for r in s.export_labels()] == ["b"]
     s.close()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "state.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="cannot open the state database"):
         Store(tmp_path / "bad")
+
+
+def test_a_database_from_before_fresh_adapter_specs_gains_the_column(tmp_path):
+    import sqlite3
+
+    s = Store(tmp_path)
+    s.record_checkpoint("ckpt-1", "/base", "/adapter")
+    s.close()
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    db.execute("ALTER TABLE checkpoints DROP COLUMN lora")  # as written before checkpoints carried a LoRA spec
+    db.commit()
+    db.close()
+    s = Store(tmp_path)
+    assert s.current_checkpoint() == ("ckpt-1", "/base", "/adapter", None)
+    s.record_checkpoint("base:/b", "/b", None, LoraSpec(4, 8))
+    assert s.current_checkpoint()[3] == LoraSpec(4, 8)
+    s.close()
 
 
 CHILD = """
