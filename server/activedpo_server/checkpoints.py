@@ -71,6 +71,23 @@ def _check_file(n: int, f: FileSpec) -> None:
         raise InvalidArgument(f"file {n}: size must not be negative")
 
 
+def _check_files(files: list[FileSpec], required: str, what: str, limit: int) -> list[FileSpec]:
+    """An upload header's files, checked (count, paths, ``required`` among them, total size) and sorted by path."""
+    if not files or len(files) > MAX_FILES:
+        raise InvalidArgument(f"an upload names 1 to {MAX_FILES:,} files, got {len(files):,}")
+    for n, f in enumerate(files):
+        _check_file(n, f)
+    paths = [f.path for f in files]
+    if len(set(paths)) != len(paths):
+        raise InvalidArgument("two files have the same path")
+    if required not in paths:
+        raise InvalidArgument(f"the files are not {what}: {required} is missing")
+    total = sum(f.size for f in files)
+    if total > limit:
+        raise InvalidArgument(f"{total:,} bytes in all; the limit is {limit:,}")
+    return sorted(files, key=lambda f: f.path)
+
+
 class Upload:
     """One UploadCheckpoint stream: validated header, then chunks written to temp files and verified."""
 
@@ -280,20 +297,8 @@ class CheckpointRegistry:
         if base.startswith(UPLOADED_BASE) and self._base_record(base[len(UPLOADED_BASE) :]) is None:
             raise FailedPrecondition(f"base model {base[:80]!r} is not on this server; upload it first "
                                      f"(UploadCheckpoint with base_model)")  # fmt: skip
-        if not files or len(files) > MAX_FILES:
-            raise InvalidArgument(f"an upload names 1 to {MAX_FILES:,} files, got {len(files):,}")
-        for n, f in enumerate(files):
-            _check_file(n, f)
-        paths = [f.path for f in files]
-        if len(set(paths)) != len(paths):
-            raise InvalidArgument("two files have the same path")
-        if "adapter_config.json" not in paths:
-            raise InvalidArgument("the files are not a PEFT adapter: adapter_config.json is missing")
-        total = sum(f.size for f in files)
-        if total > MAX_CHECKPOINT_BYTES:
-            raise InvalidArgument(f"{total:,} bytes in all; the limit is {MAX_CHECKPOINT_BYTES:,}")
+        files = _check_files(files, "adapter_config.json", "a PEFT adapter", MAX_CHECKPOINT_BYTES)
         previous = self._record(checkpoint_id)
-        files = sorted(files, key=lambda f: f.path)
         if previous is not None and (previous["files"] != [vars(f) for f in files] or previous["base"] != base):
             raise FailedPrecondition(f"checkpoint {checkpoint_id[:60]!r} was already uploaded with other "
                                      f"files or another base; upload under a new id")  # fmt: skip
@@ -302,19 +307,7 @@ class CheckpointRegistry:
     def _begin_base(self, base_id: str, base: str, files: list[FileSpec]) -> Upload:
         if base:
             raise InvalidArgument("a base model upload names no base (leave `base` empty)")
-        if not files or len(files) > MAX_FILES:
-            raise InvalidArgument(f"an upload names 1 to {MAX_FILES:,} files, got {len(files):,}")
-        for n, f in enumerate(files):
-            _check_file(n, f)
-        paths = [f.path for f in files]
-        if len(set(paths)) != len(paths):
-            raise InvalidArgument("two files have the same path")
-        if "config.json" not in paths:
-            raise InvalidArgument("the files are not a Hugging Face model directory: config.json is missing")
-        total = sum(f.size for f in files)
-        if total > MAX_BASE_BYTES:
-            raise InvalidArgument(f"{total:,} bytes in all; the limit of a base model is {MAX_BASE_BYTES:,}")
-        files = sorted(files, key=lambda f: f.path)
+        files = _check_files(files, "config.json", "a Hugging Face model directory", MAX_BASE_BYTES)
         previous = self._base_record(base_id)
         if previous is not None and previous["files"] != [vars(f) for f in files]:
             raise FailedPrecondition(f"base model {base_id[:60]!r} was already uploaded with other files; upload "

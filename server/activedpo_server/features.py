@@ -469,16 +469,6 @@ class EmbeddingFeaturizer:
         self.dim = int(self.model.config.hidden_size)
 
     @property
-    def adapter_spec(self) -> LoraSpec:
-        """The adapter whose gradients the features are: the fresh one, or the checkpoint's own (from its config)."""
-        if self.fresh_adapter:
-            return self.lora
-        cfg = self.model.peft_config[self.adapter_name]
-        t = cfg.target_modules
-        targets = t if isinstance(t, str) else ",".join(sorted({name.rsplit(".", 1)[-1] for name in t}))
-        return LoraSpec(r=int(cfg.r), alpha=int(cfg.lora_alpha), target_modules=targets)
-
-    @property
     def feature_key(self) -> str:
         return f"{self.checkpoint_id}|embed|norm={int(self.normalize)}"
 

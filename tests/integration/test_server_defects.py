@@ -260,6 +260,48 @@ def test_upload_verifies_every_byte_and_is_idempotent(tmp_path, tiny_world, rand
         server.kill(signal.SIGTERM)
 
 
+def test_base_model_uploads_and_fresh_adapter_specs_are_checked(plain, tiny_world):
+    """A base model travels like an adapter (UploadHeader.base_model) and is named upload:<id>; what is wrong with
+    such an upload, or with the LoRA spec of LoadCheckpoint, is a precise code that changes nothing."""
+    from pathlib import Path
+
+    stub, md, _ = plain.stub()
+    model = [(p.name, p.read_bytes()) for p in sorted(Path(tiny_world.sft_dir).iterdir()) if p.is_file()]
+
+    def base_header(cid, files, base=""):
+        header = _header(cid, files, base)
+        header.header.base_model = True
+        return header
+
+    def refused(call, request):
+        with pytest.raises(grpc.RpcError) as e:
+            call(request, metadata=md)
+        return e.value.code(), e.value.details()
+
+    up = stub.UploadCheckpoint
+    assert refused(up, iter([base_header("b", model, base="x")])) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "a base model upload names no base (leave `base` empty)")  # fmt: skip
+    code, why = refused(up, iter([base_header("b", [f for f in model if f[0] != "config.json"])]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a Hugging Face model directory: config.json" in why
+    code, why = refused(up, iter([_header("a", [("adapter_config.json", b"{}")], "upload:nope")]))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "upload it first" in why
+    load = stub.LoadCheckpoint
+    code, why = refused(load, pb.LoadCheckpointRequest(base="upload:nope", id="x"))
+    assert code == grpc.StatusCode.NOT_FOUND and "no uploaded base model 'nope'" in why
+    done = up(iter([base_header("b", model), *_chunks(model, size=1 << 20)]), metadata=md)
+    assert done.complete and done.bytes_received == sum(len(d) for _, d in model)
+    zero = pb.LoraSpec(r=0, alpha=8, target_modules="auto")
+    code, why = refused(load, pb.LoadCheckpointRequest(base="upload:b", id="x", lora=zero))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and why.startswith("lora: LoRA rank and alpha must be positive")
+    assert status(stub, md).checkpoint_id == tiny_world.sft_checkpoint.id  # nothing changed
+    spec = pb.LoraSpec(r=4, alpha=8, target_modules="q_proj,v_proj")
+    assert load(pb.LoadCheckpointRequest(base="upload:b", id="x", lora=spec), metadata=md).loaded
+    now = status(stub, md)
+    assert now.checkpoint_id == "x" and now.fresh_adapter
+    assert (now.lora.r, now.lora.alpha, now.lora.target_modules) == (4, 8, "q_proj,v_proj")
+    assert not load(pb.LoadCheckpointRequest(base="upload:b", id="x", lora=spec), metadata=md).loaded  # the same
+
+
 def test_a_full_database_is_resource_exhausted_in_one_line(tmp_path, tiny_world):
     """Defect 5: a full disk answered INTERNAL with a traceback-sized message."""
     server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--max-state-mb", "1"]).start()
