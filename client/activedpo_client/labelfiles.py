@@ -91,8 +91,29 @@ def label_studio_tasks(path: Path) -> list[tuple[str, dict]] | None:
     return _label_studio_rows(tasks)
 
 
-def read_labels(path: Path, batch: Batch) -> tuple[list[dict], list[str]]:
-    """Valid labels (``pair_id``, ``preference``, ``annotator``) and one error line per bad row."""
+def _by_texts(row: dict, batch: Batch, render) -> dict:
+    """A TRL row ``{prompt, chosen, rejected}`` as ``{pair_id, preference}`` of the batch pair with those texts."""
+    from activedpo_trainer.prompts import PromptFileError, check_prompt
+
+    try:
+        raw = check_prompt(row["prompt"], "the row")
+        prompt = render.prompt(raw) if render is not None else raw
+        chosen, rejected = (render.response(raw, row[k], k) if render is not None else row[k]
+                            for k in ("chosen", "rejected"))  # fmt: skip
+    except PromptFileError as e:
+        return {"error": str(e)}
+    for p in batch.pairs:
+        if p.prompt == prompt and {p.response_a, p.response_b} == {chosen, rejected}:
+            return row | {"pair_id": p.pair_id, "preference": "A" if chosen == p.response_a else "B"}
+    return {"error": "no pair of this round's batch has this prompt and these two responses"}
+
+
+def read_labels(path: Path, batch: Batch, render=None) -> tuple[list[dict], list[str], int]:
+    """Valid labels (``pair_id``, ``preference``, ``annotator``), one error line per bad row, and the number
+    of rows without an answer yet (a batch answered in part). Rows are ``{pair_id, preference}``, TRL rows
+    ``{prompt, chosen, rejected}`` matched to the batch by their texts (``render`` renders a raw prompt as the
+    batch holds it), or a Label Studio export; a row without an annotator is ``import``'s, as ``select
+    --labeled`` counts it."""
     text = Path(path).read_text()
     known = {p.pair_id for p in batch.pairs}
     if text.lstrip().startswith("["):
@@ -113,10 +134,16 @@ def read_labels(path: Path, batch: Batch) -> tuple[list[dict], list[str]]:
                 rows.append((f"line {n}", {"error": f"not a JSON object ({e})"}))
                 continue
             rows.append((f"line {n}", row))
-    good, errors, seen = [], [], set()
+    good, errors, seen, unanswered = [], [], set(), 0
     for where, row in rows:
+        if "error" not in row and not row.get("pair_id") and "chosen" in row and "rejected" in row and "prompt" in row:
+            row = _by_texts(row, batch, render)
+        row = {**row, "annotator": row.get("annotator") or "import"}
         pref = row.get("preference")
         pref = pref.upper() if isinstance(pref, str) else pref
+        if "error" not in row and row.get("pair_id") in known and pref in (None, ""):
+            unanswered += 1  # not answered yet: neither a label nor an error
+            continue
         if "error" in row:
             problem = row["error"]
         elif row.get("pair_id") not in known:
@@ -134,4 +161,4 @@ def read_labels(path: Path, batch: Batch) -> tuple[list[dict], list[str]]:
             good.append({"pair_id": row["pair_id"], "preference": pref, "annotator": str(row["annotator"])})
             continue
         errors.append(f"{path} {where}: {problem}")
-    return good, errors
+    return good, errors, unanswered

@@ -121,7 +121,7 @@ class LabelImport:
     matched: int  # of which on pairs the server already held
     added: int  # of which added as new labeled pairs (not in the pool: they still condition V)
     replayed: int  # already recorded (the same idempotency key): nothing new was written
-    unanswered: int = 0  # Label Studio tasks without an answer (not labeled yet, skipped or empty)
+    unanswered: int = 0  # batch rows or Label Studio tasks without an answer (not labeled yet, skipped or empty)
 
 
 def _preference(value, where: str) -> str:
@@ -131,12 +131,15 @@ def _preference(value, where: str) -> str:
     return pref
 
 
-def _labeled_row(row: dict, where: str, render: PromptRenderer) -> LabeledRow:
+def _labeled_row(row: dict, where: str, render: PromptRenderer) -> LabeledRow | None:
+    """The answer of one row; None for a batch row not answered yet (a batch labeled in part)."""
     who = str(row.get("annotator") or "import")
     key = str(row.get("idempotency_key") or "")
-    if row.get("pair_id") and row.get("preference") is not None:  # a batch row answered, labels import's form
+    if row.get("pair_id") and row.get("preference") not in (None, ""):  # a batch row answered, labels import's form
         return LabeledRow(where, who, _preference(row["preference"], where), pair_id=str(row["pair_id"]),
                           idempotency_key=key)  # fmt: skip
+    if row.get("pair_id") and row.get("chosen") is None and ("response_a" in row or row.get("preference") == ""):
+        return None  # a row of a batch file that nobody answered
     if row.get("chosen") is None or row.get("rejected") is None:
         raise PromptFileError(f"{where}: a label needs 'pair_id' and 'preference' (A, B or TIE), or 'prompt', "
                               f"'chosen' and 'rejected' (columns: {', '.join(row)})")  # fmt: skip
@@ -171,7 +174,11 @@ def read_labeled(path: Path, render: PromptRenderer, stats: dict | None = None) 
             yield LabeledRow(where, row["annotator"], row["preference"], pair_id=row["pair_id"])
         return
     for where, row in iter_rows(path):
-        yield _labeled_row(row, f"{path} {where}", render)
+        answer = _labeled_row(row, f"{path} {where}", render)
+        if answer is None:
+            stats["unanswered"] = stats.get("unanswered", 0) + 1
+        else:
+            yield answer
 
 
 def import_labeled(client, rows: Iterable[LabeledRow], path: Path, unanswered: int = 0) -> LabelImport:

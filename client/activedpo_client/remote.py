@@ -100,6 +100,11 @@ class Connection:
     # local base model directory is uploaded to it (content-addressed, once), a hub id is sent as it is
     server_base: str | None = None
 
+    def __post_init__(self) -> None:
+        if ":" not in self.target:
+            raise ClientError(f"--server {self.target!r}: give host:port (the server's default port is 50051, e.g. "
+                              f"{self.target}:50051), or embedded")  # fmt: skip
+
 
 class SelectorClient:
     """The Selector service as plain method calls."""
@@ -161,18 +166,24 @@ class SelectorClient:
         except grpc.RpcError as e:
             raise self._error(e) from None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server answers GetStatus, or raise ClientError."""
+    def wait_ready(self, timeout: float | None = None, say: Callable[[str], None] | None = None) -> None:
+        """Block until the server answers GetStatus, or raise ClientError: up to ``timeout`` seconds (default 60 for a
+        server this process started, which may still be loading, 20 for another); ``say`` hears once that it waits."""
         import grpc
 
-        deadline = time.monotonic() + timeout
+        timeout = timeout if timeout is not None else 60.0 if self.connection.shares_disk else 20.0
+        start = time.monotonic()
+        told = False
         while True:
             try:
                 self.stub.GetStatus(self._pb.GetStatusRequest(), metadata=self.metadata, timeout=5)
                 return
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > start + timeout:
                     raise self._error(e) from None
+            if say and not told and time.monotonic() > start + 3:
+                say(f"waiting up to {timeout:.0f} s for the selection server at {self.connection.target} …")
+                told = True
             time.sleep(0.2)
 
     @property

@@ -49,11 +49,23 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
-    """Validate a finished labels file against the current round's batch and keep its valid rows.
+@dataclass(frozen=True)
+class LabelsHeld:
+    """Where a round's hand-off to people stands after ``labels import``."""
 
-    Returns (labels now held for the round, one error line per rejected row). Importing again
-    adds to what is there; a (pair, annotator) label already held is not duplicated.
+    round: int
+    labels: int  # labels held for the round
+    pairs: int  # pairs in its batch
+    unlabeled: int  # of which no label is held yet
+    errors: tuple[str, ...] = ()  # one line per rejected row
+    done: bool = False  # the round trains on what is held, the unlabeled pairs go back to the pool
+
+
+def import_labels(run: Run, path: Path | None, done: bool = False) -> LabelsHeld:
+    """Validate a finished labels file against the current round's batch and keep its valid rows; ``done``
+    marks the batch finished with what is held (else the round waits for every pair's label).
+
+    Importing again adds to what is there; a (pair, annotator) label already held is not duplicated.
     """
     from activedpo_client.labelfiles import read_labels
 
@@ -62,20 +74,39 @@ def import_labels(run: Run, path: Path) -> tuple[int, list[str]]:
     batch_file = directory / "batch.json"
     if not batch_file.exists():
         raise ClientError(f"round {r} of {run.dir} has no selected batch yet; run `activedpo-client round` first")
-    good, errors = read_labels(path, Batch.from_dict(json.loads(batch_file.read_text())))
+    batch = Batch.from_dict(json.loads(batch_file.read_text()))
     out = directory / "labels.jsonl"
     held = _read_jsonl(out) if out.exists() else []
-    have = {(x["pair_id"], x["annotator"]) for x in held}
-    for g in good:
-        if (g["pair_id"], g["annotator"]) not in have:
-            held.append(g | {"idempotency_key": f"{run.run_id}:{g['pair_id']}:{g['annotator']}"})
-    if held:
-        write_jsonl(out, held)
-    return len(held), errors
+    errors: list[str] = []
+    if path is not None:
+        good, errors, _ = read_labels(path, batch, _renderer(run))
+        have = {(x["pair_id"], x["annotator"]) for x in held}
+        for g in good:
+            if (g["pair_id"], g["annotator"]) not in have:
+                held.append(g | {"idempotency_key": f"{run.run_id}:{g['pair_id']}:{g['annotator']}"})
+        if held:
+            write_jsonl(out, held)
+    if done:
+        if not held:
+            raise ClientError(f"round {r} holds no label yet: nothing to train on; import labels first")
+        write_json(directory / "labels_done.json", {"labels": len(held)})
+    unlabeled = len({p.pair_id for p in batch.pairs} - {x["pair_id"] for x in held})
+    return LabelsHeld(r, len(held), len(batch.pairs), unlabeled, tuple(errors),
+                      done or (directory / "labels_done.json").exists())  # fmt: skip
+
+
+def _renderer(run: Run):
+    """The prompt renderer of a run's own model (None for the toy world, whose prompts are plain text)."""
+    if run.workload.get("kind") != "model":
+        return None
+    from activedpo_trainer.workload import open_workload
+
+    return open_workload(run.workload).renderer
 
 
 STEPS = ("generate", "add", "select", "annotate", "submit", "train", "load", "evaluate")
 JUDGE_SETTINGS = {"annotator", "evaluate", "ls_project"}  # may change while a run holds no label yet
+ROUND_SIZE = {"budget", "prompts", "responses"}  # may change between rounds: the next round not yet done uses them
 NEEDS_ORACLE = "the toy world's hidden reward"
 
 
@@ -112,6 +143,11 @@ class RoundConfig:
     ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)
 
     def __post_init__(self) -> None:
+        for name in ("annotator", "evaluate"):  # a reward model's path, absolute: the run resumes from anywhere
+            value = getattr(self, name)
+            if value.startswith("reward-model:") and Path(value.split(":", 1)[1]).expanduser().exists():
+                path = Path(value.split(":", 1)[1]).expanduser().resolve()
+                object.__setattr__(self, name, f"reward-model:{path}")
         for name, value, least in (("budget", self.budget, 1), ("prompts", self.prompts, 1),
                                    ("responses", self.responses, 2)):  # fmt: skip
             if value < least:
@@ -153,6 +189,7 @@ class Run:
     rounds_done: int = 0
     checkpoint: str = ""  # the current policy's checkpoint directory ("" = the workload's base model)
     project: str = ""  # the server-side project of its pools and labels (its run id; "" for runs before projects)
+    server: str = ""  # the selection server it last ran against: "embedded" or host:port (not a setting)
 
     @classmethod
     def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None) -> Run:
@@ -170,16 +207,27 @@ class Run:
                 "kind": "toy",
                 "world": str(Path(data["world"]).resolve()),
             }  # pre-workload
+            checkpoint = data["checkpoint"]
+            if checkpoint and not Path(checkpoint).is_absolute():  # relative to the run dir (before: to the cwd)
+                inside = Path(run_dir) / checkpoint
+                checkpoint = str((inside if inside.exists() or not Path(checkpoint).exists() else
+                                  Path(checkpoint)).resolve())  # fmt: skip
             run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
-                      data["checkpoint"], data.get("project", ""))  # fmt: skip
+                      checkpoint, data.get("project", ""), data.get("server", ""))  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
+        fresh = not run.started()  # nothing done yet (a mistake found at start): any setting may still change
         if workload is not None:
             changed = [k for k, v in run.workload.items() if workload.get(k) != v]
-            if changed:
+            if changed and fresh:
+                run.workload = dict(workload)
+                run.save()
+            elif changed:
                 what = ", ".join(f"{k}: {run.workload[k]!r} → {workload.get(k)!r}" for k in changed)
-                raise ClientError(f"run dir {run_dir} was started on another workload ({what}); use a new "
-                                  f"--run-dir or the same model, prompts and settings")  # fmt: skip
+                hint = ("; evaluation holds out prompts of --prompt-file when a run starts, so this run (started "
+                        "without --evaluate) has none: start a new --run-dir with --evaluate (or --heldout-file)"
+                        if changed == ["heldout"] else "; use a new --run-dir or the same model, prompts and settings")
+                raise ClientError(f"run dir {run_dir} was started on another workload ({what}){hint}")  # fmt: skip
             run.workload = {**workload, **run.workload}  # a run from before a setting was recorded adopts it
         if config is not None:
             if not run.config.device:  # recorded since the device became part of the run
@@ -187,24 +235,36 @@ class Run:
             if config != run.config:
                 old, new = asdict(run.config), asdict(config)
                 changed = [k for k, v in new.items() if old[k] != v]
-                if set(changed) <= JUDGE_SETTINGS and not run.holds_labels():
-                    run.config = config  # no label is durable yet: who labels (and who evaluates) may still change
+                free = ROUND_SIZE | (JUDGE_SETTINGS if not run.holds_labels() else set())
+                if fresh or set(changed) <= free:
+                    run.config = config  # takes effect from the next step not yet done
                     run.save()
                 else:
-                    why = " (labels are already held)" if set(changed) <= JUDGE_SETTINGS else ""
+                    why = " (labels are already held)" if set(changed) <= ROUND_SIZE | JUDGE_SETTINGS else ""
                     raise ClientError(
                         f"run dir {run_dir} was started with other settings ({', '.join(changed)}){why}; "
                         f"use a new --run-dir or the same settings"
                     )
         return run
 
+    def started(self) -> bool:
+        """Whether this run has done any work: a finished round, or a step of the current one."""
+        if self.rounds_done:
+            return True
+        state = self.round_dir(1) / "state.json"
+        return state.exists() and bool(json.loads(state.read_text()).get("steps"))
+
     def holds_labels(self) -> bool:
         """Whether any label of this run is durable (a finished round, or a round's labels file)."""
         return self.rounds_done > 0 or any(self.dir.glob("rounds/*/labels.jsonl"))
 
     def save(self) -> None:
+        checkpoint = self.checkpoint
+        if checkpoint and Path(checkpoint).resolve().is_relative_to(self.dir.resolve()):
+            checkpoint = str(Path(checkpoint).resolve().relative_to(self.dir.resolve()))  # the run dir may move
         data = dict(workload=self.workload, config=asdict(self.config), run_id=self.run_id,
-                    rounds_done=self.rounds_done, checkpoint=self.checkpoint, project=self.project)  # fmt: skip
+                    rounds_done=self.rounds_done, checkpoint=checkpoint, project=self.project,
+                    server=self.server)  # fmt: skip
         write_json(self.dir / "run.json", data)
 
     def round_dir(self, r: int) -> Path:
@@ -259,7 +319,7 @@ class RoundRunner:
                 f.flush()
                 os.fsync(f.fileno())
         self.run.rounds_done = self.r
-        self.run.checkpoint = str(self.dir / "checkpoint")
+        self.run.checkpoint = str((self.dir / "checkpoint").resolve())
         self.run.save()
         plot_rewards({self.run.config.strategy: read_metrics(self.run.dir)}, self.run.dir / "reward.png")
         return metrics
@@ -356,10 +416,19 @@ class RoundRunner:
         from activedpo_client.labelfiles import write_label_files
 
         labels = self.dir / "labels.jsonl"
+        batch = self._batch()
         if labels.exists():  # written by `activedpo-client labels import`
             rows = _read_jsonl(labels)
-            return {"labels": len(rows), "A": sum(x["preference"] == "A" for x in rows)}
-        batch = self._batch()
+            missing = [p.pair_id for p in batch.pairs if p.pair_id not in {x["pair_id"] for x in rows}]
+            if missing and not (self.dir / "labels_done.json").exists():
+                raise AwaitingLabels(
+                    f"round {self.r}: {len(rows)} labels held, {len(missing)} of the batch's {len(batch.pairs)} pairs "
+                    f"not labeled yet ({self.dir / 'to_label.jsonl'}); import their labels with `activedpo-client "
+                    f"labels import FILE --run-dir {self.run.dir}`, or add --done to train on what is held"
+                )
+            released = self.client.release_lease(batch.lease_id, missing) if missing else 0
+            return {"labels": len(rows), "A": sum(x["preference"] == "A" for x in rows), "unlabeled": len(missing),
+                    "released": released}  # fmt: skip
         files = write_label_files(batch, self.dir)
         raise AwaitingLabels(
             f"round {self.r}: {len(batch.pairs)} pairs to label in {files[0]} (Label Studio: {files[1].name} "
@@ -608,7 +677,8 @@ def check_workload(workload, config: RoundConfig) -> None:
         if config.evaluate == "oracle":
             raise ClientError(f"--evaluate oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
                               f"--evaluate reward-model:PATH or none")  # fmt: skip
-    if config.evaluate != "none":
+    has_file = bool(getattr(getattr(workload, "spec", None), "heldout_file", None))
+    if config.evaluate != "none" and not has_file:  # a --heldout-file is evaluated whole (up to --eval-prompts)
         held = len(workload.heldout_prompts())
         if config.eval_prompts > held:  # found now, not after a round of generation and training
             raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but {workload.label()} holds out "
@@ -645,12 +715,20 @@ def run_rounds(
     run_dir = Path(run_dir)
     config = replace(config, device=resolve_device(config.device or None))
     check_workload(workload, config)
-    for note in workload.notes():
-        say(note)
     run = Run.open(run_dir, workload.describe(), config)
     if run.rounds_done >= rounds:  # nothing to do: no server needed
-        say(f"run {run_dir} has {run.rounds_done} of {rounds} rounds; pass --rounds {run.rounds_done + 1} to go on")
+        done = run.rounds_done
+        asked = f"{done} of {rounds}" if done == rounds else f"{done} (--rounds {rounds})"
+        say(f"run {run_dir} has {asked} rounds; pass --rounds {run.rounds_done + 1} to go on")
         return read_metrics(run_dir)
+    for note in workload.notes():
+        say(note)
+    if config.prompts > len(workload.train_prompts()):
+        say(f"--prompts {config.prompts}: {workload.label()} has {len(workload.train_prompts())} prompts to train on; "
+            f"each round samples all of them")  # fmt: skip
+    if run.server != spec.server:  # `status` and `export` find the run's server again
+        run.server = spec.server
+        run.save()
     embedded = None
     server = spec.server
     if server == "embedded":
@@ -665,7 +743,7 @@ def run_rounds(
         connection = Connection(server, token=spec.token, tls_ca=spec.tls_ca, shares_disk=embedded is not None,
                                 server_base=spec.server_base)  # fmt: skip
         with SelectorClient(connection, project=run.project) as client:
-            client.wait_ready()
+            client.wait_ready(say=say)
             # settled before any generation: the server has the policy (uploading what it lacks) with the run's LoRA
             with bars(transient=True) if bars else nullcontext(None) as bar:
                 ensure_server_checkpoint(client, run.checkpoint or workload.base.base, config.lora, bar, say=say)

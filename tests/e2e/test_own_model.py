@@ -142,6 +142,8 @@ def test_a_run_with_no_label_yet_may_change_its_annotator(gpt2_dir, reward_dir, 
     """The wrong annotator found after a round's generation and selection: the work is kept, the judge changes."""
     train, _ = prompt_files
     run_dir = tmp_path / "run"
+    err = invoke(*round_args(gpt2_dir, train, run_dir, 1, "--target-modules", "nope_proj"), code=2)
+    assert "nope_proj" in err  # found when the server loads the model, before any work: the run takes a fix
     invoke(*round_args(gpt2_dir, train, run_dir, 1), code=3)  # file: the batch waits for people
     batch = json.loads((run_dir / "rounds" / "001" / "batch.json").read_text())
     out = invoke(*round_args(gpt2_dir, train, run_dir, 1, "--annotator", f"reward-model:{reward_dir}"))
@@ -153,6 +155,12 @@ def test_a_run_with_no_label_yet_may_change_its_annotator(gpt2_dir, reward_dir, 
     # once labels are held, the annotator is part of the run
     err = invoke(*round_args(gpt2_dir, train, run_dir, 2), code=2)
     assert "was started with other settings (annotator) (labels are already held)" in err
+    err = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--annotator", f"reward-model:{reward_dir}", "--evaluate",
+                             f"reward-model:{reward_dir}", "--eval-prompts", 2), code=2)  # fmt: skip
+    assert "(heldout: 0 → 2); evaluation holds out prompts of --prompt-file when a run starts" in err
+    assert "start a new --run-dir with --evaluate (or --heldout-file)" in err
+    out = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--annotator", f"reward-model:{reward_dir}", "--budget", 2))
+    assert "activedpo round 2: 6 labels" in out  # the label budget may change between rounds
 
 
 def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, tmp_path):

@@ -25,11 +25,15 @@ def invoke(*args, code=0):
     return result.output
 
 
-def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world, tmp_path):
+def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
-    out = invoke(*round_args(tiny_world, run_dir, 1))
+    monkeypatch.chdir(tmp_path)
+    out = invoke(*round_args(tiny_world, "run", 1))  # a run dir named relative to where round 1 ran
     assert "round 1: 8 labels" in out
-    out = invoke(*round_args(tiny_world, run_dir, 2))  # resumes the run: one more round
+    assert json.loads((run_dir / "run.json").read_text())["checkpoint"] == "rounds/001/checkpoint"  # the dir may move
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    out = invoke(*round_args(tiny_world, run_dir, 2))  # resumes the run from another directory: one more round
     assert "round 2: 16 labels" in out and "round 1" not in out
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["labels"] for m in metrics] == [8, 16] and metrics[0]["checkpoint"] != metrics[1]["checkpoint"]
@@ -153,6 +157,9 @@ def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_
     out = invoke("labels", "import", bad, "--run-dir", run_dir, code=1)
     assert "unknown pair id 'nope'" in out and "preference must be A, B or TIE, got 'left'" in out
     assert "duplicate label" in out and "line 9: not a JSON object" in out and "5 labels held" in out
+    assert "3 of its 8 pairs not labeled yet" in " ".join(out.split())
+    out = " ".join(invoke(*args, code=3).split())  # a batch labeled in part: the round waits for the rest
+    assert "5 labels held, 3 of the batch's 8 pairs not labeled yet" in out
 
     # the rest arrive as a Label Studio export
     export = [
@@ -161,9 +168,24 @@ def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_
         for p in pairs[5:]
     ]  # fmt: skip
     (tmp_path / "studio.json").write_text(json.dumps(export))
-    assert "8 labels held" in invoke("labels", "import", tmp_path / "studio.json", "--run-dir", run_dir)
+    out = " ".join(invoke("labels", "import", tmp_path / "studio.json", "--run-dir", run_dir).split())
+    assert "8 labels held for round 1; every pair of the batch is labeled" in out
     out = invoke(*args)  # the round goes on from the labels
     assert "round 1: 8 labels" in out
+
+    # round 2: people answer half the batch, as TRL rows with the prompt as to_label.jsonl shows it, and call it done
+    args[args.index("--rounds") + 1] = 2
+    invoke(*args, code=3)
+    pairs = [json.loads(line) for line in (run_dir / "rounds" / "002" / "to_label.jsonl").read_text().splitlines()]
+    trl = [{"prompt": p["prompt"], "chosen": p["response_b"], "rejected": p["response_a"]} for p in pairs[:4]]
+    (tmp_path / "half.jsonl").write_text("".join(json.dumps(x) + "\n" for x in trl))
+    out = " ".join(invoke("labels", "import", tmp_path / "half.jsonl", "--run-dir", run_dir, "--done").split())
+    assert "4 labels held for round 2; the batch is done: its 4 unlabeled pairs go back to the pool" in out
+    held = [json.loads(x) for x in (run_dir / "rounds" / "002" / "labels.jsonl").read_text().splitlines()]
+    assert [(x["pair_id"], x["preference"], x["annotator"]) for x in held] == [
+        (p["pair_id"], "B", "import") for p in pairs[:4]]  # fmt: skip
+    out = invoke(*args)
+    assert "round 2: 12 labels" in out
 
 
 def test_reward_model_annotator(tiny_world, tmp_path):

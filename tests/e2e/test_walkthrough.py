@@ -67,7 +67,7 @@ def test_two_remote_rounds_on_qwen2_judged_by_reward_models_of_other_families(as
     t0 = time.perf_counter()
     with EmbeddedServer(tmp_path / "elsewhere", token="s3cret", args=["--proj-dim", "64"]) as server:  # r=128
         args = ["round", "--model", assets["qwen2"], "--prompt-file", prompts, "--prompt-field", "conversation",
-                "--heldout-file", held, "--eval-prompts", 3, "--eval-pair-samples", 2, "--run-dir", run_dir,
+                "--heldout-file", held, "--eval-pair-samples", 2, "--run-dir", run_dir,
                 "--rounds", 1, "--budget", 4, "--prompts", 8, "--responses", 3, "--max-new-tokens", 64,
                 "--dpo-epochs", 1, "--annotator", f"reward-model:{assets['bert']}",
                 "--evaluate", f"reward-model:{assets['chat_rm']}", "--server", server.target, "--token", "s3cret",
@@ -84,6 +84,8 @@ def test_two_remote_rounds_on_qwen2_judged_by_reward_models_of_other_families(as
         assert "activedpo round 2: 8 labels, reward" in out
         out = invoke(*args)  # a finished run says how to go on
         assert "has 2 of 2 rounds; pass --rounds 3 to go on" in out
+        out = invoke("status", "--run-dir", run_dir, "--token", "s3cret")  # the run remembers its server
+        assert "2 rounds of activedpo" in out and "(LoRA r=4, α=8, targets q_proj,v_proj), " in out
         with SelectorClient(Connection(server.target, token="s3cret"), project=_project(run_dir)) as client:
             status = client.status()
     wall = time.perf_counter() - t0
@@ -138,16 +140,16 @@ def test_select_label_select_again_on_bloom_with_every_label_form(assets, tmp_pa
         {"pair_id": batch[1]["pair_id"], "preference": "B", "annotator": "ann"},
         {"prompt": batch[2]["prompt"], "chosen": batch[2]["response_b"], "rejected": batch[2]["response_a"],
          "annotator": "ann"},
-        {"prompt": [SYSTEM, user], "chosen": unpicked[0], "rejected": unpicked[1], "annotator": "bob"},
+        {"prompt": [SYSTEM, user], "chosen": [{"role": "assistant", "content": unpicked[0]}],
+         "rejected": [{"role": "assistant", "content": unpicked[1]}], "annotator": "bob"},
         {"prompt": [SYSTEM, user], "chosen": "Deep.", "rejected": "Wet."},
     ])  # fmt: skip
-    second = tmp_path / "next.jsonl"
-    out = invoke(*common, "--budget", 100, "--out", second, "--labeled", labels, "--state-dir",
-                 tmp_path / "batch.server")  # fmt: skip
+    second = tmp_path / "next.jsonl"  # the README's loop: the same command, the labels, another --out
+    again = [*common, "--budget", 3, "--out", second, "--labeled", labels, "--state-dir", tmp_path / "batch.server"]
+    out = invoke(*again)
     assert "5 labels from" in out and "4 on pairs the server holds, 1 added as labeled pairs" in out
     offered = {frozenset((r["response_a"], r["response_b"])) for r in jsonl(second)}
-    assert frozenset(unpicked) not in offered and not offered & picked  # labeled or leased: never offered again
-    assert len(offered) == 9 - 3 - 1  # every other pool pair
+    assert len(offered) == 3 and frozenset(unpicked) not in offered and not offered & picked  # a new batch
     with EmbeddedServer(tmp_path / "batch.server", args=[str(a) for a in SMALL]) as s, SelectorClient(
         Connection(s.target)
     ) as client:
@@ -155,10 +157,11 @@ def test_select_label_select_again_on_bloom_with_every_label_form(assets, tmp_pa
     assert exported == {
         (batch[0]["response_a"], batch[0]["response_b"]), (batch[1]["response_b"], batch[1]["response_a"]),
         (batch[2]["response_b"], batch[2]["response_a"]), unpicked, ("Deep.", "Wet.")}  # fmt: skip
-    # the same labels again record nothing twice
-    out = invoke(*common, "--budget", 100, "--out", second, "--labeled", labels, "--state-dir",
-                 tmp_path / "batch.server")  # fmt: skip
-    assert "5 already recorded" in out
+    # the same command again is a retry: the same batch, and nothing recorded twice
+    rows = jsonl(second)
+    assert "5 already recorded" in invoke(*again) and jsonl(second) == rows
+    rest = invoke(*common, "--budget", 100, "--out", tmp_path / "rest.jsonl", "--state-dir", tmp_path / "batch.server")
+    assert "2 of 9 pairs selected" in rest  # the pool less 3 + 3 leased and 1 labeled outside the batches
     # a pair id the server never held is named by its line, and nothing is selected
     wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"pair_id": batch[0]["pair_id"], "preference": "A"},
                                                   {"pair_id": "p-0000", "preference": "B"}])  # fmt: skip

@@ -145,6 +145,8 @@ def test_an_upload_cut_off_mid_file_resumes_where_it_stopped(tmp_path):
 
 
 def test_errors_name_the_cause(tmp_path, tiny_world):
+    with pytest.raises(ClientError, match=r"--server 'localhost': give host:port .* localhost:50051\), or embedded"):
+        Connection("localhost")
     unreachable = SelectorClient(Connection(f"127.0.0.1:{free_port()}", timeout=5))
     with pytest.raises(
         ClientError, match=r"cannot reach the selection server at 127\.0\.0\.1:.*activedpo-server serve"

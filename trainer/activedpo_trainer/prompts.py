@@ -194,10 +194,11 @@ class PromptRenderer:
     def response(self, prompt: Prompt, response: Any, where: str) -> str:
         """A candidate response as the text that follows the rendered prompt.
 
-        A string is taken as that text. A conversational response (a list of assistant
-        messages) is rendered after the prompt with the chat template, keeping what follows the
-        prompt's own rendering (TRL's convention for conversational completions); a response that
-        repeats the prompt's turns first (as UltraFeedback's ``chosen`` does) is taken after them.
+        A string is taken as that text, and so is the content of a single assistant message (the form
+        a generated response has). Several messages (an assistant turn with tool calls and their
+        results) are rendered after the prompt with the chat template, keeping what follows the
+        prompt's own rendering. A response that repeats the prompt's turns first (as UltraFeedback's
+        ``chosen`` does) is taken after them.
         """
         if isinstance(response, str):
             if not response.strip():
@@ -211,7 +212,9 @@ class PromptRenderer:
                 messages = messages[len(convo) :]
         if not "".join(m["content"] for m in messages).strip():
             raise PromptFileError(f"{where}: empty response")
-        if not self.templated or rendered:
+        if not self.templated or rendered or [m["role"] for m in messages] == ["assistant"]:
+            # one assistant turn is its text, as a string response and a generated one are: the same answer
+            # matches whichever way a file gives it (TRL appends the EOS that ends the turn when it trains)
             return "".join(m["content"] for m in messages)
         head = self.prompt(prompt)
         full = self.tokenizer.apply_chat_template(as_messages(prompt) + messages, tokenize=False)

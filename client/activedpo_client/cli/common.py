@@ -154,14 +154,19 @@ def server_for(run_dir: Path, server: str, token: str | None, tls_ca: Path | Non
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
 
     stack = ExitStack()
-    if server == "embedded":
+    run_file = run_dir / "run.json"
+    last = json.loads(run_file.read_text()).get("server", "") if run_file.is_file() else ""
+    if server == "embedded" and last not in ("", "embedded") and not (run_dir / "server").is_dir():
+        server = last  # the run's rounds ran against a remote server: ask that one
+    embedded = server == "embedded"
+    if embedded:
         if not (run_dir / "server").is_dir():
             raise FileNotFoundError(f"{run_dir} has no embedded server state; run `activedpo-client round` first")
         args_file = run_dir / "server" / "args.json"
         args = json.loads(args_file.read_text()) if args_file.exists() else []
         server = stack.enter_context(EmbeddedServer(run_dir / "server", args=args)).target
-    run_file = run_dir / "run.json"
     project = json.loads(run_file.read_text()).get("project", "") if run_file.is_file() else ""
-    client = stack.enter_context(SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project))
+    connection = Connection(server, token=token, tls_ca=tls_ca, shares_disk=embedded)
+    client = stack.enter_context(SelectorClient(connection, project=project))
     client.wait_ready()
     return stack, client

@@ -160,6 +160,9 @@ def round_cmd(
 
     quiet_libraries()
     with user_errors():
+        if temperature == 0 and responses > 1:
+            raise ValueError(f"--temperature 0 is greedy decoding: the --responses {responses} responses to a prompt "
+                             f"would be one and the same; sample with a temperature above 0")  # fmt: skip
         if model is not None:
             from activedpo_trainer.workload import ModelSpec, ModelWorkload
 
@@ -380,18 +383,41 @@ def quickstart_cmd(
 @labels_app.command("import")
 def labels_import_cmd(
     file: Annotated[
-        Path, typer.Argument(help="JSONL ({pair_id, preference: A|B|TIE, annotator}) or a Label Studio export.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="to_label.jsonl rows answered with {pair_id, preference: A|B|TIE, annotator}, TRL {prompt, chosen, "
+            "rejected} rows of the batch's pairs, or a Label Studio export (optional with --done)."
+        ),
+    ] = None,
     run_dir: RunDirOpt = Path("runs/default"),
+    done: Annotated[
+        bool,
+        typer.Option(
+            "--done",
+            help="The batch is finished: the round trains on the labels held, and its unlabeled pairs go back to "
+            "the pool (without it, the round waits for every pair's label).",
+        ),
+    ] = False,
 ) -> None:
     """Validate finished labels against the round's batch and keep the valid rows for `round` to submit."""
     from activedpo_client.rounds import Run, import_labels
 
     with user_errors():
+        if file is None and not done:
+            raise ValueError("name the labels FILE to import (or pass --done to finish the batch with what is held)")
+        if file is not None and not file.exists():
+            raise FileNotFoundError(f"labels file not found: {file}")
         run = Run.open(run_dir)
-        held, errors = import_labels(run, file)
-    for e in errors:
+        held = import_labels(run, file, done)
+    for e in held.errors:
         err.print(f"[red]rejected:[/] {e}")
-    console.print(f"{held} labels held for round {run.rounds_done + 1}; run `activedpo-client round` to submit them")
-    if errors:
+    if held.unlabeled and not held.done:
+        rest = (f"; {held.unlabeled} of its {held.pairs} pairs not labeled yet: import them too, or pass --done to "
+                f"train on what is held")  # fmt: skip
+    elif held.unlabeled:
+        rest = f"; the batch is done: its {held.unlabeled} unlabeled pairs go back to the pool"
+    else:
+        rest = "; every pair of the batch is labeled"
+    console.print(f"{held.labels} labels held for round {held.round}{rest}; run `activedpo-client round` to go on")
+    if held.errors:
         raise typer.Exit(1)

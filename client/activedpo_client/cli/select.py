@@ -154,6 +154,8 @@ def select_cmd(
         if labeled is not None:
             answers = list(read_labeled(labeled, render, answer_stats))
         state = None
+        if server != "embedded" and state_dir is not None:
+            err.print(f"[yellow]note:[/] --state-dir is an embedded server's; the server at {server} keeps its own")
         if server == "embedded":
             state = state_dir or out.with_name(out.stem + ".server")
             args = [
@@ -178,12 +180,12 @@ def select_cmd(
         embedded = state is not None
         connection = Connection(server, token=token, tls_ca=tls_ca, shares_disk=embedded, server_base=server_base)
         client = stack.enter_context(SelectorClient(connection))
-        client.wait_ready()
+        client.wait_ready(say=err.print)
         with progress_bars(transient=True) as bar:
             ensure_server_checkpoint(client, ref, lora, bar, say=err.print)
         if labeled is not None:
             got = import_labeled(client, answers, labeled, answer_stats.get("unanswered", 0))
-            unanswered = f"; {got.unanswered} tasks without an answer" if got.unanswered else ""
+            unanswered = f"; {got.unanswered} rows without an answer yet" if got.unanswered else ""
             err.print(f"{got.labels} labels from {labeled} condition the selection: {got.matched} on pairs the "
                       f"server holds, {got.added} added as labeled pairs, {got.replayed} already recorded"
                       f"{unanswered}")  # fmt: skip
@@ -205,7 +207,10 @@ def select_cmd(
                     tasks[stage] = bars.add_task(stage, total=total or None)
                 bars.update(tasks[stage], completed=done, total=total or None)
 
-            request = hashlib.sha256(f"{tag}|{budget}|{strategy}|{seed}|{manifest.id}".encode()).hexdigest()[:16]
+            # the same command again (same --out, same labels) is a retry and gets the batch leased for it; another
+            # --out or other labels (the next step of select → label → select) asks for a new batch
+            request = hashlib.sha256(f"{tag}|{budget}|{strategy}|{seed}|{manifest.id}|{out.resolve()}|"
+                                     f"{_digest(labeled)}".encode()).hexdigest()[:16]  # fmt: skip
             batch = client.select(
                 budget,
                 strategy,
@@ -231,6 +236,17 @@ def select_cmd(
         f"{took:.1f} s (pool sent in {t_add:.1f} s, {added.pairs / max(took, 1e-9):,.0f} pairs/s overall){skipped}"
     )
     console.print(f"to label: {files[0]}; Label Studio: {files[1]} with {files[2]}")
+
+
+def _digest(path: Path | None) -> str:
+    """SHA-256 of a file's bytes ("" for none)."""
+    if path is None:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: float, webhook_port: int | None,

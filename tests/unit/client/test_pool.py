@@ -64,7 +64,7 @@ def test_trl_conversational_rows_implicit_prompt_and_repeated_turns(tmp_path):
     ]
     items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, {}))
     head = "<|system|> be kind <|user|> tell me <|assistant|>"
-    assert items == [CandidatePair(head, " good ", " bad "), CandidatePair(head, " good ", " bad ")]
+    assert items == [CandidatePair(head, "good", "bad"), CandidatePair(head, "good", "bad")]  # as string responses
     with pytest.raises(PromptFileError, match="line 1: no 'prompt' field, and 'chosen' and 'rejected' share no"):
         list(read_pool(write(tmp_path / "q.jsonl", [{"chosen": [good], "rejected": [bad]}]), RENDER, {}))
 
@@ -89,6 +89,11 @@ def test_every_label_form_is_read(tmp_path):
         list(read_labeled(write(tmp_path / "t.jsonl", [{"pair_id": "p-1"}]), RENDER))
     with pytest.raises(PromptFileError, match="line 1: preference must be A, B or TIE, got 'left'"):
         list(read_labeled(write(tmp_path / "u.jsonl", [{"pair_id": "p-1", "preference": "left"}]), RENDER))
+    batch_rows = [{"pair_id": f"p-{i}", "prompt": HEAD, "response_a": " a", "response_b": " b", "rank": i,
+                   **({"preference": "A"} if i == 1 else {"preference": ""} if i == 2 else {})} for i in range(3)]
+    stats: dict = {}  # a batch answered in part: the rows nobody answered are counted, not refused
+    rows = list(read_labeled(write(tmp_path / "part.jsonl", batch_rows), RENDER, stats))  # fmt: skip
+    assert [(r.pair_id, r.preference) for r in rows] == [("p-1", "A")] and stats == {"unanswered": 2}
 
 
 def test_a_label_studio_export_is_read_by_task(tmp_path):

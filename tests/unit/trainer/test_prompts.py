@@ -68,14 +68,29 @@ def test_a_missing_file_or_a_foreign_directory(tmp_path):
         read_prompts(tmp_path / "dir")
 
 
+def test_a_rendered_prompt_is_rendered_once_for_a_chatml_template_with_a_default_system_turn():
+    from activedpo_trainer.localmodels import build_bpe_tokenizer
+
+    render = PromptRenderer(build_bpe_tokenizer(), "auto")  # Qwen2's template: a default system turn
+    once = render.prompt("tell me")
+    assert once.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\ntell me")
+    assert render.prompt(once) == once and render.is_rendered(once)
+    custom = render.prompt([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+    assert render.prompt(custom) == custom  # another system turn: still a rendering of this template
+    for text in ("tell me", "what does <|im_start|>assistant mean?", "<|im_start|>user\nhi"):
+        assert not render.is_rendered(text) and render.prompt(text) != text  # a user's own text is rendered
+
+
 def test_rendering_with_and_without_a_chat_template():
     tok = build_tokenizer()
     auto = PromptRenderer(tok, "auto")
     assert auto.templated
     assert auto.prompt("tell me") == "<|user|> tell me <|assistant|>"
     assert auto.prompt(CONVO) == "<|system|> be kind <|user|> write a poem <|assistant|>"
-    # a conversational response is what the template puts after the rendered prompt
-    assert auto.response(CONVO, [{"role": "assistant", "content": "a song"}], "row 1") == " a song "
+    # one assistant message is its text, as a string response is; several are what the template puts after the prompt
+    assert auto.response(CONVO, [{"role": "assistant", "content": "a song"}], "row 1") == "a song"
+    turns = [{"role": "assistant", "content": "a song"}, {"role": "user", "content": "more"}]
+    assert auto.response(CONVO, turns, "row 1") == " a song <|user|> more "
     assert auto.response("tell me", " as is", "row 1") == " as is"
     off = PromptRenderer(tok, "off")
     assert off.prompt("tell me") == "tell me"
