@@ -293,32 +293,56 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
     return {"submitted": len(new), "pushed": pushed, "open": len(open_tasks) + pushed}
 
 
+def say_flushed(message: str) -> None:
+    """``print`` that flushes: a log redirected to a file is readable while the loop runs."""
+    print(message, flush=True)
+
+
 def sync_loop(project: LabelStudioProject, client, state_path, budget: int, every: float, once: bool = False,
-              say=print, wake=None, max_backoff: float = 300.0, **select) -> None:  # fmt: skip
-    """``sync_once`` every ``every`` seconds until interrupted; errors are one line each, retried with
-    backoff (up to ``max_backoff`` seconds), so a restart of Label Studio or of the server is waited out. ``wake``
-    (a :class:`threading.Event` a :class:`WebhookReceiver` sets) starts the next pass early."""
+              say=say_flushed, wake=None, max_backoff: float = 300.0, reconnect=None, **select) -> None:  # fmt: skip
+    """``sync_once`` every ``every`` seconds until interrupted; ``say`` gets one line per pass.
+
+    Errors are one line each and retried after 1 s, then 2, 4, … up to ``max_backoff`` seconds (reset by
+    the next pass that succeeds), so a restart of Label Studio or of the server is waited out and a
+    pass that failed is retried soon after both are back, whatever ``every`` is. ``wake`` (a
+    :class:`threading.Event` a :class:`WebhookReceiver` sets) starts the next pass early, a retry
+    included (at least 1 s after the error: a new annotation is worth a try). ``reconnect()`` returns a
+    new client to the same server, used after an error: gRPC's own reconnect backoff on a channel grows
+    to two minutes while the server is down, and a fresh channel connects as soon as it is back. Clients
+    made here are closed here; ``client`` is the caller's."""
     import time
 
     state = SyncState.load(state_path)
-    backoff = every
-    while True:
-        try:
-            did = sync_once(project, client, state, state_path, budget, say=say, **select)
-            say(f"submitted {did['submitted']} labels, pushed {did['pushed']} tasks, {did['open']} open")
-            backoff = every
-        except ClientError as e:
+    backoff = 0.0  # 0: the last pass succeeded
+    own = None  # a client made by ``reconnect``
+    try:
+        while True:
+            try:
+                did = sync_once(project, client, state, state_path, budget, say=say, **select)
+                say(f"submitted {did['submitted']} labels, pushed {did['pushed']} tasks, {did['open']} open")
+                backoff = 0.0
+            except ClientError as e:
+                if once:
+                    raise
+                backoff = min(max(2 * backoff, 1.0), max(max_backoff, 1.0))
+                say(f"error (retrying in {backoff:.0f} s): {e}")
+                if reconnect is not None and not isinstance(e, LabelStudioError):
+                    if own is not None:
+                        own.close()
+                    client = own = reconnect()
             if once:
-                raise
-            backoff = min(max(2 * backoff, 1.0), max(max_backoff, every))
-            say(f"error (retrying in {backoff:.0f} s): {e}")
-        if once:
-            return
-        if wake is not None and backoff == every:  # after an error the backoff is waited out in full
-            if wake.wait(every):
+                return
+            pause = backoff or every
+            if backoff:  # no busier than one try a second, however many webhooks arrive
+                time.sleep(min(1.0, pause))
+                pause -= min(1.0, pause)
+            if wake is None:
+                time.sleep(pause)
+            elif wake.wait(pause):
                 wake.clear()
-        else:
-            time.sleep(backoff)
+    finally:
+        if own is not None:
+            own.close()
 
 
 @dataclass

@@ -29,7 +29,7 @@ def sync_cmd(
     budget: Annotated[int, typer.Option(help="Keep this many tasks open (unlabeled) in the project.")] = 50,
     every: Annotated[float, typer.Option(help="Seconds between passes.")] = 60.0,
     max_backoff: Annotated[
-        float, typer.Option(help="After errors, wait at most this many seconds between retries.", min=1)
+        float, typer.Option(help="After an error, retry in 1 s, then 2, 4, … at most this many seconds.", min=1)
     ] = 300.0,
     once: Annotated[bool, typer.Option("--once", help="One pass, then exit (errors exit 2).")] = False,
     state: Annotated[
@@ -57,15 +57,22 @@ def sync_cmd(
 
     if budget < 1:
         raise typer.BadParameter("--budget must be at least 1")
+
+    def say(message: str) -> None:  # one line, flushed: a log redirected to a file is readable as it grows
+        err.print(message)
+        err.file.flush()
+
     with user_errors(), terminate_as_interrupt():
         ls = LabelStudioProject(ls_project, ls_url, ls_api_key)
         hooks = WebhookReceiver(ls, ls_webhook_port, ls_webhook_url) if ls_webhook_port is not None else nullcontext()
-        with SelectorClient(Connection(server, token=token, tls_ca=tls_ca), project=project) as client, hooks as rx:
+        connection = Connection(server, token=token, tls_ca=tls_ca)
+        with SelectorClient(connection, project=project) as client, hooks as rx:
             if rx is not None:
-                err.print(f"Label Studio's webhooks wake this loop ({rx.url})")
+                say(f"Label Studio's webhooks wake this loop ({rx.url})")
             try:
                 wake = rx.wake if rx is not None else None
-                sync_loop(ls, client, state, budget, every, once=once, say=err.print, wake=wake,
-                          max_backoff=max_backoff, strategy=strategy, pool=pool)  # fmt: skip
+                sync_loop(ls, client, state, budget, every, once=once, say=say, wake=wake, max_backoff=max_backoff,
+                          reconnect=lambda: SelectorClient(connection, project=project), strategy=strategy,
+                          pool=pool)  # fmt: skip
             except KeyboardInterrupt:
-                err.print("stopped")
+                say("stopped")
