@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) -s proto-check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile  # two workers: one's model work overlaps the other's server and Label Studio waits
 
 demo: $(STAMP)
 	$(BIN)/activedpo-client quickstart
