@@ -123,7 +123,7 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
         ),
         (
             ["train", "dpo", "--labels", "{tmp}/bad.jsonl", "--base", "{tmp}", "--out", "{tmp}/o"],
-            "bad.jsonl:2: not JSON",
+            "bad.jsonl line 2: not valid JSON",
         ),
     ],
 )

@@ -15,30 +15,12 @@ import json
 import time
 
 import pytest
-from typer.testing import CliRunner
+from test_own_model import SMALL, invoke, jsonl, write_jsonl
 
-from activedpo_client.cli import app
 from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
 from activedpo_trainer.localmodels import build_bert_reward_model, build_chat_reward_model, build_local_model
 
-runner = CliRunner()
-SMALL = ["--proj-dim", 64, "--lora-r", 4, "--lora-alpha", 8, "--device", "cpu"]
 SYSTEM = {"role": "system", "content": "You are terse."}
-
-
-def invoke(*args, code=0):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert result.exit_code == code, result.output
-    return " ".join(result.output.split())  # rich wraps long lines
-
-
-def jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -72,18 +71,14 @@ def generate_cmd(
 
 
 def _read_rows(path: Path) -> list[dict]:
+    from activedpo_trainer.prompts import iter_rows
+
     if not path.is_file():
         raise FileNotFoundError(f"labels file not found: {path}")
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from e
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
-            raise ValueError(f"{path}:{n}: expected an object with string 'prompt', 'chosen' and 'rejected'")
+    for where, row in iter_rows(path):
+        if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
+            raise ValueError(f"{path} {where}: expected an object with string 'prompt', 'chosen' and 'rejected'")
         rows.append(row)
     if not rows:
         raise ValueError(f"no labeled pairs in {path}")
