@@ -41,7 +41,8 @@ NOT_MODEL_FILES = ("training_args.bin", "optimizer.pt", "scheduler.pt", "trainer
 _digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → SHA-256: a base model is hashed once
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, read: Callable[[int], None] | None = None) -> str:
+    """A file's SHA-256 (once per process for an unchanged file); ``read(n)`` hears of every ``n`` bytes read."""
     import hashlib
 
     st = path.stat()
@@ -51,7 +52,11 @@ def _digest(path: Path) -> str:
         with open(path, "rb") as f:
             while block := f.read(1 << 22):
                 h.update(block)
+                if read:
+                    read(len(block))
         _digests[key] = h.hexdigest()
+    elif read:
+        read(st.st_size)
     return _digests[key]
 
 
@@ -63,15 +68,26 @@ def _adapter_files(directory: Path) -> list[tuple[str, int, str, Path]]:
     return [(p.relative_to(directory).as_posix(), p.stat().st_size, _digest(p), p) for p in paths]
 
 
-def _model_files(directory: Path) -> list[tuple[str, int, str, Path]]:
+FileEntry = tuple[str, int, str, Path]  # (name relative to the directory, size, SHA-256, path)
+
+
+def _model_files(directory: Path, progress: Callable[[int, int], None] | None = None) -> list[FileEntry]:
     """(name, size, SHA-256, path) of what ``from_pretrained(directory)`` reads: its top-level files (weights,
     config, tokenizer), without hidden files, subfolders (an ``original/`` copy, Trainer checkpoints) or a
-    Trainer's own state."""
+    Trainer's own state. ``progress(bytes hashed, bytes in all)`` follows the hashing (minutes for 70B)."""
     if not (directory / "config.json").is_file():
         raise ClientError(f"{directory} is not a Hugging Face model directory (no config.json)")
     paths = sorted(p for p in directory.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.name not in NOT_MODEL_FILES)  # fmt: skip
-    return [(p.name, p.stat().st_size, _digest(p), p) for p in paths]
+    total, done = sum(p.stat().st_size for p in paths), 0
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    return [(p.name, p.stat().st_size, _digest(p, read), p) for p in paths]
 
 
 def base_upload_id(files: list[tuple[str, int, str, Path]]) -> str:
@@ -249,7 +265,8 @@ class SelectorClient:
         lacks) and named ``upload:<id>``; a hub id is the server's to find in its cache."""
         if not Path(base).is_dir():
             return base
-        files = _model_files(Path(base))
+        hashed = (lambda done, total: progress("hashing the base model (bytes)", done, total)) if progress else None
+        files = _model_files(Path(base), hashed)
         base_id = base_upload_id(files)
         report = (lambda done, total: progress("uploading the base model (bytes)", done, total)) if progress else None
         self._upload(files, base_id, "", "", report, base_model=True)

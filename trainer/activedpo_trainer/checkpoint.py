@@ -150,14 +150,19 @@ def resolve_device(device: str | None = None) -> str:
 
 
 # files that hold a tokenizer's vocabulary (a fast tokenizer's tokenizer.json, BPE's vocab.json, WordPiece's
-# vocab.txt, SentencePiece models); without one, transformers builds an empty tokenizer instead of failing
+# vocab.txt, SentencePiece and tiktoken models); without one, transformers builds an empty tokenizer instead of failing
 VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
+def _holds_vocabulary(name: str) -> bool:
+    return (name in VOCAB_FILES or name.startswith(("tokenizer.", "vocab")) or "merges" in name
+            or name.endswith((".model", ".tiktoken")))  # fmt: skip
 
 
 def check_tokenizer_files(directory: str | Path, what: str = "model directory") -> None:
     """A local model directory must hold its tokenizer: one line naming the directory when it does not."""
     p = Path(directory).expanduser()
-    if p.is_dir() and not any((p / f).is_file() for f in VOCAB_FILES) and not any(p.glob("*.model")):
+    if p.is_dir() and not any(f.is_file() and _holds_vocabulary(f.name) for f in p.iterdir()):
         raise CheckpointError(f"{what} {p} has no tokenizer ({', '.join(VOCAB_FILES[:3])}, …); save it beside the "
                               f"weights with tokenizer.save_pretrained({p.name!r})")  # fmt: skip
 
