@@ -350,9 +350,8 @@ class SelectorService:
                         raise InvalidArgument("the first message of an upload must be its header")
                     h = req.header
                     files = [FileSpec(f.path, f.size, f.sha256) for f in h.files]
-                    begin = asyncio.to_thread(self.engine.checkpoints.begin, h.checkpoint_id, h.base, files,
-                                              h.parent_id, h.base_model)  # fmt: skip
-                    upload = await begin
+                    upload = await asyncio.to_thread(self.engine.checkpoints.begin, h.checkpoint_id, h.base, files,
+                                                     h.parent_id, h.base_model)  # fmt: skip
                 elif kind == "header":
                     raise InvalidArgument("an upload has exactly one header")
                 elif kind == "chunk":
@@ -366,7 +365,7 @@ class SelectorService:
             res = await asyncio.to_thread(upload.finish)
         except BaseException:
             if upload is not None:
-                upload.abort()  # partial files go; verified ones stay (content-addressed, reusable)
+                upload.abort()  # verified files stay (content-addressed); a cut-off one stays partial, to resume
             raise
         partial = [pb.PartialFile(sha256=d, offset=n) for d, n in res.partial]
         return pb.UploadCheckpointResponse(checkpoint_id=res.checkpoint_id, complete=res.complete,
