@@ -1,37 +1,118 @@
 """Labeling by people: the files handed out for a batch, and reading the finished labels back.
 
 For a batch the client writes ``to_label.jsonl`` (one pair per line) and a Label Studio
-import (``label_studio.json`` with ``label_config.xml``, a pairwise-comparison interface).
-Finished labels come back as JSONL (``{"pair_id", "preference": "A"|"B"|"TIE", "annotator"}``)
-or as a Label Studio JSON export; :func:`read_labels` validates every row against the batch and
-keeps the valid ones, reporting each bad row with its line (or task) number and reason.
+import (``label_studio.json`` with ``label_config.xml``, the labeling page: the conversation as
+messages, both responses as rendered Markdown, and A / B / about the same / both unacceptable).
+Finished labels come back as JSONL (``{"pair_id", "preference": "A"|"B"|"TIE"|"BOTH_BAD",
+"annotator"}``) or as a Label Studio JSON export, of which each person's current answer counts
+(:func:`current_answers`); :func:`read_labels` validates every row against the batch and keeps the
+valid ones, reporting each bad row with its line (or task) number and reason.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from activedpo_client.messages import Batch
+from activedpo_client.messages import PREFERENCES, Batch
 from activedpo_trainer.atomic import write_text
 
-LABEL_CONFIG = """<View>
-  <Header value="Which response is better? Click it, then Submit."/>
-  <Header value="Prompt" size="5"/>
-  <Text name="prompt" value="$prompt"/>
-  <Pairwise name="preference" toName="response_a,response_b" selectionStyle="background-color: #BFB"/>
-  <View style="display: flex; gap: 1em">
-    <View style="flex: 1; padding: 0.5em; border: 1px solid #ccc">
+# Answers people give about a pair, as Label Studio's ``Choices`` record them (each choice's alias),
+# with the hotkeys the page shows. Ctrl+Enter submits and Ctrl+Space skips (Label Studio's own keys).
+CHOICES = (("A", "A is better", "1"), ("B", "B is better", "2"), ("TIE", "About the same", "3"),
+           ("BOTH_BAD", "Both unacceptable", "4"))  # fmt: skip
+KEYS_LINE = ("Keys: " + ", ".join(f"{key} = {text.lower()}" for _, text, key in CHOICES)
+             + "; Ctrl+Enter submits, Ctrl+Space skips (cannot judge).")  # fmt: skip
+
+# The labeling page: the conversation as messages (kept in view), both responses side by side as
+# rendered Markdown (each scrolling on its own), and one required choice with hotkeys.
+LABEL_CONFIG = (
+    """<View>
+  <Style>
+    .adpo-prompt { position: sticky; top: 0; z-index: 10; background: #fff; max-height: 35vh; overflow-y: auto;
+                   border-bottom: 1px solid #ccc; padding-bottom: 0.5em; }
+    .adpo-pair { display: flex; gap: 1em; align-items: stretch; }
+    .adpo-resp { flex: 1; min-width: 0; max-height: 55vh; overflow-y: auto; padding: 0.5em 1em;
+                 border: 1px solid #ccc; border-radius: 4px; }
+    .adpo-resp pre { background: #f6f8fa; padding: 0.5em; overflow-x: auto; }
+  </Style>
+  <View className="adpo-prompt">
+    <Header value="Conversation" size="5"/>
+    <Paragraphs name="conversation" value="$messages" layout="dialogue" nameKey="role" textKey="content"/>
+  </View>
+  <View className="adpo-pair">
+    <View className="adpo-resp">
       <Header value="Response A" size="5"/>
-      <Text name="response_a" value="$response_a"/>
+      <HyperText name="response_a" value="$response_a_html" inline="true"/>
     </View>
-    <View style="flex: 1; padding: 0.5em; border: 1px solid #ccc">
+    <View className="adpo-resp">
       <Header value="Response B" size="5"/>
-      <Text name="response_b" value="$response_b"/>
+      <HyperText name="response_b" value="$response_b_html" inline="true"/>
     </View>
   </View>
+  <Header value="Which response is better?" size="5"/>
+  <Choices name="preference" toName="response_a" choice="single-radio" required="true" showInline="true">
+"""
+    + "".join(f'    <Choice value="{text}" alias="{alias}" hotkey="{key}"/>\n' for alias, text, key in CHOICES)
+    + f"""  </Choices>
+  <Text name="keys" value="{KEYS_LINE}"/>
 </View>
 """
+)
+
+# Shown before labeling (``--ls-instructions FILE`` replaces it; Markdown or HTML).
+DEFAULT_INSTRUCTIONS = f"""\
+## Which response is better?
+
+Read the conversation, then both responses, and pick the one a careful expert would rather send as the
+next assistant turn:
+
+- **Correct** first: facts, code and arithmetic that are right beat fluent ones that are wrong.
+- **Helpful**: it does what was asked (including the system message's instructions), completely and
+  directly; it asks for clarification only when the request is truly ambiguous.
+- **Safe and honest**: no harmful content; it says so when it does not know.
+- **Clear**: length is not quality; prefer the shorter response when both are equally good.
+
+Pick **About the same** when neither is meaningfully better, and **Both unacceptable** when neither
+could be sent (wrong, harmful or off-topic): those answers are recorded but never trained on.
+**Skip** a pair you cannot judge (e.g. outside your expertise); someone else will get it.
+
+{KEYS_LINE}
+"""
+
+
+def render_markdown(text: str) -> str:
+    """Markdown (a response, instructions) as HTML safe to show in a page: raw HTML is escaped, links with
+    unsafe schemes (``javascript:``) are refused, images are not loaded, line breaks are kept."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
+    return md.disable("image").render(text)
+
+
+def instructions_html(path: Path | None) -> str:
+    """The project instructions: ``path`` (``.html``/``.htm`` as it is, else Markdown) or the default."""
+    if path is None:
+        return render_markdown(DEFAULT_INSTRUCTIONS)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--ls-instructions {path}: cannot read it ({e})") from None
+    if not text.strip():
+        raise ValueError(f"--ls-instructions {path}: the file is empty")
+    return text if Path(path).suffix.lower() in (".html", ".htm") else render_markdown(text)
+
+
+def task_data(pair, tag: str = "") -> dict:
+    """A Label Studio task's data for a selected pair: what people see (the conversation as messages, both
+    responses as rendered Markdown), the texts the model sees (``prompt``, ``response_a``, ``response_b``)
+    and the ids that link answers back (``pair_id``, ``rank``, ``activedpo_batch``), hidden from labelers."""
+    data = {"pair_id": pair.pair_id, "messages": pair.conversation(),
+            "response_a_html": render_markdown(pair.response_a), "response_b_html": render_markdown(pair.response_b),
+            "prompt": pair.prompt, "response_a": pair.response_a, "response_b": pair.response_b,
+            "rank": pair.rank}  # fmt: skip
+    return data | ({"activedpo_batch": tag} if tag else {})
 
 
 TO_LABEL_FIELDS = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id",
@@ -41,34 +122,130 @@ TO_LABEL_FIELDS = ("pair_id", "prompt", "response_a", "response_b", "score", "ra
 def write_label_files(batch: Batch, directory: Path, name: str = "to_label.jsonl", prefix: str = "") -> list[Path]:
     """The files people label from, written atomically into ``directory``: ``name`` (one pair per
     line: pair id, prompt, both responses, score, rank and ids), ``label_studio.json`` and
-    ``label_config.xml`` (a Label Studio import and its pairwise interface), each name after ``prefix``."""
+    ``label_config.xml`` (a Label Studio import and its labeling page), each name after ``prefix``."""
     rows = [{k: getattr(p, k) for k in TO_LABEL_FIELDS} for p in batch.pairs]
     out = []
     for file, text in (
         (name, "".join(json.dumps(r) + "\n" for r in rows)),
-        (prefix + "label_studio.json", json.dumps([{"data": r} for r in rows], indent=1) + "\n"),
+        (prefix + "label_studio.json", json.dumps([{"data": task_data(p)} for p in batch.pairs], indent=1) + "\n"),
         (prefix + "label_config.xml", LABEL_CONFIG),
     ):
         out.append(write_text(directory / file, text))
     return out
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One person's current answer on one Label Studio task: the latest state of their annotations."""
+
+    person: str  # the user's id as Label Studio numbers them
+    state: str  # A, B, TIE, BOTH_BAD, "skip" (cancelled: cannot judge) or "empty" (saved with no choice)
+    revision: int  # the annotation's last update, in µs since the epoch: a later edit has a larger one
+    annotation_id: int = 0
+    email: str = ""  # when the annotation names the person by more than an id
+
+    def key(self, project, task) -> str:
+        """The idempotency key of this person's answer on this task: one current answer per (task, person)."""
+        return answer_key(project, task, self.person)
+
+    @property
+    def answered(self) -> bool:
+        return self.state in PREFERENCES
+
+    @property
+    def done(self) -> bool:
+        """The person has finished the task: an answer or a skip (an empty save is not an answer)."""
+        return self.state != "empty"
+
+
+def answer_key(project, task, person) -> str:
+    """``ls-<project>-<task>-u<user>``: one key per (task, person), whatever annotation holds the answer."""
+    return f"ls-{project}-{task}-u{person}"
+
+
+def agreement(labels) -> tuple[int, float]:
+    """(pairs answered by several people, the share of their answer pairs that agree): for each such pair,
+    every two people's answers are compared (A, B, TIE and BOTH_BAD each agree only with themselves)."""
+    by_pair: dict[str, list[str]] = {}
+    for lab in labels:
+        by_pair.setdefault(lab.pair_id, []).append(lab.preference)
+    agree = total = several = 0
+    for prefs in by_pair.values():
+        if len(prefs) < 2:
+            continue
+        several += 1
+        for i in range(len(prefs)):
+            for j in range(i + 1, len(prefs)):
+                agree, total = agree + (prefs[i] == prefs[j]), total + 1
+    return several, (agree / total if total else float("nan"))
+
+
+def _micros(stamp) -> int:
+    """An ISO-8601 time (Label Studio's ``updated_at``) in µs since the epoch; 0 when absent."""
+    from datetime import datetime, timezone
+
+    if not stamp:
+        return 0
+    t = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp() * 1_000_000)
+
+
+def _state(annotation: dict) -> str:
+    """What one annotation says: a preference (``Choices`` alias, or the older ``Pairwise`` left/right),
+    "skip", "empty", or "BOTH" (two picks: malformed)."""
+    if annotation.get("was_cancelled"):
+        return "skip"
+    picks = []
+    for r in annotation.get("result") or []:
+        value = r.get("value") or {}
+        if r.get("type") == "pairwise":
+            picks.append({"left": "A", "right": "B"}.get(value.get("selected"), "?"))
+        elif r.get("type") == "choices" and r.get("from_name") == "preference":
+            picks += [str(c).upper() for c in value.get("choices") or []]
+    picks = [{"A IS BETTER": "A", "B IS BETTER": "B", "ABOUT THE SAME": "TIE", "BOTH UNACCEPTABLE": "BOTH_BAD"}
+             .get(p, p) for p in picks]  # fmt: skip
+    if not picks:
+        return "empty"
+    return picks[0] if len(picks) == 1 and picks[0] in PREFERENCES else "BOTH"
+
+
+def current_answers(annotations) -> list[Answer]:
+    """Each person's current answer on a task, from its annotations (dicts as the API or an export gives
+    them): the latest by ``updated_at`` of that person's annotations wins, so an edit or a second
+    annotation by the same person replaces the first, and several people stay several answers."""
+    latest: dict[str, tuple] = {}
+    for a in annotations or []:
+        who = a.get("completed_by")
+        person = str(who.get("id") or who.get("email")) if isinstance(who, dict) else str(who)
+        order = (_micros(a.get("updated_at") or a.get("created_at")), int(a.get("id") or 0))
+        if person not in latest or order > latest[person][0]:
+            latest[person] = (order, a)
+    out = []
+    for person, (order, a) in latest.items():
+        who = a.get("completed_by")
+        email = str(who.get("email") or "") if isinstance(who, dict) else ""
+        out.append(Answer(person, _state(a), order[0], int(a.get("id") or 0), email))
+    return out
+
+
 def _label_studio_rows(tasks: list) -> list[tuple[str, dict]]:
-    """(where, row) for each annotation of a Label Studio export; ``left`` is A, ``right`` is B."""
+    """(where, row) for each person's current answer of a Label Studio export (see :func:`current_answers`);
+    a task nobody has answered gives one row without a preference."""
     rows = []
     for t, task in enumerate(tasks, 1):
-        pair_id = (task.get("data") or {}).get("pair_id", "") if isinstance(task, dict) else ""
-        annotations = task.get("annotations", []) if isinstance(task, dict) else []
-        if not annotations:
+        task = task if isinstance(task, dict) else {}
+        pair_id = (task.get("data") or {}).get("pair_id", "")
+        answers = [x for x in current_answers(task.get("annotations")) if x.state != "skip"]
+        if not any(x.answered or x.state == "BOTH" for x in answers):
             rows.append((f"task {t}", {"pair_id": pair_id, "preference": None, "annotator": ""}))
-        for a in annotations:
-            picks = [r.get("value", {}).get("selected") for r in a.get("result", []) if r.get("type") == "pairwise"]
-            pref = {"left": "A", "right": "B"}.get(picks[0]) if len(picks) == 1 else ("BOTH" if picks else None)
-            who = a.get("completed_by")
-            who = who.get("email") if isinstance(who, dict) else who
-            rows.append(
-                (f"task {t}", {"pair_id": pair_id, "preference": pref, "annotator": str(who or "label-studio")})
-            )
+        for x in answers:
+            if x.state == "empty":
+                continue
+            row = {"pair_id": pair_id, "preference": x.state, "annotator": x.email or f"label-studio:user-{x.person}"}
+            if task.get("project") and task.get("id"):  # the key a live pull of the same answer uses
+                row |= {"idempotency_key": x.key(task["project"], task["id"]), "revision": x.revision}
+            rows.append((f"task {t}", row))
     return rows
 
 
@@ -150,8 +327,8 @@ def read_labels(path: Path, batch: Batch, render=None) -> tuple[list[dict], list
             problem = f"unknown pair id {row.get('pair_id')!r} (not in this round's batch)"
         elif pref == "BOTH":
             problem = "both responses marked preferred"
-        elif pref not in ("A", "B", "TIE"):
-            problem = f"preference must be A, B or TIE, got {row.get('preference')!r}"
+        elif pref not in PREFERENCES:
+            problem = f"preference must be one of {', '.join(PREFERENCES)}, got {row.get('preference')!r}"
         elif not str(row.get("annotator", "")).strip():
             problem = "annotator is missing"
         elif (row["pair_id"], row["annotator"]) in seen:
@@ -159,6 +336,8 @@ def read_labels(path: Path, batch: Batch, render=None) -> tuple[list[dict], list
         else:
             seen.add((row["pair_id"], row["annotator"]))
             good.append({"pair_id": row["pair_id"], "preference": pref, "annotator": str(row["annotator"])})
+            if row.get("idempotency_key"):  # an answer Label Studio can revise: the key and revision it had
+                good[-1] |= {"idempotency_key": row["idempotency_key"], "revision": int(row.get("revision") or 0)}
             continue
         errors.append(f"{path} {where}: {problem}")
     return good, errors, unanswered

@@ -1,13 +1,18 @@
 """A live Label Studio project: selected pairs become tasks, people's annotations come back as labels.
 
-Through the official ``label-studio-sdk`` (the ``labelstudio`` extra). A batch's tasks carry the
-pair id, the prompt, both responses and a batch tag in their data; :meth:`LabelStudioProject.push`
+Through the official ``label-studio-sdk`` (the ``labelstudio`` extra). A batch's tasks carry what
+people read (the conversation as messages, both responses as rendered Markdown), the texts the
+model sees, and the pair id and a batch tag, hidden from labelers; :meth:`LabelStudioProject.push`
 first looks for tasks with that tag, so pushing a batch again (a resumed round, a retried call)
-never imports it twice. :meth:`LabelStudioProject.pull` reads the batch's annotations as they
-stand now: ``left`` is A and ``right`` is B, a skipped (cancelled) annotation gives no label, an
-updated annotation is read in its latest state, and several annotators on one task give several
-labels. Each label's idempotency key comes from its Label Studio annotation id, so submitting the
-same annotations to the selection server again writes nothing new.
+never imports it twice. A project created here refuses empty submits, shows its instructions
+before labeling, offers skip, and hides the ids from the Data Manager.
+
+:meth:`LabelStudioProject.pull` reads each person's *current* answer on each task: the latest state
+of their annotations (an edit, or a second annotation by the same person, replaces the first), as
+A, B, TIE ("about the same") or BOTH_BAD ("both unacceptable"); a skip or an empty save is no
+answer and takes back one given before. A label's idempotency key names (task, person) and its
+revision is the annotation's last update, so submitting again writes nothing new, and an edit
+after the batch is done revises the server's label. People are named by their email.
 
 Polling alone is correct; a :class:`WebhookReceiver` (``--ls-webhook-port``) only wakes the poller
 early when Label Studio reports an annotation, so labels are picked up in about a second instead of
@@ -19,8 +24,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from activedpo_client.labelfiles import LABEL_CONFIG
+from activedpo_client.labelfiles import LABEL_CONFIG, current_answers, instructions_html, task_data
 from activedpo_client.messages import Batch, Label
 from activedpo_client.remote import ClientError
 
@@ -32,20 +38,41 @@ class LabelStudioError(ClientError):
     """Label Studio cannot be used as asked; the message names the cause and what to do."""
 
 
+# Task data people need not see (ids and ranks that invite bias, the model's texts: the page shows the
+# conversation and the rendered responses instead): hidden from the Data Manager's table.
+HIDDEN_COLUMNS = ("pair_id", "rank", "activedpo_batch", "prompt", "response_a", "response_b")
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    """How a Label Studio project created for activedpo is set up (``--ls-instructions``, ``--ls-overlap``)."""
+
+    instructions: Path | str | None = None  # a Markdown or HTML file shown before labeling; None: the default
+    overlap: int = 1  # people asked to answer each pair (Label Studio's maximum_annotations)
+
+
 @dataclass(frozen=True)
 class Pulled:
-    """Where a batch stands in Label Studio."""
+    """Where a batch stands in Label Studio: each person's current answer on each task."""
 
-    labels: list[Label]  # one per A/B annotation, each with its annotation's idempotency key
-    done: int  # tasks with at least one finished (submitted or skipped) annotation
+    labels: list[Label]  # one per current answer (A, B, TIE, BOTH_BAD), keyed by (task, person)
+    done: int  # tasks with at least one finished answer (given or skipped)
     total: int
-    skipped: int  # annotations skipped (cancelled): no label
+    skipped: int  # current answers that are skips: no label
+    withdrawn: list[Label] = ()  # (task, person) whose latest state is a skip or an empty save: no answer now
+    empty: int = 0  # current answers saved empty (no choice): not answers, the task is not done by them
+    pending: tuple[int, ...] = ()  # task ids nobody has finished
+
+    def counts(self) -> dict[str, int]:
+        prefs = [x.preference for x in self.labels]
+        return {k: prefs.count(k) for k in ("A", "B", "TIE", "BOTH_BAD")}
 
 
 class LabelStudioProject:
-    """One Label Studio project, found by id or title (created with the pairwise config on first use)."""
+    """One Label Studio project, found by id or title (created with activedpo's labeling page on first use)."""
 
-    def __init__(self, project: str, url: str | None = None, api_key: str | None = None):
+    def __init__(self, project: str, url: str | None = None, api_key: str | None = None,
+                 settings: ProjectSettings | None = None):  # fmt: skip
         try:
             from label_studio_sdk import LabelStudio
         except ImportError:
@@ -55,6 +82,14 @@ class LabelStudioProject:
         if not self.url or not key:
             raise LabelStudioError(f"set --ls-url and --ls-api-key (or {URL_ENV} and {KEY_ENV})")
         self.client = LabelStudio(base_url=self.url, api_key=key)
+        self.settings = settings or ProjectSettings()
+        if self.settings.overlap < 1:
+            raise LabelStudioError(f"--ls-overlap must be at least 1, got {self.settings.overlap}")
+        try:
+            self._instructions = instructions_html(self.settings.instructions)
+        except ValueError as e:
+            raise LabelStudioError(str(e)) from None
+        self._people: dict[str, str] = {}
         self.id = self._project(project)
 
     def _call(self, what: str, fn, *args, **kw):
@@ -65,17 +100,65 @@ class LabelStudioProject:
             raise LabelStudioError(f"Label Studio at {self.url}: {what} failed: {str(detail)[:300]}") from None
 
     def _project(self, project: str) -> int:
+        found = None
         if project.isdigit():
-            p = self._call(f"project {project}", self.client.projects.get, id=int(project))
-            return int(p.id)
-        for p in self._call("listing projects", lambda: list(self.client.projects.list(title=project))):
-            if p.title == project:
-                return int(p.id)
+            found = self._call(f"project {project}", self.client.projects.get, id=int(project))
+        else:
+            found = next((p for p in self._call("listing projects", lambda: list(self.client.projects.list(
+                title=project))) if p.title == project), None)  # fmt: skip
+        if found is not None:
+            # an empty submit is never an answer; the rest of an existing project is its owner's
+            if getattr(found, "enable_empty_annotation", True):
+                self._call(f"updating project {found.id}", self.client.projects.update, id=int(found.id),
+                           enable_empty_annotation=False)  # fmt: skip
+            return int(found.id)
         if len(project) < 3:
             raise LabelStudioError(f"a Label Studio project title needs at least 3 characters, got {project!r}")
         created = self._call(f"creating project {project!r}", self.client.projects.create, title=project,
-                             label_config=LABEL_CONFIG)  # fmt: skip
+                             label_config=LABEL_CONFIG, enable_empty_annotation=False, show_skip_button=True,
+                             expert_instruction=self._instructions, show_instruction=True,
+                             maximum_annotations=self.settings.overlap)  # fmt: skip
         return int(created.id)
+
+    def _hide_columns(self) -> None:
+        """Every Data Manager tab of the project without :data:`HIDDEN_COLUMNS` (a tab people made keeps
+        its other choices). Before anyone opens the Data Manager there is no tab: the default one is
+        made here, hiding what Label Studio hides by default too (``hiddenColumns`` replaces its defaults)."""
+        ours = [f"tasks:data.{c}" for c in HIDDEN_COLUMNS]
+        views = self._call("listing Data Manager tabs", lambda: list(self.client.views.list(project=self.id)))
+        if not views:
+            hidden = {m: list(dict.fromkeys([*self._default_hidden(m), *ours])) for m in ("explore", "labeling")}
+            data = {"title": "Default", "type": "list", "target": "tasks", "hiddenColumns": hidden}
+            self._call("hiding the Data Manager's id columns", self.client.views.create, project=self.id, data=data)
+        for v in views:
+            data = dict(v.data or {})
+            hidden = dict(data.get("hiddenColumns") or {})
+            if all(c in (hidden.get(m) or []) for m in ("explore", "labeling") for c in ours):
+                continue
+            data["hiddenColumns"] = {**hidden, **{m: list(dict.fromkeys([*(hidden.get(m) or []), *ours]))
+                                                  for m in ("explore", "labeling")}}  # fmt: skip
+            self._call("hiding the Data Manager's id columns", self.client.views.update, id=str(v.id),
+                       project=self.id, data=data)  # fmt: skip
+
+    def _default_hidden(self, mode: str) -> list[str]:
+        """The columns Label Studio hides by default in ``mode`` (its ``/api/dm/columns``); none if unreadable."""
+        try:  # the SDK has no call for this endpoint: its own authenticated HTTP client reads it
+            r = self.client._client_wrapper.httpx_client.request("api/dm/columns/", method="GET",
+                                                                 params={"project": self.id})  # fmt: skip
+            columns = r.json()["columns"]
+        except Exception:  # an older or newer server: only our columns are hidden
+            return []
+        return ["tasks:" + ("data." if c.get("parent") == "data" else "") + c["id"] for c in columns
+                if (c.get("visibility_defaults") or {}).get(mode) is False]  # fmt: skip
+
+    def person(self, user) -> str:
+        """How a label names the person behind Label Studio user ``user`` (an id): their email, else their
+        username, else ``label-studio:user-<id>``."""
+        key = str(user)
+        if key not in self._people:
+            for u in self._call("listing users", lambda: list(self.client.users.list())):
+                self._people[str(u.id)] = getattr(u, "email", "") or getattr(u, "username", "") or ""
+        return self._people.get(key) or f"label-studio:user-{key}"
 
     def register_webhook(self, url: str) -> int:
         """The id of this project's webhook to ``url`` for annotation events (created unless one exists)."""
@@ -101,39 +184,48 @@ class LabelStudioProject:
         have = {t.data.get("pair_id"): int(t.id) for t in self._tasks() if (t.data or {}).get("activedpo_batch") == tag}
         missing = [p for p in batch.pairs if p.pair_id not in have]
         if missing:
-            rows = [dict(pair_id=p.pair_id, prompt=p.prompt, response_a=p.response_a, response_b=p.response_b,
-                         rank=p.rank, activedpo_batch=tag) for p in missing]  # fmt: skip
+            rows = [task_data(p, tag) for p in missing]
             res = self._call("importing tasks", self.client.projects.import_tasks, id=self.id, request=rows,
                              return_task_ids=True)  # fmt: skip
             have.update({p.pair_id: int(t) for p, t in zip(missing, res.task_ids, strict=True)})
+            self._hide_columns()
         return [have[p.pair_id] for p in batch.pairs]
 
     def pull(self, task_ids: Sequence[int], listed: list | None = None) -> Pulled:
-        """The batch's annotations as they stand now (see the module's docstring); ``listed``: the project's
+        """Each person's current answer on the tasks (see the module's docstring); ``listed``: the project's
         tasks when the caller has just listed them."""
         wanted = set(int(t) for t in task_ids)
-        labels, done, skipped = [], 0, 0
+        labels, withdrawn, done, skipped, empty, pending = [], [], 0, 0, 0, []
         for t in self._tasks() if listed is None else listed:
             if int(t.id) not in wanted:
                 continue
             pair_id = (t.data or {}).get("pair_id", "")
-            finished = False
-            for a in t.annotations or []:
-                a = a if isinstance(a, dict) else a.dict()
-                finished = True
-                if a.get("was_cancelled"):
-                    skipped += 1
-                    continue
-                result = a.get("result") or []
-                picks = [r.get("value", {}).get("selected") for r in result if r.get("type") == "pairwise"]
-                pref = {"left": "A", "right": "B"}.get(picks[0]) if len(picks) == 1 else None
-                if pref is None:
-                    continue
-                who = a.get("completed_by")
-                who = who.get("email") if isinstance(who, dict) else who
-                labels.append(Label(pair_id, pref, f"label-studio:{who}", f"ls-{self.id}-{a['id']}"))
-            done += finished
-        return Pulled(labels, done, len(wanted), skipped)
+            answers = current_answers([a if isinstance(a, dict) else a.dict() for a in t.annotations or []])
+            done += any(x.done for x in answers)
+            if not any(x.done for x in answers):
+                pending.append(int(t.id))
+            for x in answers:
+                label = Label(pair_id, x.state if x.answered else "", self.person(x.person), x.key(self.id, t.id),
+                              x.revision, withdrawn=not x.answered)  # fmt: skip
+                if x.answered:
+                    labels.append(label)
+                elif x.state in ("skip", "empty"):
+                    withdrawn.append(label)
+                    skipped += x.state == "skip"
+                    empty += x.state == "empty"
+                # "BOTH" (two choices in one annotation) cannot come from the page's single-choice question
+        return Pulled(labels, done, len(wanted), skipped, withdrawn, empty, tuple(pending))
+
+    def deleted(self, task_ids: Sequence[int], pulled: Pulled, recorded: dict[str, tuple[str, str]]) -> list[Label]:
+        """Withdrawals for answers deleted in Label Studio: of the ``recorded`` answers the selection server
+        holds (idempotency key → (pair id, annotator)), those on ``task_ids`` no annotation carries any more."""
+        import time
+
+        now = {x.idempotency_key for x in (*pulled.labels, *pulled.withdrawn)}
+        prefixes = tuple(f"ls-{self.id}-{t}-u" for t in task_ids)
+        revision = int(time.time() * 1_000_000)  # after the deleted annotation's last update
+        return [Label(pair_id, "", who, key, revision, withdrawn=True) for key, (pair_id, who) in
+                recorded.items() if key.startswith(prefixes) and key not in now]  # fmt: skip
 
 
 def wait_for_labels(project: LabelStudioProject, tasks: Sequence[int], wait: float, poll: float = 5.0,
@@ -229,10 +321,11 @@ class SyncState:
     ``pending`` the size asked of it, saved before the call. A retry (after an error, a crash or a
     restart) asks the server the same question under the same request id, which returns the same
     batch while its lease lasts, and its tasks are found in Label Studio by that tag. ``submitted``
-    holds the annotation ids whose labels the server acknowledged."""
+    holds, per answer key the server acknowledged, ``[revision, pair id, annotator, withdrawn]``: an
+    answer edited since is sent again (a revision), one deleted or skipped since is withdrawn."""
 
     next_request: int = 0
-    submitted: list[int] | None = None
+    submitted: dict[str, list] | None = None
     pending: int = 0  # the budget of request ``next_request`` once asked (0: not asked yet)
 
     @classmethod
@@ -242,11 +335,15 @@ class SyncState:
 
         p = Path(path)
         if not p.exists():
-            return cls(0, [])
+            return cls(0, {})
         try:
             data = json.loads(p.read_text())
-            return cls(int(data["next_request"]), [int(x) for x in data["submitted"]], int(data.get("pending", 0)))
-        except (ValueError, KeyError, TypeError) as e:
+            submitted = data["submitted"]
+            if isinstance(submitted, list):  # before answers were keyed by (task, person): sent again once
+                submitted = {}
+            submitted = {str(k): [int(v[0]), str(v[1]), str(v[2]), bool(v[3])] for k, v in submitted.items()}
+            return cls(int(data["next_request"]), submitted, int(data.get("pending", 0)))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             raise LabelStudioError(
                 f"{p} is not a sync progress file ({e}); restore it or pass another --state"
             ) from None
@@ -255,30 +352,47 @@ class SyncState:
         from activedpo_trainer.atomic import write_json
 
         write_json(path, {"next_request": self.next_request, "pending": self.pending,
-                          "submitted": sorted(set(self.submitted or []))})  # fmt: skip
+                          "submitted": dict(sorted((self.submitted or {}).items()))})  # fmt: skip
+
+
+def changed(pulled: Pulled, submitted: dict[str, list]) -> list[Label]:
+    """What to send the server for ``pulled`` given what it acknowledged (``SyncState.submitted``): answers
+    it lacks or that were edited since (a larger revision), and withdrawals of answers it holds."""
+    out = []
+    for lab in pulled.labels:
+        have = submitted.get(lab.idempotency_key)
+        if have is None or lab.revision > have[0]:
+            out.append(lab)
+    for lab in pulled.withdrawn:
+        have = submitted.get(lab.idempotency_key)
+        if have is not None and not have[3] and lab.revision > have[0]:
+            out.append(lab)
+    return out
 
 
 def sync_once(project: LabelStudioProject, client, state: SyncState, state_path, budget: int, strategy: str = "",
               pool: str = "", lease_seconds: int = 30 * 24 * 3600, say=print) -> dict:  # fmt: skip
-    """One pass of ``labelstudio sync``: submit finished annotations, then top the project up to ``budget``
-    unlabeled tasks with a batch from the selection server. Returns what it did."""
+    """One pass of ``labelstudio sync``: submit new, edited and withdrawn answers, then top the project up to
+    ``budget`` tasks nobody has finished with a batch from the selection server. Returns what it did."""
     tasks = [t for t in project._tasks() if str((t.data or {}).get("activedpo_batch", "")).startswith("sync-")]
-    open_tasks = [int(t.id) for t in tasks if not any(True for _ in (t.annotations or []))]
-    done_ids = [int(t.id) for t in tasks if t.annotations]
-    submitted = set(state.submitted or [])
-    pulled = project.pull(done_ids, listed=tasks) if done_ids else Pulled([], 0, 0, 0)
-    new = [lab for lab in pulled.labels if int(lab.idempotency_key.rsplit("-", 1)[1]) not in submitted]
-    if new:
-        results = client.submit_labels(new)
+    submitted = dict(state.submitted or {})
+    pulled = project.pull([int(t.id) for t in tasks], listed=tasks) if tasks else Pulled([], 0, 0, 0)
+    held = {k: (v[1], v[2]) for k, v in submitted.items() if not v[3]}
+    send = changed(pulled, submitted) + project.deleted([int(t.id) for t in tasks], pulled, held)
+    if send:
+        results = client.submit_labels(send)
         refused = [r for r in results if not r.accepted]
         if refused:
             say(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
-        state.submitted = sorted(submitted | {int(lab.idempotency_key.rsplit("-", 1)[1]) for lab, r in
-                                              zip(new, results, strict=True) if r.accepted})  # fmt: skip
+        for lab, r in zip(send, results, strict=True):
+            if r.accepted:
+                submitted[lab.idempotency_key] = [lab.revision, lab.pair_id, lab.annotator, lab.withdrawn]
+        state.submitted = submitted
         state.save(state_path)
+    open_tasks = len(pulled.pending)
     pushed = 0
-    if not state.pending and budget > len(open_tasks):
-        state.pending = budget - len(open_tasks)
+    if not state.pending and budget > open_tasks:
+        state.pending = budget - open_tasks
         state.save(state_path)  # before the call: a retry must ask the same question under the same id
     if state.pending:
         request = f"sync-{state.next_request}"
@@ -290,7 +404,9 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
             say("the selection server has no more pairs to offer (add candidates to its pool)")
         state.next_request, state.pending = state.next_request + 1, 0
         state.save(state_path)
-    return {"submitted": len(new), "pushed": pushed, "open": len(open_tasks) + pushed}
+    withdrawn = sum(x.withdrawn for x in send)
+    return {"submitted": len(send) - withdrawn, "withdrawn": withdrawn, "pushed": pushed, "open": open_tasks + pushed,
+            "empty": pulled.empty}  # fmt: skip
 
 
 def say_flushed(message: str) -> None:
@@ -319,7 +435,10 @@ def sync_loop(project: LabelStudioProject, client, state_path, budget: int, ever
         while True:
             try:
                 did = sync_once(project, client, state, state_path, budget, say=say, **select)
-                say(f"submitted {did['submitted']} labels, pushed {did['pushed']} tasks, {did['open']} open")
+                more = f", withdrew {did['withdrawn']}" if did["withdrawn"] else ""
+                empty = f" ({did['empty']} saved empty: not answers)" if did["empty"] else ""
+                say(f"submitted {did['submitted']} labels{more}, pushed {did['pushed']} tasks, "
+                    f"{did['open']} open{empty}")
                 backoff = 0.0
             except ClientError as e:
                 if once:

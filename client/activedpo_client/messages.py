@@ -29,6 +29,8 @@ class ServerStatus:
     loading_checkpoint_id: str = ""
     lora: LoraSpec | None = None  # the adapter whose gradients are the features
     fresh_adapter: bool = False  # True: ``lora`` is the fresh adapter of a checkpoint without one (round one)
+    ties: int = 0  # current answers that are ties ("about the same")
+    both_bad: int = 0  # current answers that say both responses are unacceptable
 
     def adapter_line(self) -> str:
         """``fresh LoRA r=4, α=8, targets auto`` (round one) or ``LoRA r=4, α=8, targets q_proj,v_proj``."""
@@ -83,11 +85,12 @@ class CandidateGroup:
     responses: list[str] | tuple[str, ...]
     prompt_id: str = ""  # empty: the server hashes the content
     response_ids: tuple[str, ...] = ()
+    messages: str = ""  # the conversation ``prompt`` was rendered from (JSON), shown to people
 
     def to_pb(self, pb):
         ids = self.response_ids or ("",) * len(self.responses)
         responses = [pb.CandidateResponse(id=i, text=r) for i, r in zip(ids, self.responses, strict=True)]
-        return pb.PromptGroup(id=self.prompt_id, prompt=self.prompt, responses=responses)
+        return pb.PromptGroup(id=self.prompt_id, prompt=self.prompt, responses=responses, messages=self.messages)
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,12 @@ class CandidatePair:
     response_b: str
     pair_id: str = ""
     prompt_id: str = ""
+    messages: str = ""  # as CandidateGroup.messages
 
     def to_pb(self, pb):
         return pb.CandidatePair(id=self.pair_id, prompt_id=self.prompt_id, prompt=self.prompt,
                                 a=pb.CandidateResponse(text=self.response_a),
-                                b=pb.CandidateResponse(text=self.response_b))  # fmt: skip
+                                b=pb.CandidateResponse(text=self.response_b), messages=self.messages)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,18 @@ class SelectedPair:
     prompt_id: str = ""
     response_a_id: str = ""
     response_b_id: str = ""
+    prompt_messages: str = ""  # the prompt's conversation (JSON) when the server holds one
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def conversation(self) -> list[dict]:
+        """The prompt as people should read it: its messages, or the prompt text as one user turn."""
+        import json
+
+        if self.prompt_messages:
+            return json.loads(self.prompt_messages)
+        return [{"role": "user", "content": self.prompt}]
 
 
 @dataclass(frozen=True)
@@ -146,16 +159,24 @@ class Batch:
         return cls(data["checkpoint_id"], data["strategy"], data["lease_id"], data["candidates"], pairs)
 
 
+PREFERENCES = ("A", "B", "TIE", "BOTH_BAD")  # a person's answer about a pair; only A and B are trained on
+
+
 @dataclass(frozen=True)
 class Label:
+    """One person's current answer about one pair."""
+
     pair_id: str
-    preference: str  # A, B or TIE
+    preference: str  # one of PREFERENCES (ignored when ``withdrawn``)
     annotator: str
     idempotency_key: str = ""  # a retry with the same key is recorded once
+    revision: int = 0  # with a key: a larger one revises the answer recorded under it (an edit)
+    withdrawn: bool = False  # with a key and a larger revision: the person took the answer back
 
     @classmethod
     def from_dict(cls, data: dict) -> Label:
-        return cls(data["pair_id"], data["preference"], data["annotator"], data.get("idempotency_key", ""))
+        return cls(data["pair_id"], data["preference"], data["annotator"], data.get("idempotency_key", ""),
+                   int(data.get("revision", 0)), bool(data.get("withdrawn", False)))  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +190,7 @@ class LabelResult:
     label_id: int = 0
     late: bool = False
     replayed: bool = False
+    revised: bool = False  # replaced (or withdrew) the answer recorded under its key
 
 
 @dataclass(frozen=True)
@@ -181,7 +203,9 @@ class ExportedLabel:
     annotator: str
     checkpoint_id: str
     late: bool
-    preference: str = ""  # A, B or TIE
+    preference: str = ""  # A, B, TIE or BOTH_BAD
+    idempotency_key: str = ""
+    revision: int = 0
 
     def dpo_row(self) -> dict:
         """The ``{"prompt", "chosen", "rejected"}`` row TRL's DPOTrainer and ``datasets`` read."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from activedpo_client.messages import AddResult, CandidateGroup, CandidatePair, Label
+from activedpo_client.messages import PREFERENCES, AddResult, CandidateGroup, CandidatePair, Label
 from activedpo_trainer.prompts import PromptFileError, PromptRenderer, check_prompt, implicit_prompt, iter_rows
 
 CHUNK = 5_000  # items per AddCandidates stream: bounds client memory, one transaction each
@@ -32,6 +32,16 @@ class PoolStats:
     groups: int = 0
     pairs: int = 0
     skipped: int = 0  # rows with fewer than two distinct non-empty responses
+
+
+def display_messages(raw, rendered: str) -> str:
+    """The conversation people should read for a prompt (JSON messages), or "" when ``rendered`` is the
+    prompt as written (no chat template: the text itself is what to show)."""
+    import json
+
+    from activedpo_trainer.prompts import as_messages
+
+    return "" if isinstance(raw, str) and raw == rendered else json.dumps(as_messages(raw), ensure_ascii=False)
 
 
 def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup | CandidatePair | None:
@@ -51,12 +61,12 @@ def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup 
         if len(texts) > MAX_RESPONSES:
             raise PromptFileError(f"{where}: {len(texts)} distinct responses; the server takes at most "
                                   f"{MAX_RESPONSES} per prompt: split the row into several")  # fmt: skip
-        return CandidateGroup(prompt, texts) if len(texts) >= 2 else None
+        return CandidateGroup(prompt, texts, messages=display_messages(raw, prompt)) if len(texts) >= 2 else None
     for a, b in (("chosen", "rejected"), ("response_a", "response_b")):
         if row.get(a) is not None and row.get(b) is not None:
             ra = render.response(raw, row[a], f"{where} {a}")
             rb = render.response(raw, row[b], f"{where} {b}")
-            return CandidatePair(prompt, ra, rb) if ra != rb else None
+            return CandidatePair(prompt, ra, rb, messages=display_messages(raw, prompt)) if ra != rb else None
     raise PromptFileError(
         f"{where}: expected 'responses' (a list), 'chosen' and 'rejected', or 'response_a' and 'response_b'"
     )
@@ -109,10 +119,11 @@ class LabeledRow:
 
     where: str  # "line 3", "row 3" or "task 2", for messages
     annotator: str
-    preference: str = "A"  # A, B or TIE: in ``pair``'s order (chosen first) or the server pair's A/B order
+    preference: str = "A"  # A, B, TIE or BOTH_BAD: in ``pair``'s order (chosen first) or the server pair's order
     pair_id: str = ""  # a pair the server already holds (a batch's rows, a Label Studio export)
     pair: CandidatePair | None = None  # a pair given by its texts (TRL rows): found on the server or added
     idempotency_key: str = ""  # the key it was submitted with before, if the file says
+    revision: int = 0  # with the key: a larger one revises the answer recorded under it (an edit)
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,8 @@ class LabelImport:
 
 def _preference(value, where: str) -> str:
     pref = value.upper() if isinstance(value, str) else value
-    if pref not in ("A", "B", "TIE"):
-        raise PromptFileError(f"{where}: preference must be A, B or TIE, got {value!r}")
+    if pref not in PREFERENCES:
+        raise PromptFileError(f"{where}: preference must be one of {', '.join(PREFERENCES)}, got {value!r}")
     return pref
 
 
@@ -137,11 +148,11 @@ def _labeled_row(row: dict, where: str, render: PromptRenderer) -> LabeledRow | 
     key = str(row.get("idempotency_key") or "")
     if row.get("pair_id") and row.get("preference") not in (None, ""):  # a batch row answered, labels import's form
         return LabeledRow(where, who, _preference(row["preference"], where), pair_id=str(row["pair_id"]),
-                          idempotency_key=key)  # fmt: skip
+                          idempotency_key=key, revision=int(row.get("revision") or 0))  # fmt: skip
     if row.get("pair_id") and row.get("chosen") is None and ("response_a" in row or row.get("preference") == ""):
         return None  # a row of a batch file that nobody answered
     if row.get("chosen") is None or row.get("rejected") is None:
-        raise PromptFileError(f"{where}: a label needs 'pair_id' and 'preference' (A, B or TIE), or 'prompt', "
+        raise PromptFileError(f"{where}: a label needs 'pair_id' and 'preference' (A, B, TIE, BOTH_BAD), or 'prompt', "
                               f"'chosen' and 'rejected' (columns: {', '.join(row)})")  # fmt: skip
     if row.get("prompt") is None:  # TRL's implicit prompt: whole conversations
         raw, chosen, rejected = implicit_prompt(row["chosen"], row["rejected"], where)
@@ -151,7 +162,9 @@ def _labeled_row(row: dict, where: str, render: PromptRenderer) -> LabeledRow | 
     b = render.response(raw, rejected, f"{where} rejected")
     if a == b:
         raise PromptFileError(f"{where}: chosen and rejected are the same response")
-    return LabeledRow(where, who, "A", pair=CandidatePair(render.prompt(raw), a, b), idempotency_key=key)
+    prompt = render.prompt(raw)
+    pair = CandidatePair(prompt, a, b, messages=display_messages(raw, prompt))
+    return LabeledRow(where, who, "A", pair=pair, idempotency_key=key)
 
 
 def read_labeled(path: Path, render: PromptRenderer, stats: dict | None = None) -> Iterator[LabeledRow]:
@@ -171,7 +184,8 @@ def read_labeled(path: Path, render: PromptRenderer, stats: dict | None = None) 
             if row["preference"] == "BOTH" or not row["pair_id"]:
                 problem = "both responses marked preferred" if row["pair_id"] else "no pair_id in its data"
                 raise PromptFileError(f"{path} {where}: {problem}")
-            yield LabeledRow(where, row["annotator"], row["preference"], pair_id=row["pair_id"])
+            yield LabeledRow(where, row["annotator"], row["preference"], pair_id=row["pair_id"],
+                             idempotency_key=row.get("idempotency_key", ""), revision=row.get("revision", 0))
         return
     for where, row in iter_rows(path):
         answer = _labeled_row(row, f"{path} {where}", render)
@@ -200,7 +214,7 @@ def import_labeled(client, rows: Iterable[LabeledRow], path: Path, unanswered: i
                 pair_id, pref = where.pair_id, where.preference(row.preference)
                 matched, added = matched + (not where.added), added + where.added
             key = row.idempotency_key or f"import:{pair_id}:{row.annotator}"
-            labels.append(Label(pair_id, pref, row.annotator, key))
+            labels.append(Label(pair_id, pref, row.annotator, key, row.revision))
         for row, res in zip(chunk, client.submit_labels(labels), strict=True):
             if not res.accepted:
                 hint = " (not on this server: was its batch selected with another --state-dir or --server?)"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activedpo_client.messages import (
+    PREFERENCES,
     AddedPair,
     AddResult,
     Batch,
@@ -385,26 +386,30 @@ class SelectorClient:
     def submit_labels(self, labels: Iterable[Label]) -> list[LabelResult]:
         """Record labels; each result says whether it was accepted, and why not."""
         pb = self._pb
-        prefs = {"A": pb.PREFERENCE_A, "B": pb.PREFERENCE_B, "TIE": pb.PREFERENCE_TIE}
+        prefs = {name: getattr(pb, f"PREFERENCE_{name}") for name in PREFERENCES}
         msgs = []
         for lab in labels:
-            if lab.preference not in prefs:
-                raise ClientError(f"preference must be A, B or TIE, got {lab.preference!r} for {lab.pair_id}")
-            msgs.append(pb.Label(pair_id=lab.pair_id, preference=prefs[lab.preference], annotator=lab.annotator,
-                                 idempotency_key=lab.idempotency_key))  # fmt: skip
+            if lab.preference not in prefs and not lab.withdrawn:
+                raise ClientError(f"preference must be one of {', '.join(PREFERENCES)}, got {lab.preference!r} "
+                                  f"for {lab.pair_id}")  # fmt: skip
+            msgs.append(pb.Label(pair_id=lab.pair_id, preference=prefs.get(lab.preference, 0),
+                                 annotator=lab.annotator, idempotency_key=lab.idempotency_key, revision=lab.revision,
+                                 withdrawn=lab.withdrawn))  # fmt: skip
         res = self._call(self.stub.SubmitLabels, pb.SubmitLabelsRequest(labels=msgs, project=self.project))
-        return [LabelResult(r.pair_id, r.accepted, r.reason, r.label_id, r.late, r.replayed) for r in res.results]
+        return [LabelResult(r.pair_id, r.accepted, r.reason, r.label_id, r.late, r.replayed, r.revised)
+                for r in res.results]  # fmt: skip
 
     def export_labels(self, include_ties: bool = False) -> Iterator[ExportedLabel]:
         import grpc
 
         pb = self._pb
-        names = {pb.PREFERENCE_A: "A", pb.PREFERENCE_B: "B", pb.PREFERENCE_TIE: "TIE"}
+        names = {getattr(pb, f"PREFERENCE_{name}"): name for name in PREFERENCES}
         request = pb.ExportLabelsRequest(include_ties=include_ties, project=self.project)
         try:
             for r in self.stub.ExportLabels(request, metadata=self.metadata, timeout=self.connection.timeout):
                 yield ExportedLabel(r.label_id, r.pair_id, r.prompt, r.chosen, r.rejected, r.annotator,
-                                    r.checkpoint_id, r.late, names.get(r.preference, ""))  # fmt: skip
+                                    r.checkpoint_id, r.late, names.get(r.preference, ""), r.idempotency_key,
+                                    r.revision)  # fmt: skip
         except grpc.RpcError as e:
             raise self._error(e) from None
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_client.labelstudio import ProjectSettings
 from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
 from activedpo_trainer.atomic import replace_dir, write_json, write_jsonl
@@ -357,7 +358,11 @@ class RoundRunner:
                                  say=lambda m: self.say(f"round {self.r}: {m}"))  # fmt: skip
 
     def _add(self) -> dict:
-        groups = (CandidateGroup(g["prompt"], g["responses"]) for g in _read_jsonl(self.dir / "candidates.jsonl"))
+        from activedpo_client.pool import display_messages
+
+        groups = (CandidateGroup(g["prompt"], g["responses"],
+                                 messages=display_messages(self.workload.raw_prompt(g["prompt"]), g["prompt"]))
+                  for g in _read_jsonl(self.dir / "candidates.jsonl"))  # fmt: skip
         return {"pairs": self.client.add_candidates(groups, pool=self.pool).pairs}
 
     def _select(self) -> dict:
@@ -444,7 +449,7 @@ class RoundRunner:
         from activedpo_client.labelstudio import LabelStudioProject, WebhookReceiver, wait_for_labels
 
         spec = self.label_studio or LabelStudioSpec()
-        project = LabelStudioProject(self.run.config.ls_project, spec.url, spec.api_key)
+        project = LabelStudioProject(self.run.config.ls_project, spec.url, spec.api_key, spec.project)
         batch = self._batch()
         record = self.dir / "label_studio.json"
         if record.exists():
@@ -467,8 +472,9 @@ class RoundRunner:
                 f"{project.id} ({project.url}); run `activedpo-client round` again to keep waiting"
             )
         write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in pulled.labels))
-        prefs = [x.preference for x in pulled.labels]
-        return {"labels": len(prefs), "A": prefs.count("A"), "skipped": pulled.skipped, "tasks": pulled.total}
+        c = pulled.counts()
+        return {"labels": len(pulled.labels), "A": c["A"], "tie": c["TIE"], "both_bad": c["BOTH_BAD"],
+                "skipped": pulled.skipped, "tasks": pulled.total}  # fmt: skip
 
     def _submit(self) -> dict:
         labels = [Label.from_dict(x) for x in _read_jsonl(self.dir / "labels.jsonl")]
@@ -626,6 +632,7 @@ class LabelStudioSpec:
     poll: float = 5.0  # seconds between polls
     webhook_port: int | None = None  # --ls-webhook-port: a receiver that wakes the poller on each annotation
     webhook_url: str | None = None  # what Label Studio posts to (default http://127.0.0.1:PORT/)
+    project: ProjectSettings = field(default_factory=ProjectSettings)  # a project created here: instructions, overlap
 
 
 @dataclass(frozen=True)

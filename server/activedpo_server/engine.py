@@ -135,6 +135,8 @@ class Status:
     loading_checkpoint_id: str
     lora: LoraSpec | None = None  # the adapter whose gradients are the features
     fresh_adapter: bool = False  # True: ``lora`` is a fresh adapter (a checkpoint without one), not its own
+    ties: int = 0  # current answers that are ties
+    both_bad: int = 0  # current answers that say both responses are unacceptable
 
 
 class _StoreSource:
@@ -387,4 +389,6 @@ class Engine:
             loading_checkpoint_id=self.loading,
             lora=active.gradient.adapter_spec if active else None,
             fresh_adapter=bool(active and active.gradient.fresh_adapter),
+            ties=counts["ties"],
+            both_bad=counts["both_bad"],
         )

@@ -99,7 +99,8 @@ def _candidates(req: pb.AddCandidatesRequest, n: int) -> Candidates:
     kind = req.WhichOneof("item")
     if kind == "group":
         g = req.group
-        return Candidates(g.prompt, [(r.id or None, r.text) for r in g.responses], g.id or None, pool=req.pool)
+        return Candidates(g.prompt, [(r.id or None, r.text) for r in g.responses], g.id or None, pool=req.pool,
+                          messages=g.messages)  # fmt: skip
     if kind == "pair":
         p = req.pair
         return Candidates(
@@ -109,6 +110,7 @@ def _candidates(req: pb.AddCandidatesRequest, n: int) -> Candidates:
             pair_id=p.id or None,
             pool=req.pool,
             explicit_pair=True,
+            messages=p.messages,
         )
     raise InvalidArgument(f"item {n}: set either `group` or `pair`")
 
@@ -121,7 +123,7 @@ def status_to_pb(s: Status) -> pb.GetStatusResponse:
         checkpoint_id=s.checkpoint_id, strategy=s.strategy, pool_size=s.pool_size, featurized=s.featurized,
         labeled=s.labeled, leased=s.leased, feature_dim=s.feature_dim, lam=s.lam, version=s.version,
         prompts=s.prompts, responses=s.responses, annotations=s.annotations,
-        loading_checkpoint_id=s.loading_checkpoint_id, fresh_adapter=s.fresh_adapter,
+        loading_checkpoint_id=s.loading_checkpoint_id, fresh_adapter=s.fresh_adapter, ties=s.ties, both_bad=s.both_bad,
         lora=pb.LoraSpec(r=s.lora.r, alpha=s.lora.alpha, target_modules=s.lora.targets) if s.lora else None,
     )  # fmt: skip
 
@@ -151,6 +153,7 @@ def batch_to_pb(b: Batch) -> pb.SelectedBatch:
             prompt_id=p.text.prompt_id,
             response_a_id=p.text.response_a_id,
             response_b_id=p.text.response_b_id,
+            prompt_messages=p.text.prompt_messages,
         )
         for p in b.pairs
     ]
@@ -160,13 +163,14 @@ def batch_to_pb(b: Batch) -> pb.SelectedBatch:
 
 def label_result_to_pb(r: LabelOut) -> pb.LabelResult:
     return pb.LabelResult(pair_id=r.pair_id, accepted=r.accepted, reason=r.reason, label_id=r.label_id, late=r.late,
-                          replayed=r.replayed)  # fmt: skip
+                          replayed=r.replayed, revised=r.revised)  # fmt: skip
 
 
 def export_row_to_pb(r: ExportRow) -> pb.LabeledPair:
     return pb.LabeledPair(label_id=r.label_id, pair_id=r.pair_id, prompt=r.prompt, chosen=r.chosen,
                           rejected=r.rejected, preference=r.preference, annotator=r.annotator,
-                          labeled_at=_timestamp(r.created), checkpoint_id=r.checkpoint_id, late=r.late)  # fmt: skip
+                          labeled_at=_timestamp(r.created), checkpoint_id=r.checkpoint_id, late=r.late,
+                          idempotency_key=r.idempotency_key, revision=r.revision)  # fmt: skip
 
 
 class _CallerGone(FailedPrecondition):
@@ -310,7 +314,8 @@ class SelectorService:
         if len(request.labels) > MAX_LABELS_PER_REQUEST:
             raise InvalidArgument(f"{len(request.labels):,} labels in one request; the limit is "
                                   f"{MAX_LABELS_PER_REQUEST:,}: split it")  # fmt: skip
-        labels = [LabelIn(x.pair_id, int(x.preference), x.annotator, x.idempotency_key or None) for x in request.labels]
+        labels = [LabelIn(x.pair_id, int(x.preference), x.annotator, x.idempotency_key or None, x.revision, x.withdrawn)
+                  for x in request.labels]  # fmt: skip
         results = await asyncio.to_thread(self.engine.submit_labels, labels, request.project)
         accepted = sum(r.accepted for r in results)
         return pb.SubmitLabelsResponse(

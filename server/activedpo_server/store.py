@@ -35,13 +35,17 @@ MAX_ID_CHARS = 256  # ids, pool tags, projects, annotators, idempotency keys, re
 MAX_RESPONSES_PER_GROUP = 64  # K responses make K·(K−1)/2 pairs: 64 → 2,016 pairs from one group
 MAX_PAIRS_PER_REQUEST = 1_000_000  # candidate pairs one AddCandidates request may make (one transaction)
 
-PREF_A, PREF_B, PREF_TIE = 1, 2, 3  # activedpo.v1.Preference values
+PREF_A, PREF_B, PREF_TIE, PREF_BOTH_BAD = 1, 2, 3, 4  # activedpo.v1.Preference values
+# A withdrawn answer stays as a row with preference 0 (never exported or counted) so that its key keeps
+# its revision: a retry of the answer it replaced cannot bring that answer back.
+WITHDRAWN = 0
+MAX_MESSAGES_CHARS = 4 * MAX_TEXT_CHARS  # a prompt's conversation (JSON) shown to people
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (
     rowid INTEGER PRIMARY KEY, project TEXT NOT NULL DEFAULT '', id TEXT NOT NULL, text TEXT NOT NULL,
-    created REAL NOT NULL, UNIQUE (project, id));
+    created REAL NOT NULL, messages TEXT, UNIQUE (project, id));
 CREATE TABLE IF NOT EXISTS responses (
     rowid INTEGER PRIMARY KEY, project TEXT NOT NULL DEFAULT '', id TEXT NOT NULL,
     prompt INTEGER NOT NULL REFERENCES prompts(rowid), text TEXT NOT NULL, UNIQUE (project, id));
@@ -59,7 +63,8 @@ CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT NOT NULL DEFAULT '',
     pair INTEGER NOT NULL REFERENCES pairs(rowid),
     preference INTEGER NOT NULL, annotator TEXT NOT NULL, idempotency_key TEXT,
-    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL, UNIQUE (project, idempotency_key));
+    created REAL NOT NULL, checkpoint_id TEXT NOT NULL, late INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0, UNIQUE (project, idempotency_key));
 CREATE INDEX IF NOT EXISTS labels_pair ON labels(pair);
 CREATE TABLE IF NOT EXISTS requests (
     project TEXT NOT NULL, client TEXT NOT NULL, request_id TEXT NOT NULL, params TEXT NOT NULL,
@@ -71,10 +76,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 # Schema 1 → 2: the tables whose uniqueness became per project are rebuilt (row ids kept, so the
 # feature indexes, keyed by response row, stay valid); every existing row joins the default project.
 _MIGRATE_1_TO_2 = [
-    ("prompts", "rowid, '', id, text, created"),
+    ("prompts", "rowid, '', id, text, created, NULL"),
     ("responses", "rowid, '', id, prompt, text"),
     ("pairs", "rowid, '', id, content, prompt, a, b, pool, created"),
-    ("labels", "id, '', pair, preference, annotator, idempotency_key, created, checkpoint_id, late"),
+    ("labels", "id, '', pair, preference, annotator, idempotency_key, created, checkpoint_id, late, 0"),
+]
+
+
+# Columns added to schema-2 tables after they first shipped; an older database gets them on open.
+_ADDED_COLUMNS = [
+    ("checkpoints", "lora", "TEXT"),  # a fresh adapter's spec (JSON)
+    ("prompts", "messages", "TEXT"),  # the conversation a prompt was rendered from (JSON), for people
+    ("labels", "revision", "INTEGER NOT NULL DEFAULT 0"),  # an answer's revision under its key
 ]
 
 
@@ -116,6 +129,7 @@ class Candidates:
     pair_id: str | None = None  # only for an explicit pair
     pool: str = ""
     explicit_pair: bool = False
+    messages: str = ""  # the conversation the prompt was rendered from (JSON), shown to people
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,8 @@ class LabelIn:
     preference: int
     annotator: str
     idempotency_key: str | None = None
+    revision: int = 0  # with a key: a larger one replaces the answer recorded under it
+    withdrawn: bool = False  # with a key and a larger revision: the person took the answer back
 
 
 @dataclass
@@ -152,6 +168,7 @@ class LabelOut:
     label_id: int = 0
     late: bool = False
     replayed: bool = False
+    revised: bool = False  # replaced (or withdrew) the answer recorded under its key
 
 
 @dataclass(frozen=True)
@@ -165,6 +182,7 @@ class PairText:
     response_a: str
     response_b_id: str
     response_b: str
+    prompt_messages: str = ""  # the prompt's conversation (JSON) when it was added with one
 
 
 @dataclass(frozen=True)
@@ -191,6 +209,8 @@ class ExportRow:
     created: float
     checkpoint_id: str
     late: bool
+    idempotency_key: str = ""
+    revision: int = 0
 
 
 @dataclass
@@ -232,8 +252,9 @@ class Store:
                 page = self._db.execute("PRAGMA page_size").fetchone()[0]
                 self._db.execute(f"PRAGMA max_page_count = {max(1, int(max_bytes) // page)}")
             self._db.executescript(_SCHEMA)
-            if "lora" not in {r[1] for r in self._db.execute("PRAGMA table_info(checkpoints)")}:
-                self._db.execute("ALTER TABLE checkpoints ADD COLUMN lora TEXT")  # a fresh adapter's spec (JSON)
+            for table, column, decl in _ADDED_COLUMNS:  # columns added within schema 2
+                if column not in {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             if version is None:
                 self.set_meta("schema_version", str(SCHEMA_VERSION))
         except sqlite3.Error as e:
@@ -340,6 +361,8 @@ class Store:
                 raise StoreError(f"item {n}: the pair's two responses are identical")
             if len(set(texts)) < 2:
                 raise StoreError(f"item {n}: all {len(texts)} responses are identical; a pair needs two different ones")
+            if item.messages:
+                _check_messages(f"item {n}: the prompt's messages", item.messages)
             check_id(f"item {n}: pool tag", item.pool)
             check_id(f"item {n}: prompt id", item.prompt_id)
             check_id(f"item {n}: pair id", item.pair_id)
@@ -357,14 +380,18 @@ class Store:
 
         def prompt_row(item: Candidates) -> int:
             pid = item.prompt_id or "x-" + _digest(item.prompt)[:16]
-            row = c.execute("SELECT rowid, text FROM prompts WHERE project = ? AND id = ?", (project, pid)).fetchone()
+            row = c.execute("SELECT rowid, text, messages FROM prompts WHERE project = ? AND id = ?",
+                            (project, pid)).fetchone()  # fmt: skip
             if row:
                 if row[1] != item.prompt:
                     raise StoreError(f"prompt id {pid!r} already names a different prompt")
+                if item.messages and not row[2]:  # added before without its conversation
+                    c.execute("UPDATE prompts SET messages = ? WHERE rowid = ?", (item.messages, row[0]))
                 return row[0]
             res.prompts_added += 1
             return c.execute(
-                "INSERT INTO prompts(project, id, text, created) VALUES (?, ?, ?, ?)", (project, pid, item.prompt, now)
+                "INSERT INTO prompts(project, id, text, created, messages) VALUES (?, ?, ?, ?, ?)",
+                (project, pid, item.prompt, now, item.messages or None),
             ).lastrowid
 
         def response_row(prompt: int, prompt_id: str, rid: str | None, text: str) -> int:
@@ -420,14 +447,14 @@ class Store:
     # ---- selection ------------------------------------------------------------------------
 
     def pool_view(self, pool: str = "", now: float | None = None, project: str = "") -> PoolView:
-        """``project``'s candidates a batch may come from (no label of any kind yet, a tie included, and
-        no unexpired lease), and its labeled pairs (A or B: what enters V)."""
+        """``project``'s candidates a batch may come from (no current answer of any kind, a tie included,
+        and no unexpired lease), and its labeled pairs (A or B: what enters V)."""
         now = time.time() if now is None else now
         where = "AND p.pool = ?" if pool else ""
         args: tuple = (now, project, pool) if pool else (now, project)
         cand = self._read(
             f"""SELECT p.rowid, p.a, p.b, p.prompt FROM pairs p
-                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid)
+                WHERE NOT EXISTS (SELECT 1 FROM labels l WHERE l.pair = p.rowid AND l.preference > 0)
                   AND NOT EXISTS (SELECT 1 FROM leases s WHERE s.pair = p.rowid AND s.expires > ?)
                   AND p.project = ? {where}
                 ORDER BY p.rowid""",
@@ -466,7 +493,8 @@ class Store:
             out.append(
                 PairText(
                     *self._read(
-                        """SELECT p.id, x.id, x.text, a.id, a.text, b.id, b.text FROM pairs p
+                        """SELECT p.id, x.id, x.text, a.id, a.text, b.id, b.text, COALESCE(x.messages, '')
+                           FROM pairs p
                            JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
                            JOIN responses b ON b.rowid = p.b WHERE p.rowid = ?""",
                         (int(row),),
@@ -568,8 +596,11 @@ class Store:
     ) -> list[LabelOut]:
         """Record the valid labels of ``project`` in one transaction and say, per item, what happened.
 
-        Unknown pairs and malformed items are rejected with a reason; the others still commit.
-        A known idempotency key returns its original result (``replayed``) and writes nothing.
+        Unknown pairs and malformed items are rejected with a reason; the others still commit. A known
+        idempotency key with a larger ``revision`` replaces the answer recorded under it (a new label id,
+        so an incremental export sees the revision; ``withdrawn`` leaves no answer); with the same or a
+        smaller revision it returns the recorded result (``replayed``) and writes nothing, unless the
+        answer differs without a larger revision, which is refused (a key names one answer).
         """
         now = time.time() if now is None else now
         check_id("project", project)
@@ -578,25 +609,43 @@ class Store:
             out = []
             for lab in labels:
                 key = lab.idempotency_key or None
-                if key and len(key) > MAX_ID_CHARS:
-                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, _label_problem(lab)))
-                    continue
-                if key:
-                    prev = c.execute(
-                        "SELECT l.id, p.id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair "
-                        "WHERE l.project = ? AND l.idempotency_key = ?",
-                        (project, key),
-                    ).fetchone()
-                    if prev:
-                        if prev[1] != lab.pair_id:
-                            out.append(
-                                LabelOut(lab.pair_id[:MAX_ID_CHARS], False,
-                                         f"idempotency key {_short(key)} was used for pair {prev[1]}")
-                            )  # fmt: skip
-                        else:
-                            out.append(LabelOut(lab.pair_id, True, label_id=prev[0], late=bool(prev[2]), replayed=True))
-                        continue
                 reason = _label_problem(lab)
+                if reason and key and len(key) > MAX_ID_CHARS:
+                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
+                    continue
+                prev = key and c.execute(
+                    "SELECT l.id, p.id, l.late, l.preference, l.annotator, l.revision, l.pair FROM labels l "
+                    "JOIN pairs p ON p.rowid = l.pair WHERE l.project = ? AND l.idempotency_key = ?",
+                    (project, key),
+                ).fetchone()
+                if prev:
+                    label_id, pair_id, late, pref, annotator, revision, pair_row = prev
+                    if pair_id != lab.pair_id:
+                        out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False,
+                                            f"idempotency key {_short(key)} was used for pair {pair_id}"))  # fmt: skip
+                        continue
+                    if reason:
+                        out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
+                        continue
+                    same = (WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator) == (pref, annotator)
+                    if lab.revision <= revision or same:
+                        if not same and lab.revision <= revision and not lab.revision:
+                            out.append(LabelOut(lab.pair_id, False, f"idempotency key {_short(key)} holds another "
+                                                "answer; send a larger revision to revise it"))  # fmt: skip
+                            continue
+                        if same and lab.revision > revision:  # the same answer, saved again: remember its revision
+                            c.execute("UPDATE labels SET revision = ? WHERE id = ?", (lab.revision, label_id))
+                        out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=bool(late), replayed=True))
+                        continue
+                    c.execute("DELETE FROM labels WHERE id = ?", (label_id,))
+                    new_id = c.execute(
+                        "INSERT INTO labels(project, pair, preference, annotator, idempotency_key, created, "
+                        "checkpoint_id, late, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (project, pair_row, WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator, key,
+                         now, checkpoint_id, late, lab.revision),
+                    ).lastrowid  # fmt: skip
+                    out.append(LabelOut(lab.pair_id, True, label_id=new_id, late=bool(late), revised=True))
+                    continue
                 find = "SELECT rowid FROM pairs WHERE project = ? AND id = ?"
                 pair = None if reason else c.execute(find, (project, lab.pair_id)).fetchone()
                 if not reason and not pair:
@@ -608,9 +657,10 @@ class Store:
                 late = bool(lease and lease[0] < now)
                 label_id = c.execute(
                     "INSERT INTO labels(project, pair, preference, annotator, idempotency_key, created, checkpoint_id, "
-                    "late) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (project, pair[0], int(lab.preference), lab.annotator, key, now, checkpoint_id, int(late)),
-                ).lastrowid
+                    "late, revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (project, pair[0], WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator, key, now,
+                     checkpoint_id, int(late), lab.revision),
+                ).lastrowid  # fmt: skip
                 out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=late))
             return out
 
@@ -618,12 +668,13 @@ class Store:
 
     def export_labels(self, after_id: int = 0, include_ties: bool = False, project: str = "") -> Iterator[ExportRow]:
         """Every label of ``project`` after ``after_id``, oldest first, with the pair's texts (chosen first)."""
-        prefs = "(1, 2, 3)" if include_ties else "(1, 2)"
+        prefs = "(1, 2, 3, 4)" if include_ties else "(1, 2)"
         last = after_id
         while True:
             rows = self._read(
                 f"""SELECT l.id, p.id, x.text, a.text, b.text, l.preference, l.annotator, l.created,
-                           l.checkpoint_id, l.late FROM labels l JOIN pairs p ON p.rowid = l.pair
+                           l.checkpoint_id, l.late, COALESCE(l.idempotency_key, ''), l.revision
+                    FROM labels l JOIN pairs p ON p.rowid = l.pair
                     JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
                     JOIN responses b ON b.rowid = p.b
                     WHERE l.id > ? AND l.project = ? AND l.preference IN {prefs} ORDER BY l.id LIMIT 500""",
@@ -631,9 +682,10 @@ class Store:
             )
             if not rows:
                 return
-            for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late in rows:
+            for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late, key, rev in rows:
                 chosen, rejected = (b, a) if pref == PREF_B else (a, b)
-                yield ExportRow(lid, pid, prompt, chosen, rejected, pref, annotator, created, ckpt, bool(late))
+                yield ExportRow(lid, pid, prompt, chosen, rejected, pref, annotator, created, ckpt, bool(late), key,
+                                rev)  # fmt: skip
             last = rows[-1][0]
 
     # ---- checkpoints and counts -----------------------------------------------------------
@@ -668,7 +720,9 @@ class Store:
             "prompts": "SELECT COUNT(*) FROM prompts WHERE project = ?",
             "responses": "SELECT COUNT(*) FROM responses WHERE project = ?",
             "pairs": "SELECT COUNT(*) FROM pairs WHERE project = ?",
-            "annotations": "SELECT COUNT(*) FROM labels WHERE project = ?",
+            "annotations": "SELECT COUNT(*) FROM labels WHERE project = ? AND preference > 0",
+            "ties": f"SELECT COUNT(*) FROM labels WHERE project = ? AND preference = {PREF_TIE}",
+            "both_bad": f"SELECT COUNT(*) FROM labels WHERE project = ? AND preference = {PREF_BOTH_BAD}",
             "labeled": "SELECT COUNT(DISTINCT pair) FROM labels WHERE project = ? AND preference IN (1, 2)",
         }
         out = {k: self._read(sql, (project,))[0][0] for k, sql in q.items()}
@@ -710,11 +764,29 @@ def _short(value: str) -> str:
     return repr(value) if len(value) <= 60 else f"{value[:60]!r}… ({len(value):,} characters)"
 
 
+def _check_messages(what: str, text: str) -> None:
+    """A prompt's conversation: JSON ``[{"role": str, "content": str}, ...]`` of bounded size."""
+    if len(text) > MAX_MESSAGES_CHARS:
+        raise StoreError(f"{what} are {len(text):,} characters long; the limit is {MAX_MESSAGES_CHARS:,}")
+    try:
+        msgs = json.loads(text)
+    except ValueError as e:
+        raise StoreError(f"{what} are not JSON ({e})") from None
+    if not isinstance(msgs, list) or not msgs or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in msgs
+    ):
+        raise StoreError(f'{what} must be a JSON list of {{"role": str, "content": str}} objects')
+
+
 def _label_problem(lab: LabelIn) -> str:
     if len(lab.pair_id) > MAX_ID_CHARS:
         return f"pair id {_short(lab.pair_id)} is longer than {MAX_ID_CHARS} characters"
-    if lab.preference not in (PREF_A, PREF_B, PREF_TIE):
-        return "preference must be A, B or TIE"
+    if not lab.withdrawn and lab.preference not in (PREF_A, PREF_B, PREF_TIE, PREF_BOTH_BAD):
+        return "preference must be A, B, TIE or BOTH_BAD"
+    if lab.withdrawn and not (lab.idempotency_key and lab.revision > 0):
+        return "a withdrawal needs the idempotency key of the answer it withdraws and a revision > 0"
+    if lab.revision < 0:
+        return "revision must be ≥ 0"
     if not lab.annotator or not lab.annotator.strip():
         return "annotator is required"
     if len(lab.annotator) > MAX_ID_CHARS:

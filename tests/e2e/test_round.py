@@ -155,7 +155,7 @@ def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_
     ]
     bad.write_text("".join(json.dumps(x) + "\n" for x in rows) + "{not json\n")
     out = invoke("labels", "import", bad, "--run-dir", run_dir, code=1)
-    assert "unknown pair id 'nope'" in out and "preference must be A, B or TIE, got 'left'" in out
+    assert "unknown pair id 'nope'" in out and "preference must be one of A, B, TIE, BOTH_BAD, got 'left'" in out
     assert "duplicate label" in out and "line 9: not a JSON object" in out and "5 labels held" in out
     assert "3 of its 8 pairs not labeled yet" in " ".join(out.split())
     out = " ".join(invoke(*args, code=3).split())  # a batch labeled in part: the round waits for the rest

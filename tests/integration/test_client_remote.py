@@ -54,7 +54,7 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
             # no --checkpoint-root: a remote caller cannot make the server open paths
             with pytest.raises(ClientError, match=r"the server refused the request: .*path loads are off"):
                 client.load_checkpoint(tmp_path / "missing")
-            with pytest.raises(ClientError, match="preference must be A, B or TIE"):
+            with pytest.raises(ClientError, match="preference must be one of A, B, TIE, BOTH_BAD"):
                 client.submit_labels([Label("x", "left", "t")])
         wrong = SelectorClient(Connection(server.target, token="wrong"))
         with pytest.raises(ClientError, match=r"refused the token .* pass --token or set ACTIVEDPO_TOKEN"):

@@ -4,6 +4,7 @@ Label Studio's API (as its web UI does), and their labels reach the server once 
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager, suppress
 
 import pytest
@@ -30,9 +31,10 @@ def serving(tmp_path, world, prompts: int, project: str = ""):
         yield server, client
 
 
-def pairwise(side: str) -> list[dict]:
-    return [{"from_name": "preference", "to_name": "response_a,response_b", "type": "pairwise",
-             "value": {"selected": side}}]  # fmt: skip
+def answer(preference: str) -> list[dict]:
+    """An annotation's result as the labeling page saves a pick (``Choices`` records the choice's alias)."""
+    return [{"from_name": "preference", "to_name": "response_a", "type": "choices",
+             "value": {"choices": [preference]}}]  # fmt: skip
 
 
 def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_studio):
@@ -52,11 +54,11 @@ def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_st
         # the labelers: task 0 by two people (A, and B by a second account), task 1 skipped,
         # task 2 answered A then changed to B, task 3 not yet
         second = ls.users.create(username="second-labeler", email="second@example.com", password="labeler-pw-2")
-        ls.annotations.create(id=tasks[0], result=pairwise("left"))
-        ls.annotations.create(id=tasks[0], result=pairwise("right"), completed_by=second.id)
+        ls.annotations.create(id=tasks[0], result=answer("A"))
+        ls.annotations.create(id=tasks[0], result=answer("B"), completed_by=second.id)
         ls.annotations.create(id=tasks[1], result=[], was_cancelled=True)
-        changed = ls.annotations.create(id=tasks[2], result=pairwise("left"))
-        ls.annotations.update(id=changed.id, result=pairwise("right"))
+        changed = ls.annotations.create(id=tasks[2], result=answer("A"))
+        ls.annotations.update(id=changed.id, result=answer("B"))
         pulled = project.pull(tasks)
         assert (pulled.done, pulled.total, pulled.skipped) == (3, 4, 1)
         got = sorted((lab.pair_id, lab.preference) for lab in pulled.labels)
@@ -113,7 +115,7 @@ def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(t
         if n == 0:
             ls.annotations.create(id=task, result=[], was_cancelled=True)
         else:
-            ls.annotations.create(id=task, result=pairwise("left" if n % 2 else "right"))
+            ls.annotations.create(id=task, result=answer("A" if n % 2 else "B"))
     second = CliRunner().invoke(app, [str(a) for a in [*args, "--ls-wait", 60]])
     assert second.exit_code == 0, second.output
     assert "round 1: 5 labels" in second.output
@@ -158,8 +160,8 @@ def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_pat
             return ids if len(ids) == 2 else None
 
         open_ids = [int(t.id) for t in tasks() if not t.annotations]
-        ls.annotations.create(id=open_ids[0], result=pairwise("left"))
-        ls.annotations.create(id=open_ids[1], result=pairwise("right"))
+        ls.annotations.create(id=open_ids[0], result=answer("A"))
+        ls.annotations.create(id=open_ids[1], result=answer("B"))
         ls.annotations.create(id=open_ids[2], result=[], was_cancelled=True)
         assert "submitted 2 labels, pushed 3 tasks, 5 open" in once()
         assert client.status().annotations == 2
@@ -171,7 +173,7 @@ def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_pat
             # two labels a round, never fewer: on a loaded machine a loop may be killed before it tops the
             # project up, and the next one does it
             for t in wait_until("2 open tasks", two_open, PATIENCE):
-                ls.annotations.create(id=t, result=pairwise("left" if round_ % 2 else "right"))
+                ls.annotations.create(id=t, result=answer("A" if round_ % 2 else "B"))
             time.sleep(2.0 + 0.7 * round_)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -200,16 +202,20 @@ def wait_until(what: str, check, timeout: float = PATIENCE, every: float = 0.2, 
         time.sleep(every)
 
 
-def test_select_pushes_to_label_studio_and_collects_the_labels(gpt2_dir, tmp_path, label_studio):
+def test_select_counts_each_persons_current_answer_once(gpt2_dir, tmp_path, label_studio):
+    """Issue 25's four defects as people cause them in Label Studio: an empty save is no answer (the task stays
+    open), an edit or a deletion after the batch is done revises the server's label, a second annotation by
+    the same person replaces their first, and labels name people by email; ties and "both unacceptable" are
+    recorded (never trained on) and agreement is reported."""
     from typer.testing import CliRunner
 
     from activedpo_client.cli import app
 
     pool = tmp_path / "pool.jsonl"
-    pool.write_text("".join(json.dumps({"prompt": f"tell me about the {w}", "responses": [" good", " bad", " so nice"]})
-                            + "\n" for w in ("sea", "sky", "rain", "sun")))  # fmt: skip
+    pool.write_text("".join(json.dumps({"prompt": f"tell me about the {w}", "responses": [" good", " **bad**"]})
+                            + "\n" for w in ("sea", "sky", "rain", "sun", "moon")))  # fmt: skip
     out = tmp_path / "batch.jsonl"
-    args = ["select", "--model", gpt2_dir, "--candidates", pool, "--budget", 4, "--out", out, "--proj-dim", 64,
+    args = ["select", "--model", gpt2_dir, "--candidates", pool, "--budget", 5, "--out", out, "--proj-dim", 64,
             "--lora-r", 4, "--lora-alpha", 8, "--device", "cpu", "--annotator", "label-studio", "--ls-project",
             "activedpo select", "--ls-url", label_studio.url, "--ls-api-key", label_studio.token]  # fmt: skip
 
@@ -219,38 +225,70 @@ def test_select_pushes_to_label_studio_and_collects_the_labels(gpt2_dir, tmp_pat
         return " ".join(result.output.split())
 
     first = invoke(code=3)  # pushed; nobody has labeled yet
-    assert "4 pairs selected by activedpo" in first and "waiting for labels: 0 of 4 tasks done" in first
+    assert "5 pairs selected by activedpo" in first and "waiting for labels: 0 of 5 tasks done" in first
     project = LabelStudioProject("activedpo select", label_studio.url, label_studio.token)
     ls = project.client
+    settings = ls.projects.get(id=project.id)
+    assert settings.enable_empty_annotation is False and settings.show_skip_button and settings.show_instruction
+    assert settings.maximum_annotations == 1 and "Both unacceptable" in settings.expert_instruction
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.data["rank"])
     selected = [json.loads(line) for line in out.read_text().splitlines()]
     assert [t.data["pair_id"] for t in tasks] == [r["pair_id"] for r in selected]
-    assert "waiting for labels: 0 of 4 tasks done" in invoke(code=3)  # run again: the same tasks, none imported
-    assert len(list(ls.tasks.list(project=project.id))) == 4
+    # people read the prompt as written; the model's chat-template rendering stays in the (hidden) prompt field
+    said = re.fullmatch(r"<\|user\|> (tell me about the \w+) <\|assistant\|>", selected[0]["prompt"]).group(1)
+    assert tasks[0].data["messages"] == [{"role": "user", "content": said}]
+    assert tasks[0].data["prompt"] == selected[0]["prompt"]
+    assert "<strong>bad</strong>" in tasks[0].data["response_a_html"] + tasks[0].data["response_b_html"]
+    assert "waiting for labels: 0 of 5 tasks done" in invoke(code=3)  # run again: the same tasks, none imported
+    assert len(list(ls.tasks.list(project=project.id))) == 5
 
-    ls.annotations.create(id=tasks[0].id, result=pairwise("left"))
-    ls.annotations.create(id=tasks[0].id, result=pairwise("right"))  # a second annotator disagrees
-    ls.annotations.create(id=tasks[1].id, result=[], was_cancelled=True)
-    ls.annotations.create(id=tasks[2].id, result=pairwise("right"))
-    assert "3 of 4 tasks done" in invoke(code=3)
-    ls.annotations.create(id=tasks[3].id, result=pairwise("left"))
+    second = ls.users.create(username="select-labeler", email="select-labeler@example.com", password="labeler-pw-3")
+    t = [int(x.id) for x in tasks]
+    empty = ls.annotations.create(id=t[0], result=[])  # defect 1: saved with no choice
+    waiting = invoke(code=3)
+    assert "0 of 5 tasks done; 1 saved with no choice (not answers: still open)" in waiting
+    ls.annotations.update(id=empty.id, result=answer("A"))  # then answered
+    ls.annotations.create(id=t[1], result=[], was_cancelled=True)  # one person skips, another says both bad
+    ls.annotations.create(id=t[1], result=answer("BOTH_BAD"), completed_by=second.id)
+    ls.annotations.create(id=t[2], result=answer("A"))
+    ls.annotations.create(id=t[2], result=answer("B"))  # defect 3: the same person again, the other way
+    ls.annotations.create(id=t[3], result=answer("TIE"))
+    ls.annotations.create(id=t[3], result=answer("A"), completed_by=second.id)  # two people disagree
+    ls.annotations.create(id=t[4], result=answer("A"))
+    dropped = ls.annotations.create(id=t[4], result=answer("A"), completed_by=second.id)  # two people agree
     done = invoke("--ls-wait", 30, "--ls-webhook-port", 0)
-    assert "4 labels from 4 tasks (1 skipped)" in done and "4 new on the server, 0 it already had" in done
-    rows = [json.loads(line) for line in (tmp_path / "batch.labels.jsonl").read_text().splitlines()]
-    by_pair = {r["pair_id"]: r for r in selected}
-    want = sorted([(0, "A"), (0, "B"), (2, "B"), (3, "A")])
-    got = sorted((next(i for i, r in enumerate(selected) if r["pair_id"] == x["pair_id"]),
-                  "A" if x["chosen"] == by_pair[x["pair_id"]]["response_a"] else "B") for x in rows)  # fmt: skip
-    assert got == want
-    assert all(x["rejected"] in (by_pair[x["pair_id"]]["response_a"], by_pair[x["pair_id"]]["response_b"])
-               and x["rejected"] != x["chosen"] for x in rows)  # fmt: skip
+    assert ("7 labels from 5 tasks (A 4, B 1, about the same 1, both unacceptable 1; 1 skipped)" in done
+            and "7 new on the server, 0 revised, 0 it already had" in done)  # fmt: skip
+    assert "agreement: 50% of answers agree on the 2 pairs answered by several people" in done
+
+    def labels_file() -> dict:
+        rows = [json.loads(line) for line in (tmp_path / "batch.labels.jsonl").read_text().splitlines()]
+        return {(selected.index(next(r for r in selected if r["pair_id"] == x["pair_id"])), x["annotator"]):
+                (x["preference"], x.get("chosen")) for x in rows}  # fmt: skip
+
+    me, other = "admin@example.com", "select-labeler@example.com"  # defect 4: people by email, not id
+    good, bad = " good", " **bad**"
+    ab = {n: (r["response_a"], r["response_b"]) for n, r in enumerate(selected)}
+    assert labels_file() == {(0, me): ("A", ab[0][0]), (1, other): ("BOTH_BAD", None), (2, me): ("B", ab[2][1]),
+                             (3, me): ("TIE", None), (3, other): ("A", ab[3][0]), (4, me): ("A", ab[4][0]),
+                             (4, other): ("A", ab[4][0])}  # fmt: skip
+    assert {good, bad} == set(ab[0])
+
+    ls.annotations.update(id=empty.id, result=answer("B"))  # defect 2: an edit after the batch is done
+    ls.annotations.delete(id=dropped.id)  # and a deletion
     again = invoke()
-    assert "0 new on the server, 4 it already had" in again
-    assert len(list(ls.tasks.list(project=project.id))) == 4
+    assert "6 labels from 5 tasks" in again and "0 new on the server, 1 revised, 5 it already had" in again
+    assert "1 withdrawn (deleted or skipped since)" in again
+    assert labels_file()[(0, me)] == ("B", ab[0][1]) and (4, other) not in labels_file()
+    assert len(list(ls.tasks.list(project=project.id))) == 5
     assert not list(ls.webhooks.list(project=str(project.id)))  # the receiver removed its webhook
     small = ["--proj-dim", "64", "--lora-r", "4", "--lora-alpha", "8"]
     with EmbeddedServer(tmp_path / "batch.server", args=small) as s, SelectorClient(Connection(s.target)) as client:
-        assert client.status().annotations == 4
+        status = client.status()
+        assert (status.annotations, status.ties, status.both_bad, status.labeled) == (6, 1, 1, 4)
+        trained = {(x.pair_id, x.annotator): x.chosen for x in client.export_labels()}  # A/B only, each once
+        assert trained == {(selected[0]["pair_id"], me): ab[0][1], (selected[2]["pair_id"], me): ab[2][1],
+                           (selected[3]["pair_id"], other): ab[3][0], (selected[4]["pair_id"], me): ab[4][0]}
 
 
 def test_a_round_killed_between_import_and_pull_resumes_without_a_second_import(tiny_world, tmp_path, label_studio):
@@ -279,7 +317,7 @@ def test_a_round_killed_between_import_and_pull_resumes_without_a_second_import(
     record.unlink(missing_ok=True)
     tasks = list(ls.tasks.list(project=project.id, fields="all"))
     for n, task in enumerate(tasks):
-        ls.annotations.create(id=task.id, result=pairwise("left" if n % 2 else "right"))
+        ls.annotations.create(id=task.id, result=answer("A" if n % 2 else "B"))
     resumed = CliRunner().invoke(app, [*args, "--ls-wait", "60"])
     assert resumed.exit_code == 0, resumed.output
     assert "round 1: 5 labels" in resumed.output
@@ -330,7 +368,7 @@ def test_sync_rides_out_label_studio_and_server_restarts(tiny_world, tmp_path, l
                 todo = open_tasks()[:n]
                 assert len(todo) == n, f"{len(todo)} open tasks to label, not {n}"
                 for t in todo:
-                    ls.annotations.create(id=t.id, result=pairwise("left"))
+                    ls.annotations.create(id=t.id, result=answer("A"))
 
             def settled(labels: int, what: str) -> None:
                 """The loop has every label on the server and 4 tasks open again."""
@@ -394,7 +432,7 @@ def test_a_failed_sync_pass_is_retried_soon_on_a_new_connection(tiny_world, tmp_
         ls, path = project.client, tmp_path / "sync.json"
         assert sync_once(project, client, SyncState.load(path), path, budget=3, say=lambda m: None)["pushed"] == 3
         task = next(iter(ls.tasks.list(project=project.id)))
-        ls.annotations.create(id=task.id, result=pairwise("left"))  # made while the server is "unreachable"
+        ls.annotations.create(id=task.id, result=answer("A"))  # made while the server is "unreachable"
         lines, wake, stop, fresh = [], threading.Event(), threading.Event(), []
 
         def say(line: str) -> None:
@@ -447,7 +485,7 @@ def test_a_webhook_wakes_the_sync_loop(tiny_world, tmp_path, label_studio):
             assert len(hooks) == 1 and "ANNOTATION_CREATED" in hooks[0].actions
             task = next(iter(ls.tasks.list(project=project.id)))
             t0 = time.monotonic()
-            ls.annotations.create(id=task.id, result=pairwise("right"))
+            ls.annotations.create(id=task.id, result=answer("B"))
             # the next poll is 600 s away: only the webhook can bring the label in this soon
             wait_until("the label on the server", lambda: client.status().annotations == 1, PATIENCE, log=log)
             assert time.monotonic() - t0 < PATIENCE
@@ -476,7 +514,7 @@ def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_w
 
         def label_one():
             task = next(t for t in ls.tasks.list(project=project.id, fields="all") if not t.annotations)
-            ls.annotations.create(id=task.id, result=pairwise("left"))
+            ls.annotations.create(id=task.id, result=answer("A"))
 
         label_one()
         real = ls.projects.import_tasks
@@ -492,7 +530,7 @@ def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_w
         label_one()  # two open now: a fresh question would ask for two
         did = sync_once(project, SelectorClient(Connection(server.target)), SyncState.load(path), path, budget=3,
                         say=lambda m: None)  # fmt: skip
-        assert did == {"submitted": 1, "pushed": 1, "open": 2}
+        assert did == {"submitted": 1, "withdrawn": 0, "pushed": 1, "open": 2, "empty": 0}
         state = SyncState.load(path)
         assert (state.next_request, state.pending) == (2, 0)
         assert sync_once(project, client, state, path, budget=3, say=lambda m: None)["pushed"] == 1  # sync-2

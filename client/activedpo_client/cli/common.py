@@ -116,6 +116,19 @@ LsWebhookUrlOpt = Annotated[
     str | None,
     typer.Option(help="The webhook address Label Studio posts to \\[default: http://127.0.0.1:PORT/]."),
 ]
+LsInstructionsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Instructions shown to labelers before they start (Markdown, or HTML for .html) in a Label Studio "
+        "project created here \\[default: what \"better\" means, ties, both unacceptable, skip, hotkeys].",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+LsOverlapOpt = Annotated[
+    int,
+    typer.Option(help="People asked to answer each pair in a Label Studio project created here (its overlap).", min=1),
+]
 ChatTemplateOpt = Annotated[
     ChatTemplate, typer.Option(help="Render prompts with the tokenizer's chat template (auto: when it has one).")
 ]

@@ -77,6 +77,8 @@ def _read_rows(path: Path) -> list[dict]:
         raise FileNotFoundError(f"labels file not found: {path}")
     rows = []
     for where, row in iter_rows(path):
+        if str(row.get("preference", "")).upper() in ("TIE", "BOTH_BAD"):
+            continue  # recorded answers (OUT.labels.jsonl keeps them), never trained on
         if not all(isinstance(row.get(k), str) for k in ("prompt", "chosen", "rejected")):
             raise ValueError(f"{path} {where}: expected an object with string 'prompt', 'chosen' and 'rejected'")
         rows.append(row)

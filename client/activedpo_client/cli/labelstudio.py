@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from activedpo_client.cli.common import (
+    LsInstructionsOpt,
     LsKeyOpt,
+    LsOverlapOpt,
     LsUrlOpt,
     LsWebhookPortOpt,
     LsWebhookUrlOpt,
@@ -18,6 +20,7 @@ from activedpo_client.cli.common import (
     terminate_as_interrupt,
     user_errors,
 )
+from activedpo_client.labelstudio import ProjectSettings
 
 app = typer.Typer(help="A live Label Studio project fed by the selection server.", no_args_is_help=True)
 
@@ -44,6 +47,8 @@ def sync_cmd(
     ls_api_key: LsKeyOpt = None,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
+    ls_instructions: LsInstructionsOpt = None,
+    ls_overlap: LsOverlapOpt = ProjectSettings.overlap,
 ) -> None:
     """Whenever fewer than --budget tasks are open, select more pairs and push them; submit finished annotations.
 
@@ -63,7 +68,7 @@ def sync_cmd(
         err.file.flush()
 
     with user_errors(), terminate_as_interrupt():
-        ls = LabelStudioProject(ls_project, ls_url, ls_api_key)
+        ls = LabelStudioProject(ls_project, ls_url, ls_api_key, ProjectSettings(ls_instructions, ls_overlap))
         hooks = WebhookReceiver(ls, ls_webhook_port, ls_webhook_url) if ls_webhook_port is not None else nullcontext()
         connection = Connection(server, token=token, tls_ca=tls_ca)
         with SelectorClient(connection, project=project) as client, hooks as rx:

@@ -13,7 +13,9 @@ from activedpo_client.cli.common import (
     ChatTemplateOpt,
     DPOMode,
     Dtype,
+    LsInstructionsOpt,
     LsKeyOpt,
+    LsOverlapOpt,
     LsProjectOpt,
     LsUrlOpt,
     LsWebhookPortOpt,
@@ -35,6 +37,7 @@ from activedpo_client.cli.common import (
     server_for,
     user_errors,
 )
+from activedpo_client.labelstudio import ProjectSettings
 from activedpo_trainer.atomic import write_jsonl
 
 labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
@@ -133,6 +136,8 @@ def round_cmd(
     ] = 3600.0,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
+    ls_instructions: LsInstructionsOpt = None,
+    ls_overlap: LsOverlapOpt = ProjectSettings.overlap,
     server_base: ServerBaseOpt = None,
     device: Annotated[
         str | None,
@@ -199,7 +204,8 @@ def round_cmd(
                              lora_alpha=lora_alpha, target_modules=targets, device=device or "",
                              ls_project=ls_project or "")  # fmt: skip
         try:
-            ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait, webhook_port=ls_webhook_port, webhook_url=ls_webhook_url)
+            ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait, webhook_port=ls_webhook_port, webhook_url=ls_webhook_url,
+                                 project=ProjectSettings(ls_instructions, ls_overlap))  # fmt: skip
             run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base, ls)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")

@@ -14,7 +14,9 @@ from activedpo_client.cli.common import (
     ChatTemplateOpt,
     DeviceOpt,
     Dtype,
+    LsInstructionsOpt,
     LsKeyOpt,
+    LsOverlapOpt,
     LsProjectOpt,
     LsUrlOpt,
     LsWebhookPortOpt,
@@ -27,6 +29,7 @@ from activedpo_client.cli.common import (
     resolve_dtype,
     user_errors,
 )
+from activedpo_client.labelstudio import LabelStudioProject, ProjectSettings
 
 
 def select_cmd(
@@ -101,6 +104,8 @@ def select_cmd(
     ] = 0.0,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
+    ls_instructions: LsInstructionsOpt = None,
+    ls_overlap: LsOverlapOpt = ProjectSettings.overlap,
 ) -> None:
     """Select --budget pairs to label from an existing pool of candidates (no generation, no training).
 
@@ -129,11 +134,10 @@ def select_cmd(
         lora = LoraSpec(lora_r, lora_alpha, target_modules)  # the adapter round one's features are the gradient of
         ls = None
         if annotator == "label-studio":
-            from activedpo_client.labelstudio import LabelStudioProject
-
             if not ls_project:
                 raise ValueError("--annotator label-studio needs --ls-project (an id, or a title created on first use)")
-            ls = LabelStudioProject(ls_project, ls_url, ls_api_key)  # checked before any work
+            settings = ProjectSettings(ls_instructions, ls_overlap)
+            ls = LabelStudioProject(ls_project, ls_url, ls_api_key, settings)  # checked before any work
         if not candidates.exists():
             raise FileNotFoundError(f"--candidates not found: {candidates}")
         if labeled is not None and not labeled.exists():
@@ -257,6 +261,7 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from activedpo_client.labelfiles import agreement
     from activedpo_client.labelstudio import WebhookReceiver, wait_for_labels
     from activedpo_trainer.atomic import write_jsonl
 
@@ -271,13 +276,21 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
         bar = bars.add_task("labeled in Label Studio (tasks)", total=len(tasks))
         pulled, finished = wait_for_labels(ls, tasks, wait, progress=lambda d, t: bars.update(bar, completed=d),
                                            wake=receiver.wake if receiver else None)  # fmt: skip
-    if not finished:
+    prefix = f"ls-{ls.id}-"  # answers of this project the server holds: deleted ones are withdrawn
+    recorded = {x.idempotency_key: (x.pair_id, x.annotator) for x in client.export_labels(include_ties=True)
+                if x.idempotency_key.startswith(prefix)}  # fmt: skip
+    withdrawals = [w for w in pulled.withdrawn if w.idempotency_key in recorded] + ls.deleted(tasks, pulled, recorded)
+    if not finished:  # answers the server holds are kept in step (edited, deleted); new ones wait for the batch
+        edits = [x for x in pulled.labels if x.idempotency_key in recorded] + withdrawals
+        changed = sum(r.revised for r in client.submit_labels(edits)) if edits else 0
+        empty = f"; {pulled.empty} saved with no choice (not answers: still open)" if pulled.empty else ""
         console.print(
-            f"[yellow]waiting for labels:[/] {pulled.done} of {pulled.total} tasks done; run the same command "
+            f"[yellow]waiting for labels:[/] {pulled.done} of {pulled.total} tasks done{empty}; run the same command "
             "again (with --ls-wait SECONDS to wait) to collect them"
+            + (f" ({changed} answers the server held were revised)" if changed else "")
         )
         raise typer.Exit(3)
-    results = client.submit_labels(pulled.labels)
+    results = client.submit_labels([*pulled.labels, *withdrawals])
     refused = [r for r in results if not r.accepted]
     if refused:
         raise ValueError(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
@@ -285,13 +298,24 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
     rows = []
     for lab in pulled.labels:
         p = pairs[lab.pair_id]
-        a, b = (p.response_a, p.response_b) if lab.preference == "A" else (p.response_b, p.response_a)
-        rows.append({"prompt": p.prompt, "chosen": a, "rejected": b, "pair_id": p.pair_id,
-                     "preference": lab.preference, "annotator": lab.annotator,
-                     "idempotency_key": lab.idempotency_key})  # fmt: skip
+        row = {"pair_id": p.pair_id, "preference": lab.preference, "annotator": lab.annotator,
+               "idempotency_key": lab.idempotency_key, "revision": lab.revision}  # fmt: skip
+        if lab.preference in ("A", "B"):  # a DPO row; ties and "both unacceptable" are recorded, never trained on
+            a, b = (p.response_a, p.response_b) if lab.preference == "A" else (p.response_b, p.response_a)
+            row = {"prompt": p.prompt, "chosen": a, "rejected": b} | row
+        rows.append(row)
     labels_file = write_jsonl(out.with_name(out.stem + ".labels.jsonl"), rows)
-    new = sum(not r.replayed for r in results)
+    answers = results[: len(pulled.labels)]
+    new = sum(not r.replayed and not r.revised for r in answers)
+    revised = sum(r.revised for r in answers)
+    gone = sum(r.revised for r in results[len(pulled.labels):])
+    c = pulled.counts()
+    kinds = f"A {c['A']}, B {c['B']}, about the same {c['TIE']}, both unacceptable {c['BOTH_BAD']}"
     console.print(
-        f"{len(rows)} labels from {pulled.total} tasks ({pulled.skipped} skipped) in {labels_file}; "
-        f"{new} new on the server, {len(rows) - new} it already had"
+        f"{len(rows)} labels from {pulled.total} tasks ({kinds}; {pulled.skipped} skipped) in {labels_file}; "
+        f"{new} new on the server, {revised} revised, {len(rows) - new - revised} it already had"
+        + (f", {gone} withdrawn (deleted or skipped since)" if gone else "")
     )
+    several, rate = agreement(pulled.labels)
+    if several:
+        console.print(f"agreement: {rate:.0%} of answers agree on the {several} pairs answered by several people")

@@ -16,10 +16,12 @@ class Preference(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PREFERENCE_A: _ClassVar[Preference]
     PREFERENCE_B: _ClassVar[Preference]
     PREFERENCE_TIE: _ClassVar[Preference]
+    PREFERENCE_BOTH_BAD: _ClassVar[Preference]
 PREFERENCE_UNSPECIFIED: Preference
 PREFERENCE_A: Preference
 PREFERENCE_B: Preference
 PREFERENCE_TIE: Preference
+PREFERENCE_BOTH_BAD: Preference
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("project",)
@@ -28,7 +30,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("checkpoint_id", "strategy", "pool_size", "featurized", "labeled", "leased", "feature_dim", "lam", "version", "prompts", "responses", "annotations", "loading_checkpoint_id", "lora", "fresh_adapter")
+    __slots__ = ("checkpoint_id", "strategy", "pool_size", "featurized", "labeled", "leased", "feature_dim", "lam", "version", "prompts", "responses", "annotations", "loading_checkpoint_id", "lora", "fresh_adapter", "ties", "both_bad")
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +46,8 @@ class GetStatusResponse(_message.Message):
     LOADING_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
     FRESH_ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    TIES_FIELD_NUMBER: _ClassVar[int]
+    BOTH_BAD_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     strategy: str
     pool_size: int
@@ -59,7 +63,9 @@ class GetStatusResponse(_message.Message):
     loading_checkpoint_id: str
     lora: LoraSpec
     fresh_adapter: bool
-    def __init__(self, checkpoint_id: _Optional[str] = ..., strategy: _Optional[str] = ..., pool_size: _Optional[int] = ..., featurized: _Optional[int] = ..., labeled: _Optional[int] = ..., leased: _Optional[int] = ..., feature_dim: _Optional[int] = ..., lam: _Optional[float] = ..., version: _Optional[str] = ..., prompts: _Optional[int] = ..., responses: _Optional[int] = ..., annotations: _Optional[int] = ..., loading_checkpoint_id: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., fresh_adapter: _Optional[bool] = ...) -> None: ...
+    ties: int
+    both_bad: int
+    def __init__(self, checkpoint_id: _Optional[str] = ..., strategy: _Optional[str] = ..., pool_size: _Optional[int] = ..., featurized: _Optional[int] = ..., labeled: _Optional[int] = ..., leased: _Optional[int] = ..., feature_dim: _Optional[int] = ..., lam: _Optional[float] = ..., version: _Optional[str] = ..., prompts: _Optional[int] = ..., responses: _Optional[int] = ..., annotations: _Optional[int] = ..., loading_checkpoint_id: _Optional[str] = ..., lora: _Optional[_Union[LoraSpec, _Mapping]] = ..., fresh_adapter: _Optional[bool] = ..., ties: _Optional[int] = ..., both_bad: _Optional[int] = ...) -> None: ...
 
 class LoraSpec(_message.Message):
     __slots__ = ("r", "alpha", "target_modules")
@@ -110,28 +116,32 @@ class CandidateResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class PromptGroup(_message.Message):
-    __slots__ = ("id", "prompt", "responses")
+    __slots__ = ("id", "prompt", "responses", "messages")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     prompt: str
     responses: _containers.RepeatedCompositeFieldContainer[CandidateResponse]
-    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., responses: _Optional[_Iterable[_Union[CandidateResponse, _Mapping]]] = ...) -> None: ...
+    messages: str
+    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., responses: _Optional[_Iterable[_Union[CandidateResponse, _Mapping]]] = ..., messages: _Optional[str] = ...) -> None: ...
 
 class CandidatePair(_message.Message):
-    __slots__ = ("id", "prompt_id", "prompt", "a", "b")
+    __slots__ = ("id", "prompt_id", "prompt", "a", "b", "messages")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     prompt_id: str
     prompt: str
     a: CandidateResponse
     b: CandidateResponse
-    def __init__(self, id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., a: _Optional[_Union[CandidateResponse, _Mapping]] = ..., b: _Optional[_Union[CandidateResponse, _Mapping]] = ...) -> None: ...
+    messages: str
+    def __init__(self, id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., a: _Optional[_Union[CandidateResponse, _Mapping]] = ..., b: _Optional[_Union[CandidateResponse, _Mapping]] = ..., messages: _Optional[str] = ...) -> None: ...
 
 class AddCandidatesRequest(_message.Message):
     __slots__ = ("group", "pair", "pool", "project", "return_pairs")
@@ -202,7 +212,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class SelectedPair(_message.Message):
-    __slots__ = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id", "response_b_id")
+    __slots__ = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id", "response_b_id", "prompt_messages")
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_A_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +222,7 @@ class SelectedPair(_message.Message):
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_A_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_B_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     pair_id: str
     prompt: str
     response_a: str
@@ -221,7 +232,8 @@ class SelectedPair(_message.Message):
     prompt_id: str
     response_a_id: str
     response_b_id: str
-    def __init__(self, pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., prompt_id: _Optional[str] = ..., response_a_id: _Optional[str] = ..., response_b_id: _Optional[str] = ...) -> None: ...
+    prompt_messages: str
+    def __init__(self, pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., prompt_id: _Optional[str] = ..., response_a_id: _Optional[str] = ..., response_b_id: _Optional[str] = ..., prompt_messages: _Optional[str] = ...) -> None: ...
 
 class SelectedBatch(_message.Message):
     __slots__ = ("pairs", "checkpoint_id", "strategy", "lease_id", "lease_expires", "candidates")
@@ -248,16 +260,20 @@ class SelectBatchResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[Progress, _Mapping]] = ..., batch: _Optional[_Union[SelectedBatch, _Mapping]] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("pair_id", "preference", "annotator", "idempotency_key")
+    __slots__ = ("pair_id", "preference", "annotator", "idempotency_key", "revision", "withdrawn")
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_FIELD_NUMBER: _ClassVar[int]
     pair_id: str
     preference: Preference
     annotator: str
     idempotency_key: str
-    def __init__(self, pair_id: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    revision: int
+    withdrawn: bool
+    def __init__(self, pair_id: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., revision: _Optional[int] = ..., withdrawn: _Optional[bool] = ...) -> None: ...
 
 class SubmitLabelsRequest(_message.Message):
     __slots__ = ("labels", "project")
@@ -268,20 +284,22 @@ class SubmitLabelsRequest(_message.Message):
     def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LabelResult(_message.Message):
-    __slots__ = ("pair_id", "accepted", "reason", "label_id", "late", "replayed")
+    __slots__ = ("pair_id", "accepted", "reason", "label_id", "late", "replayed", "revised")
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    REVISED_FIELD_NUMBER: _ClassVar[int]
     pair_id: str
     accepted: bool
     reason: str
     label_id: int
     late: bool
     replayed: bool
-    def __init__(self, pair_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., label_id: _Optional[int] = ..., late: _Optional[bool] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    revised: bool
+    def __init__(self, pair_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., label_id: _Optional[int] = ..., late: _Optional[bool] = ..., replayed: _Optional[bool] = ..., revised: _Optional[bool] = ...) -> None: ...
 
 class SubmitLabelsResponse(_message.Message):
     __slots__ = ("results", "accepted", "rejected")
@@ -304,7 +322,7 @@ class ExportLabelsRequest(_message.Message):
     def __init__(self, include_ties: _Optional[bool] = ..., after_label_id: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LabeledPair(_message.Message):
-    __slots__ = ("label_id", "pair_id", "prompt", "chosen", "rejected", "preference", "annotator", "labeled_at", "checkpoint_id", "late")
+    __slots__ = ("label_id", "pair_id", "prompt", "chosen", "rejected", "preference", "annotator", "labeled_at", "checkpoint_id", "late", "idempotency_key", "revision")
     LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +333,8 @@ class LabeledPair(_message.Message):
     LABELED_AT_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     label_id: int
     pair_id: str
     prompt: str
@@ -325,7 +345,9 @@ class LabeledPair(_message.Message):
     labeled_at: _timestamp_pb2.Timestamp
     checkpoint_id: str
     late: bool
-    def __init__(self, label_id: _Optional[int] = ..., pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., labeled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_id: _Optional[str] = ..., late: _Optional[bool] = ...) -> None: ...
+    idempotency_key: str
+    revision: int
+    def __init__(self, label_id: _Optional[int] = ..., pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., labeled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_id: _Optional[str] = ..., late: _Optional[bool] = ..., idempotency_key: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class ReleaseLeaseRequest(_message.Message):
     __slots__ = ("lease_id", "pair_ids", "project")

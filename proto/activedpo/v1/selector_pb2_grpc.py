@@ -117,7 +117,7 @@ class SelectorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportLabels(self, request, context):
-        """Every label recorded so far, oldest first.
+        """Each person's current answer about each pair, oldest first (a revised answer counts from its revision).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

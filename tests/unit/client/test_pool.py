@@ -29,8 +29,9 @@ def test_every_row_shape_becomes_a_candidate_and_counts_add_up(tmp_path):
     ]
     stats: dict = {}
     items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, stats))
-    assert items == [CandidateGroup(HEAD, [" a", " b", " c"]), CandidatePair(HEAD, " good", " bad"),
-                     CandidatePair(HEAD, " x", " y")]  # fmt: skip
+    said = json.dumps([{"role": "user", "content": "tell me"}])  # what people read: the prompt as written
+    assert items == [CandidateGroup(HEAD, [" a", " b", " c"], messages=said), CandidatePair(HEAD, " good", " bad",
+                     messages=said), CandidatePair(HEAD, " x", " y", messages=said)]  # fmt: skip
     assert stats == {"rows": 4, "groups": 1, "pairs": 5, "skipped": 1, "skipped_at": ["line 4"]}
 
 
@@ -64,7 +65,8 @@ def test_trl_conversational_rows_implicit_prompt_and_repeated_turns(tmp_path):
     ]
     items = list(read_pool(write(tmp_path / "p.jsonl", rows), RENDER, {}))
     head = "<|system|> be kind <|user|> tell me <|assistant|>"
-    assert items == [CandidatePair(head, "good", "bad"), CandidatePair(head, "good", "bad")]  # as string responses
+    said = json.dumps([sys_turn, user])  # people read the conversation, not the template
+    assert items == [CandidatePair(head, "good", "bad", messages=said)] * 2  # as string responses
     with pytest.raises(PromptFileError, match="line 1: no 'prompt' field, and 'chosen' and 'rejected' share no"):
         list(read_pool(write(tmp_path / "q.jsonl", [{"chosen": [good], "rejected": [bad]}]), RENDER, {}))
 
@@ -81,13 +83,15 @@ def test_every_label_form_is_read(tmp_path):
     assert [(r.where.split()[-2:], r.annotator, r.preference, r.pair_id) for r in rows] == [
         (["line", "1"], "ann", "A", ""), (["line", "2"], "import", "A", ""), (["line", "3"], "bob", "B", "p-1"),
         (["line", "4"], "import", "TIE", "p-2")]  # fmt: skip
-    assert rows[0].pair == CandidatePair(HEAD, " a", " b") and rows[1].pair == CandidatePair(HEAD, " c", " d")
+    said = json.dumps([{"role": "user", "content": "tell me"}])
+    assert rows[0].pair == CandidatePair(HEAD, " a", " b", messages=said)
+    assert rows[1].pair == CandidatePair(HEAD, " c", " d")  # rendered already: its text is all there is
     assert rows[3].idempotency_key == "k" and rows[3].pair is None
     with pytest.raises(PromptFileError, match="chosen and rejected are the same response"):
         list(read_labeled(write(tmp_path / "s.jsonl", [{"prompt": "p", "chosen": " a", "rejected": " a"}]), RENDER))
     with pytest.raises(PromptFileError, match=r"line 1: a label needs 'pair_id' and 'preference'.*columns: pair_id"):
         list(read_labeled(write(tmp_path / "t.jsonl", [{"pair_id": "p-1"}]), RENDER))
-    with pytest.raises(PromptFileError, match="line 1: preference must be A, B or TIE, got 'left'"):
+    with pytest.raises(PromptFileError, match="line 1: preference must be one of A, B, TIE, BOTH_BAD, got 'left'"):
         list(read_labeled(write(tmp_path / "u.jsonl", [{"pair_id": "p-1", "preference": "left"}]), RENDER))
     batch_rows = [{"pair_id": f"p-{i}", "prompt": HEAD, "response_a": " a", "response_b": " b", "rank": i,
                    **({"preference": "A"} if i == 1 else {"preference": ""} if i == 2 else {})} for i in range(3)]
@@ -109,5 +113,6 @@ def test_a_label_studio_export_is_read_by_task(tmp_path):
     path.write_text(json.dumps(export))
     stats: dict = {}
     rows = list(read_labeled(path, RENDER, stats))
-    assert [(r.pair_id, r.preference, r.annotator) for r in rows] == [("p-1", "B", "1"), ("p-1", "A", "2")]
+    assert [(r.pair_id, r.preference, r.annotator) for r in rows] == [("p-1", "B", "label-studio:user-1"),
+                                                                      ("p-1", "A", "label-studio:user-2")]
     assert stats == {"unanswered": 2}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import (
     PREF_A,
     PREF_B,
+    PREF_BOTH_BAD,
     PREF_TIE,
     Candidates,
     LabelIn,
@@ -112,6 +114,53 @@ def test_pool_view_leases_and_labels(store):
     assert first[0] not in view.pair_rows and view.labeled.shape == (1, 2)
 
 
+def test_a_persons_answer_is_revised_withdrawn_and_never_brought_back_by_a_retry(store):
+    """One key per (pair, person): a larger revision replaces the answer (a new label id, so incremental
+    exports see it), a withdrawal leaves none (the pair returns to the pool and leaves V), and retries of
+    older revisions change nothing."""
+    store.add_candidates([group("p1", "a", "b"), group("p2", "x", "y")])
+    ids = [d.pair_id for d in store.pair_details(store.pool_view().pair_rows)]
+    first = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", "ls-1-t1-u1", 100),
+                                 LabelIn(ids[1], PREF_BOTH_BAD, "ann@x", "ls-1-t2-u1", 100)], "ckpt")  # fmt: skip
+    assert all(o.accepted and not o.revised for o in first)
+    assert store.counts()["both_bad"] == 1 and store.counts()["labeled"] == 1  # both-bad: not in V
+    edit = store.submit_labels([LabelIn(ids[0], PREF_B, "ann@x", "ls-1-t1-u1", 200)], "ckpt")[0]
+    assert edit.accepted and edit.revised and edit.label_id > first[1].label_id
+    rows = list(store.export_labels(include_ties=True))
+    assert [(r.pair_id, r.preference, r.chosen, r.revision) for r in rows] == [
+        (ids[1], PREF_BOTH_BAD, "x", 100), (ids[0], PREF_B, "b", 200)]  # fmt: skip
+    assert [r.pair_id for r in store.export_labels()] == [ids[0]]  # both-bad is never trained on
+    assert next(store.export_labels(after_id=first[1].label_id)).label_id == edit.label_id
+    stale = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", "ls-1-t1-u1", 100)], "ckpt")[0]
+    assert stale.replayed and not stale.revised and stale.label_id == edit.label_id
+    assert [r.preference for r in store.export_labels()] == [PREF_B]
+    clash = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", "ls-1-t1-u1")], "ckpt")[0]
+    assert not clash.accepted and "send a larger revision" in clash.reason
+    bad = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", None, 0, withdrawn=True)], "ckpt")[0]
+    assert not bad.accepted and "withdrawal needs the idempotency key" in bad.reason
+    gone = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", "ls-1-t1-u1", 300, withdrawn=True)], "ckpt")[0]
+    assert gone.accepted and gone.revised
+    assert list(store.export_labels()) == [] and store.counts()["annotations"] == 1
+    view = store.pool_view()
+    assert view.labeled.shape == (0, 2) and store.pair_details(view.pair_rows)[0].pair_id == ids[0]
+    again = store.submit_labels([LabelIn(ids[0], PREF_B, "ann@x", "ls-1-t1-u1", 200)], "ckpt")[0]
+    assert again.replayed and list(store.export_labels()) == []  # a retry cannot resurrect it
+    back = store.submit_labels([LabelIn(ids[0], PREF_A, "ann@x", "ls-1-t1-u1", 400)], "ckpt")[0]
+    assert back.revised and [r.preference for r in store.export_labels()] == [PREF_A]
+
+
+def test_a_prompt_keeps_the_conversation_it_was_rendered_from(store):
+    msgs = json.dumps([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"}])
+    store.add_candidates([group("p1", "a", "b")])
+    store.add_candidates([Candidates("p1", [(None, "a"), (None, "c")], messages=msgs)])  # learns it later
+    details = store.pair_details(store.pool_view().pair_rows)
+    assert {d.prompt_messages for d in details} == {msgs}
+    with pytest.raises(StoreError, match=r"item 0: the prompt's messages must be a JSON list"):
+        store.add_candidates([Candidates("p2", [(None, "a"), (None, "b")], messages='{"role": "user"}')])
+    with pytest.raises(StoreError, match=r"item 0: the prompt's messages are not JSON"):
+        store.add_candidates([Candidates("p2", [(None, "a"), (None, "b")], messages="[{")])
+
+
 def test_labels_idempotency_rejections_and_repeat_annotations(store):
     store.add_candidates([group("p1", "a", "b"), group("p2", "x", "y")])
     ids = [d.pair_id for d in store.pair_details(store.pool_view().pair_rows)]
@@ -127,7 +176,7 @@ def test_labels_idempotency_rejections_and_repeat_annotations(store):
     )
     assert [o.accepted for o in out] == [True, False, False, False, True]
     assert out[1].reason == "unknown pair id 'nope'"
-    assert "preference must be A, B or TIE" in out[2].reason and "annotator is required" in out[3].reason
+    assert "preference must be A, B, TIE or BOTH_BAD" in out[2].reason and "annotator is required" in out[3].reason
     replay = store.submit_labels([LabelIn(ids[0], PREF_A, "ann1", "k1")], "ckpt")[0]
     assert replay.replayed and replay.label_id == out[0].label_id
     misuse = store.submit_labels([LabelIn(ids[1], PREF_A, "ann1", "k1")], "ckpt")[0]
@@ -346,12 +395,13 @@ def test_a_schema_1_state_dir_migrates_into_the_default_project(tmp_path):
     db.close()
     s = Store(tmp_path)  # migrates: row ids kept (the feature indexes are keyed by them), nothing lost
     assert s.get_meta("schema_version") == "2"
-    assert s.counts(now=0) == dict(prompts=1, responses=3, pairs=2, annotations=1, labeled=1, leased=1)
+    assert s.counts(now=0) == dict(prompts=1, responses=3, pairs=2, annotations=1, labeled=1, leased=1,
+                                    ties=0, both_bad=0)
     assert s.counts(now=0, project="other")["pairs"] == 0
     view = s.pool_view(now=0)
     assert view.pair_rows.size == 0 and view.labeled.tolist() == [[7, 9]]  # p-ac leased, p-ab labeled
     assert [r.pair_id for r in s.export_labels()] == ["p-ab"]
-    again = s.submit_labels([LabelIn("p-ab", PREF_B, "ann", "key-1")], "ckpt")[0]
+    again = s.submit_labels([LabelIn("p-ab", PREF_A, "ann", "key-1")], "ckpt")[0]
     assert again.replayed and again.label_id == 1  # idempotency keys still work after the move
     assert s.release("lease-1") == 1 and s.pool_view().pair_rows.tolist() == [4]
     s.close()
