@@ -216,16 +216,39 @@ class LabelStudioProject:
                 # "BOTH" (two choices in one annotation) cannot come from the page's single-choice question
         return Pulled(labels, done, len(wanted), skipped, withdrawn, empty, tuple(pending))
 
-    def deleted(self, task_ids: Sequence[int], pulled: Pulled, recorded: dict[str, tuple[str, str]]) -> list[Label]:
-        """Withdrawals for answers deleted in Label Studio: of the ``recorded`` answers the selection server
-        holds (idempotency key → (pair id, annotator)), those on ``task_ids`` no annotation carries any more."""
-        import time
+    def changes(self, task_ids: Sequence[int], pulled: Pulled, held: dict[str, Held]) -> list[Label]:
+        """What to send the selection server so that it holds each person's current answer on ``task_ids``,
+        given what it ``held`` (idempotency key → :class:`Held`): answers it lacks, answers whose content
+        changed (an edit, a second annotation, or the deletion of a newer one), and withdrawals of answers
+        skipped, emptied or deleted since. A change's revision is above the held one, always on Label
+        Studio's clock (an annotation's ``updated_at``, or the held revision + 1), so a later edit is later."""
+        from dataclasses import replace
 
-        now = {x.idempotency_key for x in (*pulled.labels, *pulled.withdrawn)}
+        out, now = [], set()
+        for lab in pulled.labels:
+            now.add(lab.idempotency_key)
+            h = held.get(lab.idempotency_key)
+            if h is None or (h.preference, h.annotator) != (lab.preference, lab.annotator):
+                out.append(lab if h is None else replace(lab, revision=max(lab.revision, h.revision + 1)))
+        for lab in pulled.withdrawn:
+            now.add(lab.idempotency_key)
+            h = held.get(lab.idempotency_key)
+            if h is not None and h.preference:
+                out.append(replace(lab, revision=max(lab.revision, h.revision + 1)))
         prefixes = tuple(f"ls-{self.id}-{t}-u" for t in task_ids)
-        revision = int(time.time() * 1_000_000)  # after the deleted annotation's last update
-        return [Label(pair_id, "", who, key, revision, withdrawn=True) for key, (pair_id, who) in
-                recorded.items() if key.startswith(prefixes) and key not in now]  # fmt: skip
+        out += [Label(h.pair_id, "", h.annotator, key, h.revision + 1, withdrawn=True) for key, h in held.items()
+                if h.preference and key.startswith(prefixes) and key not in now]  # fmt: skip
+        return out
+
+
+@dataclass(frozen=True)
+class Held:
+    """An answer the selection server holds under an idempotency key (``preference`` "": withdrawn)."""
+
+    pair_id: str
+    annotator: str
+    preference: str
+    revision: int
 
 
 def wait_for_labels(project: LabelStudioProject, tasks: Sequence[int], wait: float, poll: float = 5.0,
@@ -321,8 +344,9 @@ class SyncState:
     ``pending`` the size asked of it, saved before the call. A retry (after an error, a crash or a
     restart) asks the server the same question under the same request id, which returns the same
     batch while its lease lasts, and its tasks are found in Label Studio by that tag. ``submitted``
-    holds, per answer key the server acknowledged, ``[revision, pair id, annotator, withdrawn]``: an
-    answer edited since is sent again (a revision), one deleted or skipped since is withdrawn."""
+    holds, per answer key the server acknowledged, ``[revision, pair id, annotator, preference]``
+    (preference "": withdrawn): an answer changed since is sent again, one deleted or skipped since is
+    withdrawn (see :meth:`LabelStudioProject.changes`)."""
 
     next_request: int = 0
     submitted: dict[str, list] | None = None
@@ -341,7 +365,7 @@ class SyncState:
             submitted = data["submitted"]
             if isinstance(submitted, list):  # before answers were keyed by (task, person): sent again once
                 submitted = {}
-            submitted = {str(k): [int(v[0]), str(v[1]), str(v[2]), bool(v[3])] for k, v in submitted.items()}
+            submitted = {str(k): [int(v[0]), str(v[1]), str(v[2]), str(v[3])] for k, v in submitted.items()}
             return cls(int(data["next_request"]), submitted, int(data.get("pending", 0)))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             raise LabelStudioError(
@@ -355,21 +379,6 @@ class SyncState:
                           "submitted": dict(sorted((self.submitted or {}).items()))})  # fmt: skip
 
 
-def changed(pulled: Pulled, submitted: dict[str, list]) -> list[Label]:
-    """What to send the server for ``pulled`` given what it acknowledged (``SyncState.submitted``): answers
-    it lacks or that were edited since (a larger revision), and withdrawals of answers it holds."""
-    out = []
-    for lab in pulled.labels:
-        have = submitted.get(lab.idempotency_key)
-        if have is None or lab.revision > have[0]:
-            out.append(lab)
-    for lab in pulled.withdrawn:
-        have = submitted.get(lab.idempotency_key)
-        if have is not None and not have[3] and lab.revision > have[0]:
-            out.append(lab)
-    return out
-
-
 def sync_once(project: LabelStudioProject, client, state: SyncState, state_path, budget: int, strategy: str = "",
               pool: str = "", lease_seconds: int = 30 * 24 * 3600, say=print) -> dict:  # fmt: skip
     """One pass of ``labelstudio sync``: submit new, edited and withdrawn answers, then top the project up to
@@ -377,8 +386,8 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
     tasks = [t for t in project._tasks() if str((t.data or {}).get("activedpo_batch", "")).startswith("sync-")]
     submitted = dict(state.submitted or {})
     pulled = project.pull([int(t.id) for t in tasks], listed=tasks) if tasks else Pulled([], 0, 0, 0)
-    held = {k: (v[1], v[2]) for k, v in submitted.items() if not v[3]}
-    send = changed(pulled, submitted) + project.deleted([int(t.id) for t in tasks], pulled, held)
+    held = {k: Held(v[1], v[2], v[3], v[0]) for k, v in submitted.items()}
+    send = project.changes([int(t.id) for t in tasks], pulled, held)
     if send:
         results = client.submit_labels(send)
         refused = [r for r in results if not r.accepted]
@@ -386,7 +395,8 @@ def sync_once(project: LabelStudioProject, client, state: SyncState, state_path,
             say(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
         for lab, r in zip(send, results, strict=True):
             if r.accepted:
-                submitted[lab.idempotency_key] = [lab.revision, lab.pair_id, lab.annotator, lab.withdrawn]
+                submitted[lab.idempotency_key] = [lab.revision, lab.pair_id, lab.annotator,
+                                                  "" if lab.withdrawn else lab.preference]  # fmt: skip
         state.submitted = submitted
         state.save(state_path)
     open_tasks = len(pulled.pending)

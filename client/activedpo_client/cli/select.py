@@ -262,7 +262,7 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from activedpo_client.labelfiles import agreement
-    from activedpo_client.labelstudio import WebhookReceiver, wait_for_labels
+    from activedpo_client.labelstudio import Held, WebhookReceiver, wait_for_labels
     from activedpo_trainer.atomic import write_jsonl
 
     tasks = ls.push(batch, tag)
@@ -276,12 +276,12 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
         bar = bars.add_task("labeled in Label Studio (tasks)", total=len(tasks))
         pulled, finished = wait_for_labels(ls, tasks, wait, progress=lambda d, t: bars.update(bar, completed=d),
                                            wake=receiver.wake if receiver else None)  # fmt: skip
-    prefix = f"ls-{ls.id}-"  # answers of this project the server holds: deleted ones are withdrawn
-    recorded = {x.idempotency_key: (x.pair_id, x.annotator) for x in client.export_labels(include_ties=True)
-                if x.idempotency_key.startswith(prefix)}  # fmt: skip
-    withdrawals = [w for w in pulled.withdrawn if w.idempotency_key in recorded] + ls.deleted(tasks, pulled, recorded)
+    prefix = f"ls-{ls.id}-"  # answers of this project the server holds, kept in step with Label Studio
+    held = {x.idempotency_key: Held(x.pair_id, x.annotator, x.preference, x.revision)
+            for x in client.export_labels(include_ties=True) if x.idempotency_key.startswith(prefix)}  # fmt: skip
+    send = ls.changes(tasks, pulled, held)
     if not finished:  # answers the server holds are kept in step (edited, deleted); new ones wait for the batch
-        edits = [x for x in pulled.labels if x.idempotency_key in recorded] + withdrawals
+        edits = [x for x in send if x.idempotency_key in held]
         changed = sum(r.revised for r in client.submit_labels(edits)) if edits else 0
         empty = f"; {pulled.empty} saved with no choice (not answers: still open)" if pulled.empty else ""
         console.print(
@@ -290,8 +290,8 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
             + (f" ({changed} answers the server held were revised)" if changed else "")
         )
         raise typer.Exit(3)
-    results = client.submit_labels([*pulled.labels, *withdrawals])
-    refused = [r for r in results if not r.accepted]
+    results = dict(zip((x.idempotency_key for x in send), client.submit_labels(send), strict=True)) if send else {}
+    refused = [r for r in results.values() if not r.accepted]
     if refused:
         raise ValueError(f"the server refused {len(refused)} labels, e.g. {refused[0].pair_id}: {refused[0].reason}")
     pairs = {p.pair_id: p for p in batch.pairs}
@@ -305,10 +305,10 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
             row = {"prompt": p.prompt, "chosen": a, "rejected": b} | row
         rows.append(row)
     labels_file = write_jsonl(out.with_name(out.stem + ".labels.jsonl"), rows)
-    answers = results[: len(pulled.labels)]
+    answers = [results[x.idempotency_key] for x in pulled.labels if x.idempotency_key in results]
     new = sum(not r.replayed and not r.revised for r in answers)
     revised = sum(r.revised for r in answers)
-    gone = sum(r.revised for r in results[len(pulled.labels):])
+    gone = sum(r.revised for x in send if x.withdrawn for r in [results[x.idempotency_key]])
     c = pulled.counts()
     kinds = f"A {c['A']}, B {c['B']}, about the same {c['TIE']}, both unacceptable {c['BOTH_BAD']}"
     console.print(
