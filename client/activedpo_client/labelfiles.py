@@ -22,7 +22,7 @@ from activedpo_trainer.atomic import write_text
 # with the hotkeys the page shows. Ctrl+Enter submits and Ctrl+Space skips (Label Studio's own keys).
 CHOICES = (("A", "A is better", "1"), ("B", "B is better", "2"), ("TIE", "About the same", "3"),
            ("BOTH_BAD", "Both unacceptable", "4"))  # fmt: skip
-KEYS_LINE = ("Keys: " + ", ".join(f"{key} = {text.lower()}" for _, text, key in CHOICES)
+KEYS_LINE = ("Keys: " + ", ".join(f"{key} = {text}" for _, text, key in CHOICES)
              + "; Ctrl+Enter submits, Ctrl+Space skips (cannot judge).")  # fmt: skip
 
 # The labeling page: the conversation as messages (kept in view), both responses side by side as
@@ -36,6 +36,7 @@ LABEL_CONFIG = (
     .adpo-resp { flex: 1; min-width: 0; max-height: 55vh; overflow-y: auto; padding: 0.5em 1em;
                  border: 1px solid #ccc; border-radius: 4px; }
     .adpo-resp pre { background: #f6f8fa; padding: 0.5em; overflow-x: auto; }
+    .adpo-resp ol { list-style: decimal; padding-left: 1.5em; } .adpo-resp ul { list-style: disc; padding-left: 1.5em; }
   </Style>
   <View className="adpo-prompt">
     <Header value="Conversation" size="5"/>
