@@ -6,6 +6,7 @@ Nothing is downloaded: every model is built here, from the toy world's own corpu
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,38 @@ def label_studio(tmp_path_factory):
         pytest.fail(f"{e}: {(data / 'label-studio.log').read_text()[-2000:]}")
     yield server
     server.stop()
+
+
+def _browser_parts():
+    """(chromium, chromedriver) paths, or the reason there is no browser here."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return None, "selenium is not installed (pip install -e '.[dev]')"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        return None, "no chromium and chromedriver (apt-get install chromium chromium-driver)"
+    return (chromium, driver), ""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Selenium (Debian's ``chromium`` and ``chromium-driver``); skips when none is
+    installed, and fails instead under ``ACTIVEDPO_REQUIRE_BROWSER=1`` (set by ``.ci/run``, which installs one)."""
+    parts, why = _browser_parts()
+    if parts is None:
+        if os.environ.get("ACTIVEDPO_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"ACTIVEDPO_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = parts[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(parts[1]), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

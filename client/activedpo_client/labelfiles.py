@@ -181,6 +181,15 @@ def agreement(labels) -> tuple[int, float]:
     return several, (agree / total if total else float("nan"))
 
 
+def agreement_line(labels) -> str:
+    """``agreement: 75% of answers agree on the 4 pairs answered by several people``, or "" when none is."""
+    several, rate = agreement(labels)
+    if not several:
+        return ""
+    return f"agreement: {rate:.0%} of answers agree on the {several} pair{'s' if several > 1 else ''} answered by " \
+           "several people"
+
+
 def _micros(stamp) -> int:
     """An ISO-8601 time (Label Studio's ``updated_at``) in µs since the epoch; 0 when absent."""
     from datetime import datetime, timezone

@@ -216,6 +216,12 @@ class LabelStudioProject:
                 # "BOTH" (two choices in one annotation) cannot come from the page's single-choice question
         return Pulled(labels, done, len(wanted), skipped, withdrawn, empty, tuple(pending))
 
+    def held(self, client) -> dict[str, Held]:
+        """The answers from this project the selection server holds, by idempotency key (one export)."""
+        prefix = f"ls-{self.id}-"
+        return {x.idempotency_key: Held(x.pair_id, x.annotator, x.preference, x.revision)
+                for x in client.export_labels(include_ties=True) if x.idempotency_key.startswith(prefix)}  # fmt: skip
+
     def changes(self, task_ids: Sequence[int], pulled: Pulled, held: dict[str, Held]) -> list[Label]:
         """What to send the selection server so that it holds each person's current answer on ``task_ids``,
         given what it ``held`` (idempotency key → :class:`Held`): answers it lacks, answers whose content
@@ -251,6 +257,18 @@ class Held:
     revision: int
 
 
+WEBHOOK_SETTLE = 1.0  # seconds between a webhook and the look it causes
+
+
+def settle_after_webhook(wake) -> None:
+    """After a webhook, wait a moment before looking: Label Studio may post it before the annotation is
+    visible to a listing, and a burst of webhooks (a person labeling fast) becomes one look."""
+    import time
+
+    time.sleep(WEBHOOK_SETTLE)
+    wake.clear()
+
+
 def wait_for_labels(project: LabelStudioProject, tasks: Sequence[int], wait: float, poll: float = 5.0,
                     progress=None, wake=None) -> tuple[Pulled, bool]:  # fmt: skip
     """Poll ``tasks`` until every one is done or ``wait`` seconds pass; (where they stand, all done).
@@ -273,7 +291,7 @@ def wait_for_labels(project: LabelStudioProject, tasks: Sequence[int], wait: flo
         if wake is None:
             time.sleep(pause)
         elif wake.wait(pause):
-            wake.clear()
+            settle_after_webhook(wake)
 
 
 class WebhookReceiver:
@@ -468,7 +486,7 @@ def sync_loop(project: LabelStudioProject, client, state_path, budget: int, ever
             if wake is None:
                 time.sleep(pause)
             elif wake.wait(pause):
-                wake.clear()
+                settle_after_webhook(wake)
     finally:
         if own is not None:
             own.close()

@@ -450,6 +450,7 @@ class RoundRunner:
 
         spec = self.label_studio or LabelStudioSpec()
         project = LabelStudioProject(self.run.config.ls_project, spec.url, spec.api_key, spec.project)
+        self._revise_earlier_rounds(project)
         batch = self._batch()
         record = self.dir / "label_studio.json"
         if record.exists():
@@ -475,6 +476,20 @@ class RoundRunner:
         c = pulled.counts()
         return {"labels": len(pulled.labels), "A": c["A"], "tie": c["TIE"], "both_bad": c["BOTH_BAD"],
                 "skipped": pulled.skipped, "tasks": pulled.total}  # fmt: skip
+
+    def _revise_earlier_rounds(self, project) -> None:
+        """Answers given, edited or deleted in Label Studio on earlier rounds' tasks since those rounds ended
+        reach the server (later DPO trains on what it holds now)."""
+        records = [self.run.round_dir(r) / "label_studio.json" for r in range(1, self.r)]
+        earlier = [t for f in records if f.exists() for t in json.loads(f.read_text())["task_ids"]]
+        if not earlier:
+            return
+        send = project.changes(earlier, project.pull(earlier), project.held(self.client))
+        if send:
+            results = self.client.submit_labels(send)
+            done = sum(r.accepted and not r.replayed for r in results)
+            self.say(f"round {self.r}: {done} answers on earlier rounds' tasks changed in Label Studio since "
+                     f"(new, edited or withdrawn); the server now holds them")  # fmt: skip
 
     def _submit(self) -> dict:
         labels = [Label.from_dict(x) for x in _read_jsonl(self.dir / "labels.jsonl")]

@@ -144,7 +144,7 @@ def test_file_annotator_round_trip_with_a_malformed_labels_file(tiny_world, tmp_
     r = run_dir / "rounds" / "001"
     pairs = [json.loads(line) for line in (r / "to_label.jsonl").read_text().splitlines()]
     studio = json.loads((r / "label_studio.json").read_text())
-    assert len(pairs) == 8 == len(studio) and "<Pairwise" in (r / "label_config.xml").read_text()
+    assert len(pairs) == 8 == len(studio) and '<Choices name="preference"' in (r / "label_config.xml").read_text()
 
     bad = tmp_path / "labels.jsonl"
     rows = [{"pair_id": p["pair_id"], "preference": "A", "annotator": "ann"} for p in pairs[:5]]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from contextlib import contextmanager, suppress
 
 import pytest
+from labeling_page import CHOICES, Page, conversation
 
-from activedpo_client.labelstudio import LabelStudioError, LabelStudioProject
+from activedpo_client.labelstudio import Held, LabelStudioError, LabelStudioProject
+from activedpo_client.messages import CandidateGroup
 from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
 
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
@@ -78,6 +81,73 @@ def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_st
         )
 
 
+@pytest.fixture(scope="module")
+def defects_server(tmp_path_factory, tiny_world):
+    """One selection server (12 prompts, 36 pairs) shared by the issue-25 defect tests, each in its own project."""
+    with serving(tmp_path_factory.mktemp("defects"), tiny_world, 12) as (_, client):
+        yield client
+
+
+def labeled_batch(client, label_studio, title: str, n: int):
+    """(project, its task ids, the batch): ``n`` pairs selected and pushed to a new project ``title``."""
+    batch = client.select(n, lease_seconds=3600)
+    project = LabelStudioProject(title, label_studio.url, label_studio.token)
+    return project, project.push(batch, tag=title), batch
+
+
+def server_answers(client, batch, who: bool = False) -> list:
+    """Sorted (pair index, preference[, annotator]) of the server's labels on ``batch``, ties included."""
+    ids = [p.pair_id for p in batch.pairs]
+    return sorted((ids.index(x.pair_id), x.preference, *((x.annotator,) if who else ()))
+                  for x in client.export_labels(include_ties=True) if x.pair_id in ids)  # fmt: skip
+
+
+# The four defects of issue 25, each through the calls Label Studio's page makes and the connector's pull and
+# submit (the same calls before and after the fix, so each test fails on the code before it).
+
+
+def test_defect_1_an_empty_save_is_no_answer_and_the_task_stays_open(defects_server, label_studio):
+    project, tasks, _ = labeled_batch(defects_server, label_studio, "defect 1 empty", 2)
+    ls = project.client
+    ls.annotations.create(id=tasks[0], result=[])  # saved with no choice (the API takes it, as the page did)
+    ls.annotations.create(id=tasks[1], result=answer("A"))
+    pulled = project.pull(tasks)
+    assert (pulled.done, len(pulled.labels)) == (1, 1)  # before: 2 done, 1 label: the empty task vanished
+    assert ls.projects.get(id=project.id).enable_empty_annotation is False  # and the page refuses an empty submit
+
+
+def test_defect_2_an_edit_after_the_batch_is_done_revises_the_servers_label(defects_server, label_studio):
+    project, tasks, batch = labeled_batch(defects_server, label_studio, "defect 2 edit", 2)
+    ls = project.client
+    first = ls.annotations.create(id=tasks[0], result=answer("A"))
+    ls.annotations.create(id=tasks[1], result=answer("B"))
+    assert all(r.accepted for r in defects_server.submit_labels(project.pull(tasks).labels))
+    ls.annotations.update(id=first.id, result=answer("B"))  # switched after "done", then Update
+    results = defects_server.submit_labels(project.pull(tasks).labels)
+    assert server_answers(defects_server, batch) == [(0, "B"), (1, "B")]  # before: pair 0 stayed A
+    assert [r.replayed for r in results] == [False, True]
+
+
+def test_defect_3_a_second_annotation_by_the_same_person_replaces_their_first(defects_server, label_studio):
+    project, tasks, batch = labeled_batch(defects_server, label_studio, "defect 3 twice", 1)
+    ls = project.client
+    ls.annotations.create(id=tasks[0], result=answer("A"))
+    ls.annotations.create(id=tasks[0], result=answer("B"))  # the "+" tab, the other choice
+    assert all(r.accepted for r in defects_server.submit_labels(project.pull(tasks).labels))
+    assert server_answers(defects_server, batch) == [(0, "B")]  # before: A and B, from one person
+
+
+def test_defect_4_labels_name_people_by_email(defects_server, label_studio):
+    project, tasks, batch = labeled_batch(defects_server, label_studio, "defect 4 emails", 1)
+    ls = project.client
+    other = ls.users.create(username="defect-four", email="defect-four@example.com", password="labeler-pw-4")
+    ls.annotations.create(id=tasks[0], result=answer("A"))
+    ls.annotations.create(id=tasks[0], result=answer("B"), completed_by=other.id)
+    assert all(r.accepted for r in defects_server.submit_labels(project.pull(tasks).labels))
+    want = [(0, "A", "admin@example.com"), (0, "B", "defect-four@example.com")]  # two people, two labels
+    assert server_answers(defects_server, batch, who=True) == want  # before: label-studio:1 and label-studio:2
+
+
 def test_label_studio_errors_are_one_line(label_studio, monkeypatch):
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
@@ -111,11 +181,12 @@ def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(t
     record = json.loads((run_dir / "rounds" / "001" / "label_studio.json").read_text())
     project = LabelStudioProject(str(record["project"]), label_studio.url, label_studio.token)
     ls = project.client
+    made = []
     for n, task in enumerate(record["task_ids"]):  # the labelers: one skip, the rest A or B
         if n == 0:
             ls.annotations.create(id=task, result=[], was_cancelled=True)
         else:
-            ls.annotations.create(id=task, result=answer("A" if n % 2 else "B"))
+            made.append(ls.annotations.create(id=task, result=answer("A" if n % 2 else "B")))
     second = CliRunner().invoke(app, [str(a) for a in [*args, "--ls-wait", 60]])
     assert second.exit_code == 0, second.output
     assert "round 1: 5 labels" in second.output
@@ -123,6 +194,11 @@ def test_a_round_labeled_in_label_studio_waits_then_resumes_without_duplicates(t
     assert len(tasks) == 6  # the resumed round found its tasks: nothing imported twice
     labels = [json.loads(line) for line in (run_dir / "rounds" / "001" / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 5 and len({x["idempotency_key"] for x in labels}) == 5
+    ls.annotations.update(id=made[0].id, result=answer("B"))  # round 1 is over: someone changes their mind
+    ls.annotations.delete(id=made[1].id)  # and someone takes an answer back
+    third = CliRunner().invoke(app, [str(a) for a in [*args, "--rounds", 2, "--ls-wait", 1]])
+    assert third.exit_code == 3, third.output  # round 2 waits for its own labels, after sending round 1's changes
+    assert "round 2: 2 answers on earlier rounds' tasks changed in Label Studio since" in " ".join(third.output.split())
 
 
 def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_path, label_studio):
@@ -289,6 +365,10 @@ def test_select_counts_each_persons_current_answer_once(gpt2_dir, tmp_path, labe
         trained = {(x.pair_id, x.annotator): x.chosen for x in client.export_labels()}  # A/B only, each once
         assert trained == {(selected[0]["pair_id"], me): ab[0][1], (selected[2]["pair_id"], me): ab[2][1],
                            (selected[3]["pair_id"], other): ab[3][0], (selected[4]["pair_id"], me): ab[4][0]}
+        exported = CliRunner().invoke(app, ["export", "--out", str(tmp_path / "dpo.jsonl"), "--server", s.target])
+        said = " ".join(exported.output.split())
+        assert "4 labeled pairs written to" in said and "(1 ties and 1 both unacceptable recorded, not written)" in said
+        assert "agreement: 0% of answers agree on the 1 pair answered by several people" in said  # TIE vs A on t3
 
 
 def test_a_round_killed_between_import_and_pull_resumes_without_a_second_import(tiny_world, tmp_path, label_studio):
@@ -537,3 +617,98 @@ def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_w
         final = list(ls.tasks.list(project=project.id, fields="all"))
         assert len(final) == 5 and len({t.data["pair_id"] for t in final}) == 5
         assert client.status().annotations == 2
+
+
+def test_a_person_labels_in_the_browser_and_the_server_holds_each_current_answer_once(
+    tiny_world, tmp_path, label_studio, browser
+):
+    t0 = time.perf_counter()
+    messages = json.dumps(conversation())
+    responses = [" calm **wave** tide", " bright moss\n\n```python\nxs[::-1]\n```"]
+    groups = [CandidateGroup(p, responses, messages=messages) for p in tiny_world.task.train_prompts()[:5]]
+    with (
+        EmbeddedServer(tmp_path / "state", tiny_world.sft_dir, args=SMALL) as server,
+        SelectorClient(Connection(server.target)) as client,
+    ):
+        client.wait_ready()
+        client.add_candidates(groups)
+        batch = client.select(5)
+        assert {p.conversation()[0]["role"] for p in batch.pairs} == {"system"}  # the server kept the messages
+        project = LabelStudioProject("activedpo in the browser", label_studio.url, label_studio.token)
+        tasks = project.push(batch, tag="browser-r1")
+        held: dict[str, Held] = {}
+
+        def sync() -> list:
+            """One pass as ``labelstudio sync`` does it: send what changed, remember what the server holds."""
+            pulled = project.pull(tasks)
+            send = project.changes(tasks, pulled, held)
+            results = client.submit_labels(send) if send else []
+            assert all(r.accepted for r in results), results
+            for lab in send:
+                held[lab.idempotency_key] = Held(lab.pair_id, lab.annotator, lab.preference, lab.revision)
+            return results
+
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        views = project.client.views.list(project=project.id)  # the ids that invite bias are hidden
+        hidden = views[0].data["hiddenColumns"] if isinstance(views[0].data, dict) else views[0].data.hiddenColumns
+        assert {"tasks:data.pair_id", "tasks:data.rank", "tasks:data.activedpo_batch"} <= set(hidden["explore"])
+        page = Page(browser, label_studio.url, project.id)
+        page.sign_in("admin@example.com", "activedpo-local")
+        page.open(tasks[0])
+        said = page.text(".adpo-prompt")
+        assert all(m["content"] in said for m in conversation())  # every turn, the system message included
+        assert "<|" not in said and "system" in said.lower()
+        assert [e.text for e in page.css(".adpo-resp strong")] == ["wave"]  # Markdown rendered, not raw
+        assert "xs[::-1]" in page.text(".adpo-resp pre code") and "**" not in page.text(".adpo-resp")
+        assert [e.text for e in page.css(".lsf-choice .lsf-hint")] == [f"[{k}]" for _, _, k in CHOICES]
+        assert "Ctrl+Enter submits" in page.text(".lsf-main-view, body")
+        page.pick("A is better")  # the mouse
+        page.submit()
+        page.open(tasks[1])
+        page.key("2", "B is better")  # hotkeys
+        page.submit(with_keys=True)
+        page.open(tasks[2])
+        assert not page.css(Page.SUBMIT)[0].is_enabled()  # an empty answer cannot be submitted
+        page.ctrl(Keys.ENTER)  # Ctrl+Enter with nothing picked: nothing is saved
+        time.sleep(1.0)
+        assert not project.client.tasks.get(id=tasks[2]).annotations
+        page.key("3", "About the same")
+        page.submit()
+        page.open(tasks[3])
+        page.key("4", "Both unacceptable")
+        page.submit()
+        shown = page.label_all_tasks()  # the instructions come first; the stream serves the one task left
+        assert "Which response is better?" in shown and "Both unacceptable" in shown
+        assert page.task_id() == tasks[4]
+        page.click(By.CSS_SELECTOR, Page.SKIP)
+        page.wait().until(lambda d: "No More Tasks Left" in page.text("body"))
+
+        assert len(sync()) == 4  # the skip is no label
+        me = "admin@example.com"
+        ids = [p.pair_id for p in batch.pairs]
+
+        def answers() -> dict:
+            return {(ids.index(x.pair_id), x.annotator): x.preference for x in client.export_labels(include_ties=True)}
+
+        assert answers() == {(0, me): "A", (1, me): "B", (2, me): "TIE", (3, me): "BOTH_BAD"}
+        status = client.status()
+        assert (status.labeled, status.ties, status.both_bad, status.annotations) == (2, 1, 1, 4)
+
+        page.open(tasks[0])  # an edit after the batch is done
+        page.pick("B is better")
+        page.update()
+        page.open(tasks[1])
+        second = page.another_annotation("1", "A is better")  # the same person, the other way
+        results = sync()
+        assert sorted(r.revised for r in results) == [True, True]
+        assert answers() == {(0, me): "B", (1, me): "A", (2, me): "TIE", (3, me): "BOTH_BAD"}
+        page.delete_annotation(second)  # their first annotation is their answer again
+        page.wait().until(lambda d: len(project.client.tasks.get(id=tasks[1]).annotations) == 1)
+        assert [r.revised for r in sync()] == [True]
+        assert answers() == {(0, me): "B", (1, me): "B", (2, me): "TIE", (3, me): "BOTH_BAD"}
+        trained = [(ids.index(x.pair_id), x.chosen) for x in client.export_labels()]
+        assert sorted(trained) == [(0, batch.pairs[0].response_b), (1, batch.pairs[1].response_b)]
+        assert sync() == [] and client.status().annotations == 4  # nothing changed: nothing sent
+    print(f"\nbrowser test: {time.perf_counter() - t0:.1f} s")

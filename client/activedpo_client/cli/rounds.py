@@ -268,7 +268,8 @@ def status_cmd(
             s = client.status()
         console.print(
             f"server: checkpoint {s.checkpoint_id} ({s.adapter_line()}), {s.pool_size} pairs, {s.labeled} labeled "
-            f"({s.annotations} annotations), {s.leased} leased, d = {s.feature_dim}"
+            f"({s.annotations} answers: {s.ties} ties, {s.both_bad} both unacceptable), {s.leased} leased, "
+            f"d = {s.feature_dim}"
         )
 
 
@@ -279,13 +280,23 @@ def export_cmd(
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
 ) -> None:
-    """Write every labeled pair as JSONL that `datasets.load_dataset("json", data_files=...)` reads."""
+    """Write every labeled pair as JSONL that `datasets.load_dataset("json", data_files=...)` reads.
+
+    One row per person's current A/B answer; ties and "both unacceptable" answers are counted, not written,
+    and where several people answered a pair their agreement is reported."""
+    from activedpo_client.labelfiles import agreement_line
+
     with user_errors():
         stack, client = server_for(run_dir, server, token, tls_ca)
         with stack:
-            rows = [r.dpo_row() for r in client.export_labels()]
+            answers = list(client.export_labels(include_ties=True))
+        rows = [r.dpo_row() for r in answers if r.preference in ("A", "B")]
         write_jsonl(out, rows)
-    console.print(f"{len(rows)} labeled pairs written to {out}")
+    prefs = [r.preference for r in answers]
+    console.print(f"{len(rows)} labeled pairs written to {out} ({prefs.count('TIE')} ties and "
+                  f"{prefs.count('BOTH_BAD')} both unacceptable recorded, not written)")  # fmt: skip
+    if line := agreement_line(answers):
+        console.print(line)
 
 
 def bench_cmd(ctx: typer.Context) -> None:

@@ -261,8 +261,8 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from activedpo_client.labelfiles import agreement
-    from activedpo_client.labelstudio import Held, WebhookReceiver, wait_for_labels
+    from activedpo_client.labelfiles import agreement_line
+    from activedpo_client.labelstudio import WebhookReceiver, wait_for_labels
     from activedpo_trainer.atomic import write_jsonl
 
     tasks = ls.push(batch, tag)
@@ -276,9 +276,7 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
         bar = bars.add_task("labeled in Label Studio (tasks)", total=len(tasks))
         pulled, finished = wait_for_labels(ls, tasks, wait, progress=lambda d, t: bars.update(bar, completed=d),
                                            wake=receiver.wake if receiver else None)  # fmt: skip
-    prefix = f"ls-{ls.id}-"  # answers of this project the server holds, kept in step with Label Studio
-    held = {x.idempotency_key: Held(x.pair_id, x.annotator, x.preference, x.revision)
-            for x in client.export_labels(include_ties=True) if x.idempotency_key.startswith(prefix)}  # fmt: skip
+    held = ls.held(client)  # answers of this project the server holds, kept in step with Label Studio
     send = ls.changes(tasks, pulled, held)
     if not finished:  # answers the server holds are kept in step (edited, deleted); new ones wait for the batch
         edits = [x for x in send if x.idempotency_key in held]
@@ -316,6 +314,5 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
         f"{new} new on the server, {revised} revised, {len(rows) - new - revised} it already had"
         + (f", {gone} withdrawn (deleted or skipped since)" if gone else "")
     )
-    several, rate = agreement(pulled.labels)
-    if several:
-        console.print(f"agreement: {rate:.0%} of answers agree on the {several} pairs answered by several people")
+    if line := agreement_line(pulled.labels):
+        console.print(line)
