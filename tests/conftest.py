@@ -20,6 +20,22 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one t
     torch.set_num_threads(1)
 
 
+# The longest test files, longest first (their time: `pytest --durations=0`). `make test` runs two workers that
+# take whole files in collection order, so these start at once rather than one starting last while the other
+# worker idles.
+LONGEST_FIRST = ("integration/test_labelstudio.py", "e2e/test_round.py", "e2e/test_own_model.py",
+                 "e2e/test_round_resume.py", "unit/trainer/test_default_world.py", "integration/test_server.py",
+                 "integration/test_server_defects.py", "e2e/test_walkthrough.py", "e2e/test_bench.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: tests within a file keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _quiet():
     from activedpo_trainer.progress import quiet_libraries

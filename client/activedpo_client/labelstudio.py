@@ -158,7 +158,8 @@ class LabelStudioProject:
         if key not in self._people:
             for u in self._call("listing users", lambda: list(self.client.users.list())):
                 self._people[str(u.id)] = getattr(u, "email", "") or getattr(u, "username", "") or ""
-        return self._people.get(key) or f"label-studio:user-{key}"
+            self._people.setdefault(key, "")  # not listed (a deleted account): asked once, not on every task
+        return self._people[key] or f"label-studio:user-{key}"
 
     def register_webhook(self, url: str) -> int:
         """The id of this project's webhook to ``url`` for annotation events (created unless one exists)."""
