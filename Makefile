@@ -26,7 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) -s proto-check
-	$(BIN)/pytest -q -n 2 --dist loadfile  # two workers: one's model work overlaps the other's server and Label Studio waits
+	# two workers: one's model work overlaps the other's server and Label Studio waits; each takes whole files
+	# in collection order (the longest first, see tests/conftest.py), not xdist's order by test count
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(BIN)/activedpo-client quickstart

@@ -21,8 +21,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one t
 
 
 # The longest test files, longest first (their time: `pytest --durations=0`). `make test` runs two workers that
-# take whole files in collection order, so these start at once rather than one starting last while the other
-# worker idles.
+# take whole files in collection order (`--no-loadscope-reorder`: xdist would order them by test count, which
+# puts the one-test files of a minute and a half last), so these start first and the short files fill in.
 LONGEST_FIRST = ("integration/test_labelstudio.py", "e2e/test_round.py", "e2e/test_own_model.py",
                  "e2e/test_round_resume.py", "unit/trainer/test_default_world.py", "integration/test_server.py",
                  "integration/test_server_defects.py", "e2e/test_walkthrough.py", "e2e/test_bench.py")  # fmt: skip

@@ -77,7 +77,8 @@ next assistant turn:
 
 Pick **About the same** when neither is meaningfully better, and **Both unacceptable** when neither
 could be sent (wrong, harmful or off-topic): those answers are recorded but never trained on.
-**Skip** a pair you cannot judge (e.g. outside your expertise); someone else will get it.
+**Skip** a pair you cannot judge (e.g. outside your expertise); someone else will get it. Skip is in
+"Label All Tasks", the stream that serves one pair after another; a single task opened from the list has none.
 
 {KEYS_LINE}
 """
