@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_trainer.lora import LoraSpec
+
 DEFAULT_ARMS = ["activedpo", "random", "aplp", "apo", "activedpo-fisher"]
 ABLATION_ARMS = [
     "activedpo", "random", "activedpo@raw", "activedpo@d=512", "activedpo@d=8192", "activedpo@d=16384",
@@ -437,7 +439,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--prompts", type=int, nargs="+", default=[1000], help="prompts per round (several: a pool study)")
     ap.add_argument("--responses", type=int, default=3, help="responses per prompt")
     ap.add_argument("--proj-dim", type=int, default=2048, help="projection dimension (arms may override: @d=N)")
-    ap.add_argument("--lora-r", type=int, default=128)
+    ap.add_argument("--lora-r", type=int, default=LoraSpec.r)
     ap.add_argument("--dpo-epochs", type=float, default=None, help="default: the task's recorded setting")
     ap.add_argument("--dpo-lr", type=float, default=None, help="default: the task's recorded setting")
     ap.add_argument("--dpo-beta", type=float, default=None, help="default: the task's recorded setting")

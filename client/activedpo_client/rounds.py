@@ -137,8 +137,8 @@ class RoundConfig:
     eval_pair_samples: int = 4  # π_ref samples per held-out prompt for the judged pairs of preference accuracy (0: off)
     lease_seconds: int = 3600
     evaluate: str = "oracle"  # oracle (toy world) | reward-model:PATH | none
-    lora_r: int = 128  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
-    lora_alpha: int = 512
+    lora_r: int = LoraSpec.r  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
+    lora_alpha: int = LoraSpec.alpha
     target_modules: str = "all-linear"  # "auto": PEFT's defaults for the architecture; or "q_proj,v_proj"
     device: str = ""  # generation, DPO, evaluation, embedded server; "" until the run resolves it
     ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from activedpo_trainer.lora import LoraSpec
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
@@ -26,14 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--responses", type=int, default=1024, help="pool size in responses (2 per prompt)")
     ap.add_argument("--reference", type=int, default=64, help="responses featurized one at a time for the speed-up")
     ap.add_argument("--proj-dim", type=int, default=8192)
-    ap.add_argument("--lora-r", type=int, default=128)
+    ap.add_argument("--lora-r", type=int, default=LoraSpec.r)
     ap.add_argument("--budget", type=int, default=50)
     args = ap.parse_args(argv)
 
     import numpy as np
     import torch
 
-    from activedpo_server.features import GradientFeaturizer, LoraSpec, pair_features
+    from activedpo_server.features import GradientFeaturizer, pair_features
     from activedpo_server.featurestore import FeatureStore
     from activedpo_server.selection import greedy_select_scored
     from activedpo_trainer.checkpoint import load_model, resolve_device

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from activedpo_server import __version__
+from activedpo_trainer.lora import LoraSpec
 
 app = typer.Typer(
     name="activedpo-server",
@@ -178,9 +179,9 @@ def serve_command(
     ray_gpus_per_actor: RayGpusOpt = None,
     seed: SeedOpt = 0,
     lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
-    lora_r: LoraROpt = 128,
-    lora_alpha: LoraAlphaOpt = 512,
-    target_modules: TargetModulesOpt = "all-linear",
+    lora_r: LoraROpt = LoraSpec.r,
+    lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
+    target_modules: TargetModulesOpt = LoraSpec.target_modules,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
     port_file: Annotated[
@@ -316,9 +317,9 @@ def featurize_command(
     seed: SeedOpt = 0,
     normalize: NormalizeOpt = True,
     feature_dtype: FeatureDtypeOpt = "float32",
-    lora_r: LoraROpt = 128,
-    lora_alpha: LoraAlphaOpt = 512,
-    target_modules: TargetModulesOpt = "all-linear",
+    lora_r: LoraROpt = LoraSpec.r,
+    lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
+    target_modules: TargetModulesOpt = LoraSpec.target_modules,
     device: DeviceOpt = None,
     dtype: DtypeOpt = "float32",
 ) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, load_model, resolve_device
+from activedpo_trainer.lora import LoraSpec
 
 MODES = ("continue", "retrain")
 
@@ -33,8 +34,8 @@ class DPOSettings:
     lr: float = 1e-4
     epochs: float = 4.0
     batch_size: int = 8
-    lora_r: int = 128
-    lora_alpha: int = 512
+    lora_r: int = LoraSpec.r
+    lora_alpha: int = LoraSpec.alpha
     lora_dropout: float = 0.0  # dropout makes per-example features noisy; the paper does not use it
     target_modules: str | tuple[str, ...] | None = "all-linear"  # every linear layer but the LM head; None: auto
     max_length: int | None = 1024  # tokens of prompt + response; longer rows are truncated by TRL

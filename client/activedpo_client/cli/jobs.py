@@ -15,6 +15,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_trainer.atomic import write_jsonl
+from activedpo_trainer.lora import LoraSpec
 
 train_app = typer.Typer(help="Train checkpoints: DPO on labeled pairs (TRL + PEFT LoRA).")
 
@@ -102,8 +103,8 @@ def train_dpo_cmd(
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-4,
     epochs: Annotated[float, typer.Option(min=0.0)] = 4.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    lora_r: Annotated[int, typer.Option(min=1)] = 128,
-    lora_alpha: Annotated[int, typer.Option(min=1)] = 512,
+    lora_r: Annotated[int, typer.Option(min=1)] = LoraSpec.r,
+    lora_alpha: Annotated[int, typer.Option(min=1)] = LoraSpec.alpha,
     seed: Annotated[int, typer.Option()] = 0,
     device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
 ) -> None:

@@ -39,6 +39,7 @@ from activedpo_client.cli.common import (
 )
 from activedpo_client.labelstudio import ProjectSettings
 from activedpo_trainer.atomic import write_jsonl
+from activedpo_trainer.lora import LoraSpec
 
 labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
 
@@ -101,8 +102,10 @@ def round_cmd(
     dpo_beta: Annotated[
         float | None, typer.Option(help="DPO β \\[default: the toy task's recorded setting, else 0.1].")
     ] = None,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)] = 128,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = 512,
+    lora_r: Annotated[
+        int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)
+    ] = LoraSpec.r,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = LoraSpec.alpha,
     target_modules: Annotated[
         str | None,
         typer.Option(
@@ -319,7 +322,9 @@ def quickstart_cmd(
     proj_dim: Annotated[
         int, typer.Option(help="Projection dimension (the paper's 8192 takes about 3× longer on two CPU cores).")
     ] = 2048,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.")] = 128,
+    lora_r: Annotated[
+        int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.")
+    ] = LoraSpec.r,
     eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per evaluation.")] = 100,
     dpo_epochs: Annotated[
         float | None, typer.Option(help="DPO epochs per round \\[default: the task's recorded setting].")

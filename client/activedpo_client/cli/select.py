@@ -30,6 +30,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import LabelStudioProject, ProjectSettings
+from activedpo_trainer.lora import LoraSpec
 
 
 def select_cmd(
@@ -70,8 +71,8 @@ def select_cmd(
             help="Rank of the fresh adapter whose gradients are the features of a --model without an adapter "
             "(the adapter you will train), on an embedded or a remote server."
         ),
-    ] = 128,
-    lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = 512,
+    ] = LoraSpec.r,
+    lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = LoraSpec.alpha,
     target_modules: Annotated[
         str, typer.Option(help="Its targets: auto (PEFT's defaults), all-linear, or q_proj,v_proj,….")
     ] = "auto",
@@ -122,7 +123,6 @@ def select_cmd(
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
     from activedpo_client.rounds import ensure_server_checkpoint
     from activedpo_trainer.checkpoint import resolve_checkpoint
-    from activedpo_trainer.lora import LoraSpec
     from activedpo_trainer.progress import progress_bars, quiet_libraries
     from activedpo_trainer.prompts import PromptRenderer
 
