@@ -49,7 +49,9 @@ def test_toyworld_check_reports_lift_and_preference_accuracy(tiny_world, tmp_pat
             "--epochs", 1, "--lr", 3e-4, "--eval-samples", 2, "--pair-samples", 3]  # fmt: skip
     result = json.loads(run(client, *args, "--json"))
     assert result["pairs"] == 16 and result["n"] == 8 and result["samples"] == 2
-    assert result["pref_pairs"] <= 8 * 3 and result["pref_acc"] is not None
+    right = result["pref_acc"] * result["pref_pairs"]  # a share (to 4 decimals) of the judged held-out pairs
+    assert 0 < result["pref_pairs"] <= 8 * 3 and abs(right - round(right)) <= 5e-5 * result["pref_pairs"]
+    assert 0 <= round(right) <= result["pref_pairs"]
     assert "--pair-samples must be 0 (off) or at least 2" in run(client, *args[:-1], 1, code=2)
 
 

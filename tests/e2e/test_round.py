@@ -130,8 +130,11 @@ def test_quickstart_compares_strategies_from_the_same_start(tiny_world, tmp_path
     # preference accuracy on judged held-out pairs drawn once from π_ref: the same pairs in every arm
     held = {s: json.loads((tmp_path / "qs" / s / "heldout_pairs.json").read_text()) for s in runs}
     assert held["activedpo"] == held["random"] and len(held["random"]["prompts"]) == runs["random"]["pref_pairs"] > 0
-    for m in runs.values():
-        assert m["pref_acc"] is not None and m["pref_acc_policy"] is not None
+    for s, m in runs.items():  # shares (to 4 decimals) of judged pairs: whole counts of them
+        ev = json.loads((tmp_path / "qs" / s / "rounds" / "001" / "eval.json").read_text())
+        for share, pairs in ((m["pref_acc"], m["pref_pairs"]), (m["pref_acc_policy"], ev["pref_pairs_policy"])):
+            right = share * pairs
+            assert pairs > 0 and abs(right - round(right)) <= 5e-5 * pairs and 0 <= round(right) <= pairs, (s, share)
     assert "preference accuracy" in out
     assert (tmp_path / "qs" / "reward.png").exists()
 

@@ -40,7 +40,9 @@ def test_embedded_server_round_trip(tmp_path, tiny_world):
             batch = client.select(4, progress=lambda *a: seen.append(a))
             assert len(batch.pairs) == 4 and seen and batch.checkpoint_id == tiny_world.sft_checkpoint.id
             # every id comes back: the pair's, its prompt's and its two responses'
-            assert all(p.prompt_id and p.response_a_id and p.response_b_id for p in batch.pairs)
+            ids = [(p.pair_id[:2], p.prompt_id[:2], p.response_a_id[:2], p.response_b_id[:2]) for p in batch.pairs]
+            assert ids == [("p-", "x-", "y-", "y-")] * 4  # content ids, as the server assigns them
+            assert len({p.response_a_id for p in batch.pairs} | {p.response_b_id for p in batch.pairs}) >= 3
             assert all(p.prompt in prompts for p in batch.pairs) and [p.rank for p in batch.pairs] == [0, 1, 2, 3]
             labels = [Label(p.pair_id, "A", "t", p.pair_id) for p in batch.pairs]
             assert all(r.accepted for r in client.submit_labels(labels))
