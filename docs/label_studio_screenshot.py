@@ -1,6 +1,6 @@
 """What a labeler sees: a pushed pair on Label Studio's labeling page, saved as docs/label-studio.png.
 
-Not part of CI (the browser test, tests/integration/test_labeling_page.py, drives the same page there).
+Not part of CI (the browser test in tests/integration/test_labelstudio.py drives the same page there).
 Run it with the project's venv (which has the SDK and Selenium) after ``make install`` and installing
 Debian's ``chromium`` and ``chromium-driver``:
 
