@@ -11,6 +11,7 @@ valid ones, reporting each bad row with its line (or task) number and reason.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,13 +85,17 @@ could be sent (wrong, harmful or off-topic): those answers are recorded but neve
 """
 
 
+@functools.cache
+def _markdown():
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"]).disable("image")
+
+
 def render_markdown(text: str) -> str:
     """Markdown (a response, instructions) as HTML safe to show in a page: raw HTML is escaped, links with
     unsafe schemes (``javascript:``) are refused, images are not loaded, line breaks are kept."""
-    from markdown_it import MarkdownIt
-
-    md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
-    return md.disable("image").render(text)
+    return _markdown().render(text)
 
 
 def instructions_html(path: Path | None) -> str:

@@ -202,8 +202,9 @@ class LabelStudioProject:
                 continue
             pair_id = (t.data or {}).get("pair_id", "")
             answers = current_answers([a if isinstance(a, dict) else a.dict() for a in t.annotations or []])
-            done += any(x.done for x in answers)
-            if not any(x.done for x in answers):
+            if any(x.done for x in answers):
+                done += 1
+            else:
                 pending.append(int(t.id))
             for x in answers:
                 label = Label(pair_id, x.state if x.answered else "", self.person(x.person), x.key(self.id, t.id),
