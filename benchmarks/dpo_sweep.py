@@ -46,9 +46,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from activedpo_client.bench import mean_ci
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

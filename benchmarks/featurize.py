@@ -63,7 +63,7 @@ def random_adapter(world, out: Path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+    from activedpo_core.checkpoint import CheckpointManifest, load_model
 
     torch.manual_seed(0)
     model = load_model(world.sft_dir).model
@@ -77,8 +77,8 @@ def random_adapter(world, out: Path):
 def measure(name, checkpoint, prompts, responses, args) -> dict:
     import torch
 
+    from activedpo_core.sequences import encode_pairs, token_logprobs
     from activedpo_server.features import GradientFeaturizer
-    from activedpo_trainer.sequences import encode_pairs, token_logprobs
 
     f = GradientFeaturizer(checkpoint, proj_dim=args.proj_dim, batch_size=args.batch_size, seed=0, projection="dense")
     bs = args.batch_size
@@ -161,9 +161,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/featurize.md"))
     args = ap.parse_args()
 
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

@@ -39,7 +39,7 @@ def main() -> None:
 
     from activedpo_client.labelstudio import LabelStudioProject, start_local
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

@@ -203,7 +203,7 @@ def main() -> int:
     args = ap.parse_args()
     args.budget = args.budget or (25 if args.what == "round" else 500)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
 
     quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:

@@ -75,9 +75,9 @@ def agreement(phi_a: np.ndarray, phi_b: np.ndarray, draws: list, sample: np.ndar
 
 def quality(world, adapter, args) -> list[dict]:
 
+    from activedpo_core.checkpoint import load_model
     from activedpo_server.features import GradientFeaturizer
     from activedpo_server.projection import make_projection
-    from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
 
     prompts = world.task.train_prompts()[: args.prompts]
@@ -124,10 +124,10 @@ def quality(world, adapter, args) -> list[dict]:
 
 
 def speed(world, adapter, args) -> list[dict]:
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.sequences import encode_pairs, token_logprobs
     from activedpo_server.features import GradientFeaturizer, LoraSpec
-    from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.sequences import encode_pairs, token_logprobs
 
     prompts = world.task.train_prompts()[: args.speed_responses]
     sft = load_model(world.sft_dir)
@@ -235,7 +235,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/projection.md"))
     args = ap.parse_args()
 
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

@@ -39,11 +39,11 @@ def main() -> int:
     import ray
     import torch
 
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.progress import quiet_libraries
     from activedpo_server.distributed import RaySettings, featurize_on_ray
     from activedpo_server.features import FeaturizerConfig, GradientFeaturizer
-    from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

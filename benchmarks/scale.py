@@ -170,8 +170,8 @@ def _serve_and_select(world, state: Path, n, d, k, dtype, selection, repeats, pr
 
 def featurize_rate(world, d: int, n: int = 256, repeats: int = 2) -> float:
     """Responses per second through the gradient featurizer (round one: fresh r = 128 adapter), steady state."""
+    from activedpo_core.checkpoint import load_model
     from activedpo_server.features import GradientFeaturizer
-    from activedpo_trainer.checkpoint import load_model
     from activedpo_trainer.generation import GenerationSettings, generate
 
     prompts = world.task.train_prompts()[:n]
@@ -213,7 +213,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/scale.md"))
     args = ap.parse_args()
 
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

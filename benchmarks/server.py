@@ -63,9 +63,9 @@ def main() -> int:
 
     from activedpo.v1 import selector_pb2 as pb
     from activedpo.v1 import selector_pb2_grpc as pb_grpc
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

@@ -31,9 +31,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/toyworld.md"))
     args = ap.parse_args()
 
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()

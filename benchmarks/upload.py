@@ -24,7 +24,7 @@ def make_adapter(base_dir: Path, r: int, out: Path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+    from activedpo_core.checkpoint import CheckpointManifest, load_model
 
     base = load_model(base_dir).model
     torch.manual_seed(0)
@@ -45,8 +45,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.localmodels import build_local_model
-    from activedpo_trainer.progress import quiet_libraries
 
     quiet_libraries()
     tmp = Path(tempfile.mkdtemp(prefix="upload-bench-"))

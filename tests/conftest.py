@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet():
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
 
     quiet_libraries()
 
@@ -61,7 +61,7 @@ def random_adapter(tiny_world, tmp_path_factory):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+    from activedpo_core.checkpoint import CheckpointManifest, load_model
 
     out = tmp_path_factory.mktemp("random_adapter")
     torch.manual_seed(1)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 DEFAULT_ARMS = ["activedpo", "random", "aplp", "apo", "activedpo-fisher"]
 ABLATION_ARMS = [
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = [Arm.parse(a) for a in (args.arms or DEFAULT_ARMS)]
 
     from activedpo_client.rounds import RoundConfig, ServerSpec, run_rounds
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.tasks import task_slug
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from activedpo_client.messages import PREFERENCES, Batch
-from activedpo_trainer.atomic import write_text
+from activedpo_core.atomic import write_text
 
 # Answers people give about a pair, as Label Studio's ``Choices`` record them (each choice's alias),
 # with the hotkeys the page shows. Ctrl+Enter submits and Ctrl+Space skips (Label Studio's own keys).

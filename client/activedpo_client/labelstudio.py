@@ -393,7 +393,7 @@ class SyncState:
             ) from None
 
     def save(self, path) -> None:
-        from activedpo_trainer.atomic import write_json
+        from activedpo_core.atomic import write_json
 
         write_json(path, {"next_request": self.next_request, "pending": self.pending,
                           "submitted": dict(sorted((self.submitted or {}).items()))})  # fmt: skip

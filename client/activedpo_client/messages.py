@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from activedpo_client.messages import (
     LoadResult,
     ServerStatus,
 )
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 MAX_MESSAGE_BYTES = 64 << 20  # the server's limit too
 
@@ -238,7 +238,7 @@ class SelectorClient:
         hub id) and the adapter, content-addressed, so nothing is sent twice and a cut-off upload resumes.
         ``progress(what, bytes sent, bytes to send)`` follows the uploads.
         """
-        from activedpo_trainer.checkpoint import resolve_checkpoint
+        from activedpo_core.checkpoint import resolve_checkpoint
 
         if self.connection.shares_disk:
             return self.load_checkpoint(ref, lora=lora)
@@ -253,7 +253,7 @@ class SelectorClient:
     def serves(self, ref: str | Path, lora: LoraSpec | None = None) -> bool:
         """Whether the server already serves checkpoint ``ref``, featurized (when it has no adapter) with the fresh
         adapter ``lora`` (None: any)."""
-        from activedpo_trainer.checkpoint import resolve_checkpoint
+        from activedpo_core.checkpoint import resolve_checkpoint
 
         manifest = resolve_checkpoint(ref)
         status = self.status()

@@ -60,7 +60,7 @@ def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveD
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    from activedpo_trainer.atomic import atomic_write
+    from activedpo_core.atomic import atomic_write
 
     try:
         return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))

@@ -38,8 +38,8 @@ import numpy as np
 from activedpo_client.labelstudio import ProjectSettings
 from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
-from activedpo_trainer.atomic import replace_dir, write_json, write_jsonl
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.atomic import replace_dir, write_json, write_jsonl
+from activedpo_core.lora import LoraSpec
 
 
 class AwaitingLabels(ClientError):
@@ -294,7 +294,7 @@ class RoundRunner:
         return self.run.checkpoint or self.workload.base.base
 
     def _load_policy(self, checkpoint=None):
-        from activedpo_trainer.checkpoint import load_model
+        from activedpo_core.checkpoint import load_model
 
         return load_model(checkpoint or self._checkpoint_ref(), dtype=self.workload.dtype, device=self.device)
 
@@ -503,7 +503,7 @@ class RoundRunner:
     def _agreement(self) -> float | None:
         """Share of this round's A/B labels whose preferred response the current policy already ranked
         higher by its implicit reward log π_θ/π_ref (before training on them); None while the policy is π_ref."""
-        from activedpo_trainer.sequences import sequence_logprobs
+        from activedpo_core.sequences import sequence_logprobs
 
         if not self.run.checkpoint:
             return None
@@ -526,7 +526,7 @@ class RoundRunner:
     def _train(self) -> dict:
         import shutil
 
-        from activedpo_trainer.checkpoint import CheckpointManifest
+        from activedpo_core.checkpoint import CheckpointManifest
         from activedpo_trainer.dpo import DPOSettings, train_dpo
 
         cfg = self.run.config
@@ -674,7 +674,7 @@ def ensure_server_checkpoint(client: SelectorClient, ref: str, lora: LoraSpec, p
                              say: Callable[[str], None] = print) -> None:  # fmt: skip
     """Make the server serve checkpoint ``ref`` (a path or hub id), featurizing a checkpoint without an adapter
     with ``lora``; says so when it had to."""
-    from activedpo_trainer.checkpoint import resolve_checkpoint
+    from activedpo_core.checkpoint import resolve_checkpoint
 
     ref = str(Path(ref).resolve()) if Path(ref).exists() else ref
     if client.serves(ref, lora):
@@ -729,7 +729,7 @@ def run_rounds(
 
     from activedpo_client.remote import Connection, EmbeddedServer
     from activedpo_client.report import read_metrics
-    from activedpo_trainer.checkpoint import resolve_device
+    from activedpo_core.checkpoint import resolve_device
     from activedpo_trainer.workload import ToyWorkload, Workload
 
     if not isinstance(workload, Workload):

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from activedpo_core.checkpoint import load_model, resolve_device
+    from activedpo_core.progress import quiet_libraries
     from activedpo_server.features import GradientFeaturizer, pair_features
     from activedpo_server.featurestore import FeatureStore
     from activedpo_server.selection import greedy_select_scored
-    from activedpo_trainer.checkpoint import load_model, resolve_device
     from activedpo_trainer.dpo import DPOSettings, train_dpo
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.tasks import label_pairs
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 

@@ -28,10 +28,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from activedpo_core.atomic import fsync_tree, write_json
+from activedpo_core.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_server.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from activedpo_server.store import MAX_ID_CHARS
-from activedpo_trainer.atomic import fsync_tree, write_json
-from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint
 
 MAX_FILES = 1_000
 MAX_CHECKPOINT_BYTES = 64 << 30

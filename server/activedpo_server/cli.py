@@ -13,8 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from activedpo_core.lora import LoraSpec
 from activedpo_server import __version__
-from activedpo_trainer.lora import LoraSpec
 
 app = typer.Typer(
     name="activedpo-server",
@@ -54,8 +54,8 @@ def checkpoint_check(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
 ) -> None:
     """Load a checkpoint exactly as the server will, and report what it holds."""
-    from activedpo_trainer.checkpoint import CheckpointError, load_model
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.checkpoint import CheckpointError, load_model
+    from activedpo_core.progress import quiet_libraries
 
     quiet_libraries()
     try:
@@ -226,12 +226,12 @@ def serve_command(
             err.print(f"[bold red]error:[/] --checkpoint-root {root} is not a directory")
             raise typer.Exit(2)
 
+    from activedpo_core.checkpoint import CheckpointError
+    from activedpo_core.progress import quiet_libraries
     from activedpo_server.engine import Engine, EngineConfig
     from activedpo_server.errors import ServerError
     from activedpo_server.features import FeaturizerConfig, LoraSpec
     from activedpo_server.server import ServerConfig, serve
-    from activedpo_trainer.checkpoint import CheckpointError
-    from activedpo_trainer.progress import quiet_libraries
 
     quiet_libraries()
     try:
@@ -258,7 +258,7 @@ def serve_command(
 
     def ready(bound: int) -> None:
         if port_file is not None:
-            from activedpo_trainer.atomic import write_text
+            from activedpo_core.atomic import write_text
 
             write_text(port_file, str(bound))
         err.print(f"activedpo-server listening on {host}:{bound} (checkpoint {engine.checkpoint_id or 'none'})")
@@ -331,11 +331,11 @@ def featurize_command(
     """
     import time
 
+    from activedpo_core.checkpoint import CheckpointError
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_server.engine import Engine, EngineConfig, NotReady
     from activedpo_server.errors import ServerError
     from activedpo_server.features import FeaturizerConfig, LoraSpec
-    from activedpo_trainer.checkpoint import CheckpointError
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     t0 = time.perf_counter()

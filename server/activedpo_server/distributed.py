@@ -44,7 +44,7 @@ class _Featurize:
     """The Ray Data callable class: one GradientFeaturizer per actor, built once."""
 
     def __init__(self, checkpoint, settings: dict, device: str):
-        from activedpo_trainer.progress import quiet_libraries
+        from activedpo_core.progress import quiet_libraries
 
         quiet_libraries()
         lora = settings.pop("lora")
@@ -97,11 +97,11 @@ def featurize_on_ray(
 ) -> np.ndarray:
     """Features of ``responses[i]`` (continuing ``prompts[i]``), ``[n, proj_dim]`` float32, computed on Ray.
 
-    ``checkpoint`` is a path or :class:`~activedpo_trainer.checkpoint.CheckpointManifest` every actor
+    ``checkpoint`` is a path or :class:`~activedpo_core.checkpoint.CheckpointManifest` every actor
     can read. ``config`` (its device aside: each actor uses its own) gives the same rows as
     ``config.build(checkpoint)`` does locally.
     """
-    from activedpo_trainer.checkpoint import resolve_checkpoint
+    from activedpo_core.checkpoint import resolve_checkpoint
 
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_core.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
+from activedpo_core.lora import LoraSpec
+from activedpo_core.progress import StageProgress
 from activedpo_server import __version__
 from activedpo_server.checkpoints import CheckpointRegistry
 from activedpo_server.distributed import RaySettings
@@ -38,9 +41,6 @@ from activedpo_server.store import (
     check_id,
 )
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
-from activedpo_trainer.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
-from activedpo_trainer.lora import LoraSpec
-from activedpo_trainer.progress import StageProgress
 
 log = logging.getLogger(__name__)
 

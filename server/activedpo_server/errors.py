@@ -68,7 +68,7 @@ def one_line(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 def status_for(e: BaseException) -> tuple[str, str]:
     """(gRPC status name, one-line message) for an exception that escaped a handler."""
-    from activedpo_trainer.checkpoint import CheckpointError
+    from activedpo_core.checkpoint import CheckpointError
 
     if isinstance(e, ServerError):
         return e.code, one_line(str(e))

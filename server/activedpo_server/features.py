@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_core.checkpoint import CheckpointManifest, LoadedModel, load_model, resolve_checkpoint
+from activedpo_core.lora import LoraSpec
+from activedpo_core.progress import StageProgress
+from activedpo_core.sequences import encode_pairs, sequence_logprobs, token_logprobs
 from activedpo_server.projection import PROJECTION_FORMAT, LoraMatrix, make_projection
-from activedpo_trainer.checkpoint import CheckpointManifest, LoadedModel, load_model, resolve_checkpoint
-from activedpo_trainer.lora import LoraSpec
-from activedpo_trainer.progress import StageProgress
-from activedpo_trainer.sequences import encode_pairs, sequence_logprobs, token_logprobs
 
 DEFAULT_PROJECTION = "sjlt"  # see benchmarks/results/projection.md: it meets the dense-vs-dense yardstick
 
@@ -111,7 +111,7 @@ class GradientFeaturizer:
     """Projected, normalised LoRA gradients of ``log π_θ(y|x)``, one row per (prompt, response).
 
     ``checkpoint`` is a checkpoint directory, manifest or bare base model (see
-    :func:`activedpo_trainer.checkpoint.load_model`), or an already loaded model.
+    :func:`activedpo_core.checkpoint.load_model`), or an already loaded model.
     ``batch_size`` rows go through one forward/backward; gradients are gathered into chunks of
     about ``chunk_bytes`` and projected chunk by chunk, so the projection's matmuls are large.
     Gradients and features are float32 whatever the model's ``dtype``.
@@ -133,7 +133,7 @@ class GradientFeaturizer:
     ):
         import torch
 
-        from activedpo_trainer.checkpoint import resolve_device
+        from activedpo_core.checkpoint import resolve_device
 
         if proj_dim < 1 or batch_size < 1:
             raise ValueError(f"proj_dim and batch_size must be positive, got {proj_dim} and {batch_size}")
@@ -196,7 +196,7 @@ class GradientFeaturizer:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from activedpo_trainer.lora import fan_in_fan_out, resolve_targets
+        from activedpo_core.lora import fan_in_fan_out, resolve_targets
 
         spec = self.lora
         targets = resolve_targets(spec.target_modules, model)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_core.atomic import atomic_write
 from activedpo_server.errors import ResourceExhausted, is_disk_full
-from activedpo_trainer.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 

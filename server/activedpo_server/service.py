@@ -21,11 +21,11 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from activedpo.v1 import selector_pb2 as pb
+from activedpo_core.lora import LoraSpec
 from activedpo_server.checkpoints import FileSpec
 from activedpo_server.engine import Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
 from activedpo_server.store import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn, LabelOut
-from activedpo_trainer.lora import LoraSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from activedpo_trainer.progress import StageProgress
+from activedpo_core.progress import StageProgress
 
 
 class _Cache:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_core.lora import LoraSpec
 from activedpo_server.errors import InvalidArgument, NotFound, ResourceExhausted, is_disk_full
-from activedpo_trainer.lora import LoraSpec
 
 SCHEMA_VERSION = 2  # 2: projects (prompts, responses, pairs and labels carry one); request ids
 MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate

@@ -102,7 +102,7 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
         run(client, "eval", "--checkpoint", ckpt, "--world", tiny_world.root, "--prompts", 10, "--json")
     )
     assert report["checkpoint"] == manifest["id"] and report["n"] == 10
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
     from activedpo_trainer.heldout import heldout_eval
 
     same = heldout_eval(load_model(ckpt), tiny_world.config, 10, 0, with_reference=True)  # what eval must print

@@ -17,8 +17,8 @@ from activedpo_client.remote import (
     _model_files,
     base_upload_id,
 )
-from activedpo_trainer.checkpoint import CheckpointManifest
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.checkpoint import CheckpointManifest
+from activedpo_core.lora import LoraSpec
 
 SMALL = ["--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"]
 

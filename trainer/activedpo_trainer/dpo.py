@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, load_model, resolve_device
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.checkpoint import CheckpointError, CheckpointManifest, load_model, resolve_device
+from activedpo_core.lora import LoraSpec
 
 MODES = ("continue", "retrain")
 
@@ -55,7 +55,7 @@ class DPOSettings:
 def _lora_config(settings: DPOSettings, model):
     from peft import LoraConfig
 
-    from activedpo_trainer.lora import fan_in_fan_out, resolve_targets
+    from activedpo_core.lora import fan_in_fan_out, resolve_targets
 
     targets = resolve_targets(settings.target_modules, model)
     return LoraConfig(

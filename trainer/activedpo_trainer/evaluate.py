@@ -160,7 +160,7 @@ def judged_pairs(model, tokenizer, scorer: Scorer | Task, prompts: Sequence[str]
 
 def _logprobs_of(model, tokenizer, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
     """log π(y|x) of each (prompt, response), each distinct pair scored once."""
-    from activedpo_trainer.sequences import sequence_logprobs
+    from activedpo_core.sequences import sequence_logprobs
 
     keys = list(dict.fromkeys(zip(prompts, responses, strict=True)))
     values = sequence_logprobs(model, tokenizer, [k[0] for k in keys], [k[1] for k in keys])

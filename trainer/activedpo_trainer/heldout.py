@@ -85,7 +85,7 @@ def dpo_check(
     (``eval_samples`` each); with ``pair_samples`` ≥ 2, also the preference accuracy of its implicit
     reward on judged pairs of that many pi_ref samples per held-out prompt.
     """
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
     from activedpo_trainer.dpo import train_dpo
     from activedpo_trainer.generation import GenerationSettings, generate
     from activedpo_trainer.tasks import label_pairs

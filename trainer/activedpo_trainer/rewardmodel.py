@@ -37,7 +37,7 @@ def check_reward_model(path: str | os.PathLike) -> None:
     directory, a causal LM or a classifier of more than one logit, a directory without its tokenizer."""
     from transformers import AutoConfig
 
-    from activedpo_trainer.checkpoint import CheckpointError, check_tokenizer_files
+    from activedpo_core.checkpoint import CheckpointError, check_tokenizer_files
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -127,7 +127,7 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from activedpo_trainer.checkpoint import resolve_device
+        from activedpo_core.checkpoint import resolve_device
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")

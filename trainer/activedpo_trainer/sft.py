@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from activedpo_trainer.sequences import encode_pairs
+from activedpo_core.sequences import encode_pairs
 
 
 @dataclass(frozen=True)

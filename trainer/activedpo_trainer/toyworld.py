@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from activedpo_trainer.atomic import fsync_tree
-from activedpo_trainer.checkpoint import CheckpointManifest
+from activedpo_core.atomic import fsync_tree
+from activedpo_core.checkpoint import CheckpointManifest
 from activedpo_trainer.tasks import load_task, task_slug, task_vocabulary
 from activedpo_trainer.toytasks import MAX_RESPONSE_WORDS
 
@@ -165,7 +165,7 @@ def build_toyworld(
     """
     import torch
 
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
     from activedpo_trainer.heldout import heldout_eval
     from activedpo_trainer.sft import SFTSettings, train_sft
 

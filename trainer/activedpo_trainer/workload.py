@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, resolve_checkpoint
+from activedpo_core.checkpoint import CheckpointError, CheckpointManifest, resolve_checkpoint
 from activedpo_trainer.generation import GenerationSettings
 
 DTYPES = ("float32", "bfloat16", "float16")

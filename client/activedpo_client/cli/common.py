@@ -42,7 +42,7 @@ class Dtype(str, Enum):
 def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix (bad paths, bad input) into one red line and exit code 2."""
     from activedpo_client.remote import ClientError
-    from activedpo_trainer.checkpoint import CheckpointError
+    from activedpo_core.checkpoint import CheckpointError
 
     try:
         yield
@@ -146,7 +146,7 @@ def resolve_dtype(dtype: Dtype) -> str:
 
 def open_world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None, task: str = "toy"):
     """Open ``--world``, or the cached world for ``--preset``/``--seed``/``--task``, building it when missing."""
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, load_toyworld, world_dir
 
     if world is not None:

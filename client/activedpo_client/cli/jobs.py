@@ -14,8 +14,8 @@ from activedpo_client.cli.common import (
     console,
     user_errors,
 )
-from activedpo_trainer.atomic import write_jsonl
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.atomic import write_jsonl
+from activedpo_core.lora import LoraSpec
 
 train_app = typer.Typer(help="Train checkpoints: DPO on labeled pairs (TRL + PEFT LoRA).")
 
@@ -41,9 +41,9 @@ def generate_cmd(
     chat_template: ChatTemplateOpt = ChatTemplate.auto,
 ) -> None:
     """Sample K responses per prompt from a checkpoint (prompts: text lines, or any prompt file `round` reads)."""
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.generation import GenerationSettings, generate
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():
@@ -109,9 +109,9 @@ def train_dpo_cmd(
     device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
 ) -> None:
     """One DPO round on labeled pairs, LoRA on the base, reference = the base model."""
-    from activedpo_trainer.checkpoint import resolve_checkpoint
+    from activedpo_core.checkpoint import resolve_checkpoint
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.dpo import DPOSettings, train_dpo
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():

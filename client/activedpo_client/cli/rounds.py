@@ -38,8 +38,8 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import ProjectSettings
-from activedpo_trainer.atomic import write_jsonl
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.atomic import write_jsonl
+from activedpo_core.lora import LoraSpec
 
 labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
 
@@ -162,8 +162,8 @@ def round_cmd(
     """Run ActiveDPO rounds end to end on --model and --prompt-file (or the toy world): generate, select, label,
     train DPO, reload, evaluate."""
     from activedpo_client.rounds import AwaitingLabels, LabelStudioSpec, RoundConfig
+    from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.generation import GenerationSettings
-    from activedpo_trainer.progress import quiet_libraries
     from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
 
     quiet_libraries()
@@ -230,7 +230,7 @@ def metrics_line(strategy: str, m: dict) -> str:
 def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
                    proj_dim=8192, server_base=None, label_studio=None) -> list[dict]:  # fmt: skip
     from activedpo_client.rounds import ServerSpec, run_rounds
-    from activedpo_trainer.progress import progress_bars
+    from activedpo_core.progress import progress_bars
 
     spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
     return run_rounds(run_dir, workload, config, rounds, spec, progress_bars, say=err.print,
@@ -344,7 +344,7 @@ def quickstart_cmd(
 
     from activedpo_client.report import plot_rewards
     from activedpo_client.rounds import RoundConfig
-    from activedpo_trainer.progress import quiet_libraries
+    from activedpo_core.progress import quiet_libraries
 
     quiet_libraries()
     with user_errors():

@@ -30,7 +30,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import LabelStudioProject, ProjectSettings
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 
 def select_cmd(
@@ -122,8 +122,8 @@ def select_cmd(
     from activedpo_client.pool import add_pool, import_labeled, read_labeled, read_pool
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
     from activedpo_client.rounds import ensure_server_checkpoint
-    from activedpo_trainer.checkpoint import resolve_checkpoint
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_core.checkpoint import resolve_checkpoint
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.prompts import PromptRenderer
 
     quiet_libraries()
@@ -263,7 +263,7 @@ def collect_from_label_studio(ls, client, batch, tag: str, out: Path, wait: floa
 
     from activedpo_client.labelfiles import agreement_line
     from activedpo_client.labelstudio import WebhookReceiver, wait_for_labels
-    from activedpo_trainer.atomic import write_jsonl
+    from activedpo_core.atomic import write_jsonl
 
     tasks = ls.push(batch, tag)
     console.print(

@@ -32,7 +32,7 @@ def toyworld_build(
     force: Annotated[bool, typer.Option(help="Rebuild even when a cached world exists.")] = False,
 ) -> None:
     """Build the toy world (or reuse the cached one) and print pi_ref's held-out reward."""
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, world_dir
 
     quiet_libraries()
@@ -82,9 +82,9 @@ def toyworld_check(
     ] = 4,
 ) -> None:
     """Check the world is a real problem: DPO on pi_ref's own oracle-labeled pairs must beat pi_ref."""
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():
@@ -147,9 +147,9 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Mean oracle reward (± standard error) of a checkpoint on the toy world's held-out prompts."""
-    from activedpo_trainer.checkpoint import load_model
+    from activedpo_core.checkpoint import load_model
+    from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.heldout import heldout_eval
-    from activedpo_trainer.progress import progress_bars, quiet_libraries
 
     quiet_libraries()
     with user_errors():

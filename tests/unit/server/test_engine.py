@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from activedpo_core.checkpoint import CheckpointError
 from activedpo_server.engine import Engine, EngineConfig, NotReady
 from activedpo_server.errors import FailedPrecondition, NotFound
 from activedpo_server.features import FeaturizerConfig, LoraSpec
 from activedpo_server.store import Candidates, LabelIn
-from activedpo_trainer.checkpoint import CheckpointError
 
 WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
 

@@ -137,7 +137,7 @@ def test_logprobs_policy_and_reference(random_adapter, tiny_world, texts):
 
 
 def test_a_missing_checkpoint_is_named_in_the_error(tmp_path):
-    from activedpo_trainer.checkpoint import CheckpointError
+    from activedpo_core.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="does not exist"):
         GradientFeaturizer(tmp_path / "nowhere")
@@ -148,7 +148,7 @@ def test_a_missing_checkpoint_is_named_in_the_error(tmp_path):
 def test_lora_variants_are_refused_with_a_clear_error(tiny_world):
     from peft import LoraConfig, get_peft_model
 
-    from activedpo_trainer.checkpoint import LoadedModel, load_model
+    from activedpo_core.checkpoint import LoadedModel, load_model
 
     loaded = load_model(tiny_world.sft_dir)
     dora = get_peft_model(loaded.model, LoraConfig(r=4, target_modules="all-linear", use_dora=True))
@@ -229,7 +229,7 @@ def family(request, tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
-    from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+    from activedpo_core.checkpoint import CheckpointManifest, load_model
     from activedpo_trainer.localmodels import build_local_model
 
     arch = request.param
@@ -254,7 +254,7 @@ def family(request, tmp_path_factory):
 
 
 def _check_padded(f, texts):
-    from activedpo_trainer.sequences import encode_pairs
+    from activedpo_core.sequences import encode_pairs
 
     assert f.tokenizer.pad_token_id == f.tokenizer.eos_token_id == f.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert texts[0][0].startswith("<|im_start|>system\n") and texts[0][0].endswith("<|im_start|>assistant\n")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from activedpo_core.checkpoint import CheckpointManifest, load_model
 from activedpo_server.features import FeaturizerError, GradientFeaturizer, LoraSpec
-from activedpo_trainer.checkpoint import CheckpointManifest, load_model
 from activedpo_trainer.prompts import PromptRenderer
 
 ARCHS = {"gpt2": "c_attn", "gpt_neox": "query_key_value", "llama": "q_proj"}
@@ -18,7 +18,7 @@ def random_adapter(base_dir, out, targets):
     """An adapter whose A and B are both random, so both gradient blocks are exercised."""
     from peft import LoraConfig, get_peft_model
 
-    from activedpo_trainer.lora import fan_in_fan_out, resolve_targets
+    from activedpo_core.lora import fan_in_fan_out, resolve_targets
 
     torch.manual_seed(3)
     model = load_model(str(base_dir)).model
@@ -84,8 +84,8 @@ def test_lora_on_an_embedding_is_refused_by_name(gpt2_dir, tmp_path):
 
 
 def test_auto_targets_on_an_unknown_architecture_name_the_way_out(gpt2_dir):
-    from activedpo_trainer.checkpoint import CheckpointError
-    from activedpo_trainer.lora import resolve_targets
+    from activedpo_core.checkpoint import CheckpointError
+    from activedpo_core.lora import resolve_targets
 
     model = load_model(str(gpt2_dir)).model
     model.config.model_type = "my_own_arch"

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from activedpo_core.lora import LoraSpec
 from activedpo_server.featurestore import FeatureStore
 from activedpo_server.store import (
     PREF_A,
@@ -24,7 +25,6 @@ from activedpo_server.store import (
     StoreError,
     _lock_state_dir,
 )
-from activedpo_trainer.lora import LoraSpec
 
 
 def group(prompt, *texts, pool="", prompt_id=None):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, load_model
+from activedpo_core.checkpoint import CheckpointError, CheckpointManifest, load_model
 from activedpo_trainer.dpo import DPOSettings, build_dpo_trainer, train_dpo
 from activedpo_trainer.generation import GenerationSettings, generate
 from activedpo_trainer.tasks import label_pairs
@@ -123,7 +123,7 @@ def test_bad_inputs_are_rejected(tiny_world, rows, random_adapter, tmp_path):
 
 def test_training_moves_the_implicit_reward_margin(tiny_world, rows, tmp_path):
     """After DPO the policy prefers chosen over rejected more than pi_ref does, on the training pairs."""
-    from activedpo_trainer.sequences import sequence_logprobs
+    from activedpo_core.sequences import sequence_logprobs
 
     m = train_dpo(
         tiny_world.sft_checkpoint,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from activedpo_trainer.checkpoint import CheckpointManifest, load_model
+from activedpo_core.checkpoint import CheckpointManifest, load_model
 from activedpo_trainer.evaluate import evaluate_policy, mean_and_se
 from activedpo_trainer.generation import GenerationSettings, generate
 
@@ -126,8 +126,8 @@ def test_preference_accuracy_is_the_implicit_reward_against_the_judge(tiny_world
 
     from peft import LoraConfig, get_peft_model
 
+    from activedpo_core.sequences import sequence_logprobs
     from activedpo_trainer.evaluate import JudgedPairs, judged_pairs, preference_accuracy, with_reference_logprobs
-    from activedpo_trainer.sequences import sequence_logprobs
 
     policy = load_model(random_adapter)
     model, tok = policy.model, policy.tokenizer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activedpo_trainer.checkpoint import load_model
+from activedpo_core.checkpoint import load_model
 from activedpo_trainer.generation import GenerationSettings, generate
 
 SETTINGS = GenerationSettings(max_new_tokens=16)

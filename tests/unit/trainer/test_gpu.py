@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from activedpo_trainer.checkpoint import load_model, resolve_device
-from activedpo_trainer.sequences import sequence_logprobs
+from activedpo_core.checkpoint import load_model, resolve_device
+from activedpo_core.sequences import sequence_logprobs
 
 pytestmark = [
     pytest.mark.gpu,

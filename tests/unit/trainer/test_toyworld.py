@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from activedpo_trainer.checkpoint import load_model
+from activedpo_core.checkpoint import load_model
 from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, load_toyworld, world_dir
 
 

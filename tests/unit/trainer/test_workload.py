@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from activedpo_trainer.checkpoint import CheckpointError
+from activedpo_core.checkpoint import CheckpointError
 from activedpo_trainer.generation import GenerationSettings
 from activedpo_trainer.workload import ModelSpec, ModelWorkload, ToyWorkload, open_workload
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from activedpo_trainer.lora import LoraSpec
+from activedpo_core.lora import LoraSpec
 
 MANIFEST = "manifest.json"
 
@@ -67,7 +67,7 @@ class CheckpointManifest:
         """Write ``directory/manifest.json`` atomically (temp file + rename)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        from activedpo_trainer.atomic import write_json
+        from activedpo_core.atomic import write_json
 
         return write_json(directory / MANIFEST, self.to_dict(), indent=2)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from activedpo_trainer.checkpoint import load_model
-from activedpo_trainer.sequences import encode_pairs, sequence_logprobs
+from activedpo_core.checkpoint import load_model
+from activedpo_core.sequences import encode_pairs, sequence_logprobs
 
 
 def test_labels_cover_the_response_and_eos_only(tiny_world):
@@ -53,8 +53,8 @@ def _left_padded(ids, att, lab):
 def test_padding_on_either_side_gives_each_row_its_unpadded_logprob(tmp_path, arch):
     from peft import LoraConfig, get_peft_model
 
+    from activedpo_core.sequences import token_logprobs
     from activedpo_trainer.localmodels import build_local_model
-    from activedpo_trainer.sequences import token_logprobs
 
     loaded = load_model(build_local_model(tmp_path / arch, arch))
     tok = loaded.tokenizer

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from activedpo_trainer.checkpoint import CheckpointError, CheckpointManifest, load_model, resolve_checkpoint
-from activedpo_trainer.sequences import sequence_logprobs
+from activedpo_core.checkpoint import CheckpointError, CheckpointManifest, load_model, resolve_checkpoint
+from activedpo_core.sequences import sequence_logprobs
 
 
 def test_manifest_round_trip_and_relative_paths(tmp_path):
