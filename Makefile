@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 LS_VENV := .venv-labelstudio
 PROTOS := $(wildcard proto/activedpo/*/*.proto)
 
-.PHONY: test demo install lint proto proto-check clean
+.PHONY: test test-fast demo install install-demo docs lint proto proto-check clean
 
 install: $(STAMP)
 
@@ -30,8 +30,28 @@ test: $(STAMP)
 	# in collection order (the longest first, see tests/conftest.py), not xdist's order by test count
 	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
-demo: $(STAMP)
+# the edit loop: the unit tests only (no servers started, no rounds run), about two minutes on two cores
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -n 2 tests/unit
+
+# the demo needs the project alone: no test tools, no Ray, no Label Studio
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $@
+
+install-demo: $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/activedpo-client quickstart
+
+# docs/cli.md, generated from both command lines (a test fails when it is stale)
+docs: $(STAMP)
+	$(BIN)/python -m activedpo_client.cli.reference docs/cli.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

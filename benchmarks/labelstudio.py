@@ -128,7 +128,7 @@ def sync_pickup(target, client, local, tmp, mode: str, labels: int, poll: float)
     title = f"activedpo sync {mode}"
     project = LabelStudioProject(title, local.url, local.token)
     cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", target, "--ls-project",
-           title, "--budget", "3", "--state", str(tmp / f"sync-{mode}.json"), "--ls-url", local.url]  # fmt: skip
+           title, "--budget", "3", "--state-file", str(tmp / f"sync-{mode}.json"), "--ls-url", local.url]  # fmt: skip
     cmd += ["--every", str(poll)] if mode == "poll" else ["--every", "600", "--ls-webhook-port", "0"]
     env = dict(os.environ, LABEL_STUDIO_API_KEY=local.token)
     log = open(tmp / f"sync-{mode}.log", "w")  # noqa: SIM115 - the child writes it

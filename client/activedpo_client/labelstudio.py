@@ -29,6 +29,7 @@ from pathlib import Path
 from activedpo_client.labelfiles import LABEL_CONFIG, current_answers, instructions_html, task_data
 from activedpo_client.messages import Batch, Label
 from activedpo_client.remote import ClientError
+from activedpo_core.settings import MAX_LEASE_SECONDS
 
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"  # the SDK's own names
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")  # what wakes the poller
@@ -400,7 +401,7 @@ class SyncState:
 
 
 def sync_once(project: LabelStudioProject, client, state: SyncState, state_path, budget: int, strategy: str = "",
-              pool: str = "", lease_seconds: int = 30 * 24 * 3600, say=print) -> dict:  # fmt: skip
+              pool: str = "", lease_seconds: int = MAX_LEASE_SECONDS, say=print) -> dict:  # fmt: skip
     """One pass of ``labelstudio sync``: submit new, edited and withdrawn answers, then top the project up to
     ``budget`` tasks nobody has finished with a batch from the selection server. Returns what it did."""
     tasks = [t for t in project._tasks() if str((t.data or {}).get("activedpo_batch", "")).startswith("sync-")]

@@ -40,6 +40,8 @@ from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
 from activedpo_core.atomic import replace_dir, write_json, write_jsonl
 from activedpo_core.lora import LoraSpec
+from activedpo_core.settings import ProjectionSpec, SelectionSettings
+from activedpo_trainer.dpo import DPOSettings
 
 
 class AwaitingLabels(ClientError):
@@ -123,23 +125,23 @@ class RoundConfig:
     budget: int = 50  # labels per round
     prompts: int = 1000  # prompts sampled per round
     responses: int = 3  # responses generated per prompt (3 → 3 pairs)
-    strategy: str = "activedpo"
+    strategy: str = SelectionSettings.strategy
     # oracle (toy world, Bradley–Terry draws) | oracle-deterministic (the higher reward; equal: TIE) | file (people)
     # | label-studio (people, live) | reward-model:PATH
     annotator: str = "oracle"
-    dpo_mode: str = "continue"  # or "retrain": a fresh adapter from the base on all labels so far
-    dpo_epochs: float = 4.0
-    dpo_lr: float = 1e-4
-    dpo_beta: float = 0.1
+    dpo_mode: str = DPOSettings.mode  # or "retrain": a fresh adapter from the base on all labels so far
+    dpo_epochs: float = DPOSettings.epochs
+    dpo_lr: float = DPOSettings.lr
+    dpo_beta: float = DPOSettings.beta
     seed: int = 0
     eval_prompts: int = 100
     eval_samples: int = 1  # responses sampled per held-out prompt for the reward (the SE is over prompts)
     eval_pair_samples: int = 4  # π_ref samples per held-out prompt for the judged pairs of preference accuracy (0: off)
-    lease_seconds: int = 3600
+    lease_seconds: int = SelectionSettings.lease_seconds
     evaluate: str = "oracle"  # oracle (toy world) | reward-model:PATH | none
     lora_r: int = LoraSpec.r  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
     lora_alpha: int = LoraSpec.alpha
-    target_modules: str = "all-linear"  # "auto": PEFT's defaults for the architecture; or "q_proj,v_proj"
+    target_modules: str = LoraSpec.target_modules  # "auto": PEFT's defaults for the architecture; or "q_proj,v_proj"
     device: str = ""  # generation, DPO, evaluation, embedded server; "" until the run resolves it
     ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)
 
@@ -193,7 +195,16 @@ class Run:
     server: str = ""  # the selection server it last ran against: "embedded" or host:port (not a setting)
 
     @classmethod
-    def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None) -> Run:
+    def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None,
+             given: frozenset[str] | None = None) -> Run:  # fmt: skip
+        """Open ``run_dir``, starting it with ``workload`` and ``config`` when it holds no run.
+
+        Resuming, ``config`` may change only what may still change (the next round's size; who labels and
+        evaluates while no label is held); anything else differs: refused. ``given`` names the settings the
+        caller chose (on the command line or in a config file): once the run has done any work the others keep
+        its recorded values, so resuming needs no option again and a newer default never reads as a change
+        (before, a mistake is fixed by leaving its option out). None: all are given.
+        """
         path = Path(run_dir) / "run.json"
         if not path.exists():
             if workload is None or config is None:
@@ -233,6 +244,8 @@ class Run:
         if config is not None:
             if not run.config.device:  # recorded since the device became part of the run
                 run.config = replace(run.config, device=config.device)
+            if given is not None and not fresh:  # what the caller did not choose is the run's own
+                config = replace(run.config, **{k: getattr(config, k) for k in given if hasattr(run.config, k)})
             if config != run.config:
                 old, new = asdict(run.config), asdict(config)
                 changed = [k for k, v in new.items() if old[k] != v]
@@ -643,7 +656,7 @@ class LabelStudioSpec:
 
     url: str | None = None  # default: $LABEL_STUDIO_URL
     api_key: str | None = None  # default: $LABEL_STUDIO_API_KEY
-    wait: float = 3600.0  # seconds to wait for the batch to be labeled before the round waits (exit 3)
+    wait: float = 0.0  # seconds to wait for the batch to be labeled before the round waits (exit 3); 0: push, return
     poll: float = 5.0  # seconds between polls
     webhook_port: int | None = None  # --ls-webhook-port: a receiver that wakes the poller on each annotation
     webhook_url: str | None = None  # what Label Studio posts to (default http://127.0.0.1:PORT/)
@@ -657,7 +670,7 @@ class ServerSpec:
     server: str = "embedded"  # or host:port
     token: str | None = None
     tls_ca: Path | None = None
-    proj_dim: int = 8192  # embedded server only
+    proj_dim: int = ProjectionSpec.dim  # embedded server only
     extra: tuple[str, ...] = ()  # further `activedpo-server serve` options (embedded only)
     server_base: str | None = None  # the base model as a remote server names it (default: as here)
 
@@ -719,8 +732,13 @@ def run_rounds(
     say: Callable[[str], None] = print,
     report: Callable[[dict], None] | None = None,
     label_studio: LabelStudioSpec | None = None,
+    given: frozenset[str] | None = None,
+    record: Callable[[Run], None] | None = None,
 ) -> list[dict]:
     """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
+
+    ``given`` names the fields of ``config`` the caller chose; resuming, the others are the run's (see
+    :meth:`Run.open`). ``record`` is called with the opened run (the CLI writes its resolved options there).
 
     ``workload`` is a :class:`~activedpo_trainer.workload.Workload` (a built toy world is wrapped
     as one). ``bars`` is a context manager factory yielding a progress callback (the CLI's rich bars).
@@ -737,7 +755,10 @@ def run_rounds(
     run_dir = Path(run_dir)
     config = replace(config, device=resolve_device(config.device or None))
     check_workload(workload, config)
-    run = Run.open(run_dir, workload.describe(), config)
+    run = Run.open(run_dir, workload.describe(), config, given)
+    config = run.config
+    if record is not None:
+        record(run)
     if run.rounds_done >= rounds:  # nothing to do: no server needed
         done = run.rounds_done
         asked = f"{done} of {rounds}" if done == rounds else f"{done} (--rounds {rounds})"

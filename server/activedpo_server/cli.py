@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,10 @@ import typer
 from rich.console import Console
 
 from activedpo_core.lora import LoraSpec
+from activedpo_core.options import ConfigOpt, renamed, write_config
+from activedpo_core.settings import Dtype, Projection, ProjectionSpec, SelectionSettings
 from activedpo_server import __version__
+from activedpo_server.distributed import RaySettings
 
 app = typer.Typer(
     name="activedpo-server",
@@ -51,13 +55,15 @@ def main(
 def checkpoint_check(
     checkpoint: Annotated[str, typer.Argument(help="Checkpoint directory, manifest, or base model path.")],
     device: Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")] = None,
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    dtype: Annotated[Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU, else float32).")] = Dtype.auto,
 ) -> None:
     """Load a checkpoint exactly as the server will, and report what it holds."""
     from activedpo_core.checkpoint import CheckpointError, load_model
     from activedpo_core.progress import quiet_libraries
+    from activedpo_core.settings import resolve_dtype
 
     quiet_libraries()
+    dtype = resolve_dtype(dtype)
     try:
         loaded = load_model(checkpoint, dtype=dtype, device=device)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
@@ -81,21 +87,38 @@ def checkpoint_check(
 
 ProjDimOpt = Annotated[int, typer.Option(help="Projection dimension d.")]
 ProjectionOpt = Annotated[
-    str,
+    Projection,
     typer.Option(
-        help="How gradients are projected: sjlt (a sparse sketch of the LoRA factors, the default), kron "
-        "(LoGra's factor projection) or dense (the Rademacher reference; slow)."
+        help="How gradients are projected: sjlt (a sparse sketch of the LoRA factors), kron (LoGra's factor "
+        "projection) or dense (the Rademacher reference; slow)."
     ),
 ]
-SeedOpt = Annotated[int, typer.Option(help="Projection seed.")]
+ProjSeedOpt = Annotated[int, typer.Option(help="Projection seed.")]
 NormalizeOpt = Annotated[
     bool, typer.Option(help="Unit-normalise each response's gradient feature (--no-normalize: an ablation).")
 ]
+class FeatureDtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class SelectionMath(str, Enum):
+    torch = "torch"
+    numpy = "numpy"
+
+
 FeatureDtypeOpt = Annotated[
-    str, typer.Option(help="Feature storage: float32, or float16 (half the memory; picks nearly always equal).")
+    FeatureDtype,
+    typer.Option(help="Feature storage: float32, or float16 (half the memory; picks nearly always equal)."),
 ]
 BackendOpt = Annotated[
-    str, typer.Option(help="Where new responses are featurized: local (this process) or ray (a Ray cluster).")
+    Backend,
+    typer.Option(help="Where new responses are featurized: local (this process) or ray (a Ray cluster)."),
 ]
 RayAddressOpt = Annotated[
     str | None, typer.Option(help="Ray cluster to join (ray://… or host:port) [default: start a local one].")
@@ -111,23 +134,17 @@ LoraROpt = Annotated[
 LoraAlphaOpt = Annotated[int, typer.Option(help="Its LoRA α.")]
 TargetModulesOpt = Annotated[
     str,
-    typer.Option(
-        "--target-modules",
-        "--lora-targets",  # its former name, still read
-        help="Its target modules: all-linear, auto (PEFT's defaults for the architecture) or a comma list.",
-    ),
+    typer.Option(help="Its target modules: all-linear, auto (PEFT's defaults for the architecture) or a comma list."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu [default: cuda when present].")]
-DtypeOpt = Annotated[str, typer.Option(help="Model weights: float32, bfloat16 or float16.")]
+DtypeOpt = Annotated[Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU that has it, else float32).")]
 StateDirOpt = Annotated[Path, typer.Option("--state-dir", help="Where the database and feature indexes live.")]
 
 
-def _ray_settings(backend: str, address: str | None, actors: int, gpus: float | None):
+def _ray_settings(backend: Backend, address: str | None, actors: int, gpus: float | None):
     from activedpo_server.distributed import RaySettings
 
-    if backend not in ("local", "ray"):
-        raise ValueError(f"--featurize-backend must be local or ray, got {backend!r}")
-    if backend == "local":
+    if backend == Backend.local:
         if address is not None:
             raise ValueError("--ray-address needs --featurize-backend ray")
         return None
@@ -140,8 +157,15 @@ def _ray_settings(backend: str, address: str | None, actors: int, gpus: float | 
     return RaySettings(address=address, actors=actors, num_gpus=gpus)
 
 
-@app.command("serve")
+# old option names, still read for one release
+SERVE_RENAMED = {"--seed": "--proj-seed", "--lora-targets": "--target-modules"}
+FEATURIZE_RENAMED = SERVE_RENAMED | {"--backend": "--featurize-backend"}
+HEALTH_RENAMED = {"--address": "--server"}
+
+
+@app.command("serve", cls=renamed(SERVE_RENAMED, "activedpo-server serve"))
 def serve_command(
+    ctx: typer.Context,
     state_dir: StateDirOpt,
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint to load at start [default: the one the state dir last served].")
@@ -154,7 +178,9 @@ def serve_command(
     tls_cert: Annotated[Path | None, typer.Option(help="PEM certificate (with --tls-key) for TLS.")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key for TLS.")] = None,
     tls_client_ca: Annotated[Path | None, typer.Option(help="Require client certificates signed by this CA.")] = None,
-    strategy: Annotated[str, typer.Option(help="Default strategy: activedpo, random, aplp or apo.")] = "activedpo",
+    strategy: Annotated[
+        str, typer.Option(help="Default strategy: activedpo, random, aplp or apo.")
+    ] = SelectionSettings.strategy,
     research_strategies: Annotated[
         bool,
         typer.Option(
@@ -162,28 +188,30 @@ def serve_command(
             help="Also answer the benchmark's research strategies (activedpo-fisher, -margin, -entropy, -topb).",
         ),
     ] = False,
-    proj_dim: ProjDimOpt = 8192,
-    projection: ProjectionOpt = "sjlt",
-    lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = 1.0,
-    normalize: NormalizeOpt = True,
+    proj_dim: ProjDimOpt = ProjectionSpec.dim,
+    projection: ProjectionOpt = ProjectionSpec.kind,
+    lam: Annotated[float, typer.Option(help="Ridge λ of V.")] = SelectionSettings.lam,
+    normalize: NormalizeOpt = ProjectionSpec.normalize,
     feature_checkpoint: Annotated[
         str | None,
         typer.Option(
             help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."
         ),
     ] = None,
-    feature_dtype: FeatureDtypeOpt = "float32",
-    featurize_backend: BackendOpt = "local",
+    feature_dtype: FeatureDtypeOpt = FeatureDtype.float32,
+    featurize_backend: BackendOpt = Backend.local,
     ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
+    ray_actors: RayActorsOpt = RaySettings.actors,
     ray_gpus_per_actor: RayGpusOpt = None,
-    seed: SeedOpt = 0,
-    lease_seconds: Annotated[int, typer.Option(help="Default lease of a selected batch.")] = 3600,
+    proj_seed: ProjSeedOpt = ProjectionSpec.seed,
+    lease_seconds: Annotated[
+        int, typer.Option(help="Default lease of a selected batch (a caller may ask for its own).", min=1)
+    ] = SelectionSettings.lease_seconds,
     lora_r: LoraROpt = LoraSpec.r,
     lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
     target_modules: TargetModulesOpt = LoraSpec.target_modules,
     device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = Dtype.auto,
     port_file: Annotated[
         Path | None, typer.Option(help="Write the bound port here once serving (for --port 0).")
     ] = None,
@@ -198,9 +226,9 @@ def serve_command(
         ),
     ] = None,
     selection: Annotated[
-        str,
+        SelectionMath,
         typer.Option(help="Where the greedy V⁻¹ selection runs: torch (on --device) or numpy (the reference)."),
-    ] = "torch",
+    ] = SelectionMath.torch,
     max_state_mb: Annotated[
         int | None,
         typer.Option(help="Cap the state database at this many MiB; past it, writes fail with RESOURCE_EXHAUSTED."),
@@ -213,8 +241,10 @@ def serve_command(
             "only the server's local cache is read.",
         ),
     ] = False,
+    config: ConfigOpt = None,
 ) -> None:
-    """Run the selection server until SIGTERM or Ctrl-C."""
+    """Run the selection server until SIGTERM or Ctrl-C. Its resolved options are written to STATE_DIR/config.toml
+    (`serve --config STATE_DIR/config.toml` starts the same server)."""
     import asyncio
     import os
 
@@ -228,27 +258,30 @@ def serve_command(
 
     from activedpo_core.checkpoint import CheckpointError
     from activedpo_core.progress import quiet_libraries
+    from activedpo_core.settings import resolve_dtype
     from activedpo_server.engine import Engine, EngineConfig
     from activedpo_server.errors import ServerError
     from activedpo_server.features import FeaturizerConfig, LoraSpec
     from activedpo_server.server import ServerConfig, serve
 
     quiet_libraries()
+    dtype = resolve_dtype(dtype)
     try:
         server_config = ServerConfig(host, port, token, tls_cert, tls_key, tls_client_ca)
         engine = Engine(
             EngineConfig(
                 state_dir=state_dir, lam=lam, strategy=strategy, research_strategies=research_strategies,
-                features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
-                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=target_modules)),
-                feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype,
+                features=FeaturizerConfig(proj_dim, projection.value, proj_seed, normalize, device=device,
+                                          dtype=dtype, lora=LoraSpec(lora_r, lora_alpha, target_modules)),
+                feature_checkpoint=feature_checkpoint, feature_dtype=feature_dtype.value,
                 ray=_ray_settings(featurize_backend, ray_address, ray_actors, ray_gpus_per_actor),
                 lease_seconds=lease_seconds,
                 checkpoint_roots=roots, allow_downloads=allow_downloads,
-                max_state_bytes=None if max_state_mb is None else max_state_mb << 20, selection=selection,
+                max_state_bytes=None if max_state_mb is None else max_state_mb << 20, selection=selection.value,
             ),
             checkpoint=checkpoint,
         )  # fmt: skip
+        write_config(state_dir / "config.toml", ctx.params | {"dtype": dtype}, "activedpo-server serve")
     except (CheckpointError, ServerError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
@@ -270,9 +303,9 @@ def serve_command(
         raise typer.Exit(2) from None
 
 
-@app.command("health")
+@app.command("health", cls=renamed(HEALTH_RENAMED, "activedpo-server health"))
 def health_command(
-    address: Annotated[str, typer.Option(help="host:port of the server.")] = "127.0.0.1:50051",
+    server: Annotated[str, typer.Option(help="host:port of the server.")] = "127.0.0.1:50051",
     service: Annotated[str, typer.Option(help="Service to ask about; '' is the whole server.")] = "",
     tls_ca: Annotated[Path | None, typer.Option(help="Use TLS, trusting this CA certificate.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3.0,
@@ -284,6 +317,7 @@ def health_command(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    address = server
     if tls_ca is not None:
         channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca.read_bytes()))
     else:
@@ -302,26 +336,26 @@ def health_command(
     raise typer.Exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
 
 
-@app.command("featurize")
+@app.command("featurize", cls=renamed(FEATURIZE_RENAMED, "activedpo-server featurize"))
 def featurize_command(
     state_dir: StateDirOpt,
     checkpoint: Annotated[
         str | None, typer.Option(help="Checkpoint to featurize under [default: the one the state dir last served].")
     ] = None,
-    backend: BackendOpt = "local",
+    featurize_backend: BackendOpt = Backend.local,
     ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = 2,
+    ray_actors: RayActorsOpt = RaySettings.actors,
     ray_gpus_per_actor: RayGpusOpt = None,
-    proj_dim: ProjDimOpt = 8192,
-    projection: ProjectionOpt = "sjlt",
-    seed: SeedOpt = 0,
-    normalize: NormalizeOpt = True,
-    feature_dtype: FeatureDtypeOpt = "float32",
+    proj_dim: ProjDimOpt = ProjectionSpec.dim,
+    projection: ProjectionOpt = ProjectionSpec.kind,
+    proj_seed: ProjSeedOpt = ProjectionSpec.seed,
+    normalize: NormalizeOpt = ProjectionSpec.normalize,
+    feature_dtype: FeatureDtypeOpt = FeatureDtype.float32,
     lora_r: LoraROpt = LoraSpec.r,
     lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
     target_modules: TargetModulesOpt = LoraSpec.target_modules,
     device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: DtypeOpt = Dtype.auto,
 ) -> None:
     """Featurize every response in a state dir ahead of serving (a batch job; Ray spreads it over a cluster).
 
@@ -333,18 +367,21 @@ def featurize_command(
 
     from activedpo_core.checkpoint import CheckpointError
     from activedpo_core.progress import progress_bars, quiet_libraries
+    from activedpo_core.settings import resolve_dtype
     from activedpo_server.engine import Engine, EngineConfig, NotReady
     from activedpo_server.errors import ServerError
-    from activedpo_server.features import FeaturizerConfig, LoraSpec
+    from activedpo_server.features import FeaturizerConfig
 
     quiet_libraries()
     t0 = time.perf_counter()
+    backend = featurize_backend
     try:
         engine = Engine(
             EngineConfig(
-                state_dir=state_dir, feature_dtype=feature_dtype,
-                features=FeaturizerConfig(proj_dim, projection, seed, normalize, device=device, dtype=dtype,
-                                          lora=LoraSpec(r=lora_r, alpha=lora_alpha, target_modules=target_modules)),
+                state_dir=state_dir, feature_dtype=feature_dtype.value,
+                features=FeaturizerConfig(proj_dim, projection.value, proj_seed, normalize, device=device,
+                                          dtype=resolve_dtype(dtype),
+                                          lora=LoraSpec(lora_r, lora_alpha, target_modules)),
                 ray=_ray_settings(backend, ray_address, ray_actors, ray_gpus_per_actor),
             ),
             checkpoint=checkpoint,
@@ -357,7 +394,7 @@ def featurize_command(
     engine.store.close()
     console.print(
         f"{report['computed']} of {report['responses']} responses featurized under {report['checkpoint_id']} "
-        f"({backend}) in {time.perf_counter() - t0:.1f} s; the rest were already there"
+        f"({backend.value}) in {time.perf_counter() - t0:.1f} s; the rest were already there"
     )
 
 

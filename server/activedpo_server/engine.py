@@ -23,6 +23,7 @@ import numpy as np
 from activedpo_core.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
 from activedpo_core.lora import LoraSpec
 from activedpo_core.progress import StageProgress
+from activedpo_core.settings import SelectionSettings
 from activedpo_server import __version__
 from activedpo_server.checkpoints import CheckpointRegistry
 from activedpo_server.distributed import RaySettings
@@ -55,10 +56,10 @@ class EngineConfig:
 
     state_dir: Path
     features: FeaturizerConfig = field(default_factory=FeaturizerConfig)  # what a gradient feature is
-    lam: float = 1.0  # ridge λ of V
-    strategy: str = "activedpo"
+    lam: float = SelectionSettings.lam  # ridge λ of V
+    strategy: str = SelectionSettings.strategy
     research_strategies: bool = False  # also answer the benchmark's research strategies (activedpo-fisher, -topb)
-    lease_seconds: int = 3600  # how long selected pairs are withheld from other callers
+    lease_seconds: int = SelectionSettings.lease_seconds  # how long selected pairs are withheld from other callers
     # ablation: featurize with this fixed checkpoint instead of the current one (log-probs stay current)
     feature_checkpoint: str | None = None
     feature_dtype: str = "float32"  # how the FAISS store holds features: float32 or float16 (half the memory)

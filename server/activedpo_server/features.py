@@ -38,9 +38,8 @@ from activedpo_core.checkpoint import CheckpointManifest, LoadedModel, load_mode
 from activedpo_core.lora import LoraSpec
 from activedpo_core.progress import StageProgress
 from activedpo_core.sequences import encode_pairs, sequence_logprobs, token_logprobs
+from activedpo_core.settings import ProjectionSpec
 from activedpo_server.projection import PROJECTION_FORMAT, LoraMatrix, make_projection
-
-DEFAULT_PROJECTION = "sjlt"  # see benchmarks/results/projection.md: it meets the dense-vs-dense yardstick
 
 
 class FeaturizerError(ValueError):
@@ -52,10 +51,10 @@ class FeaturizerConfig:
     """Every setting of the gradient featurizer, in one place: the server, the ``featurize`` job and
     Ray actors build their featurizers from it (:meth:`build`), so the same settings give the same rows."""
 
-    proj_dim: int = 8192  # the paper's projection dimension d
-    projection: str = DEFAULT_PROJECTION  # sjlt (factored sparse sketch), kron (LoGra) or dense (the reference)
-    seed: int = 0  # projection seed: features are reproducible across devices and restarts
-    normalize: bool = True  # unit-normalise response features (the paper's ablation: it matters)
+    proj_dim: int = ProjectionSpec.dim  # the paper's projection dimension d
+    projection: str = ProjectionSpec.kind  # sjlt (factored sparse sketch), kron (LoGra) or dense (the reference)
+    seed: int = ProjectionSpec.seed  # projection seed: features are reproducible across devices and restarts
+    normalize: bool = ProjectionSpec.normalize  # unit-normalise response features (the paper's ablation: it matters)
     batch_size: int = 16
     device: str | None = None  # cuda when present, else cpu
     dtype: str = "float32"  # model weights: float32, bfloat16 or float16
@@ -120,7 +119,7 @@ class GradientFeaturizer:
     def __init__(
         self,
         checkpoint: str | Path | CheckpointManifest | LoadedModel,
-        proj_dim: int = 8192,
+        proj_dim: int = ProjectionSpec.dim,
         seed: int = 0,
         normalize: bool = True,
         batch_size: int = 16,
@@ -129,7 +128,7 @@ class GradientFeaturizer:
         lora: LoraSpec | None = None,
         chunk_bytes: int = 512 << 20,
         cache_bytes: int | None = None,
-        projection: str = DEFAULT_PROJECTION,
+        projection: str = ProjectionSpec.kind,
     ):
         import torch
 

@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from activedpo.v1 import selector_pb2 as pb
 from activedpo_core.lora import LoraSpec
+from activedpo_core.settings import MAX_LEASE_SECONDS
 from activedpo_server.checkpoints import FileSpec
 from activedpo_server.engine import Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
@@ -30,7 +31,6 @@ from activedpo_server.store import MAX_ID_CHARS, AddResult, Candidates, ExportRo
 log = logging.getLogger(__name__)
 
 MAX_BUDGET = 100_000
-MAX_LEASE_SECONDS = 30 * 24 * 3600
 MAX_ITEMS_PER_STREAM = 1_000_000
 MAX_LABELS_PER_REQUEST = 100_000
 

@@ -86,7 +86,7 @@ def test_dockerfile_targets_run_the_server_as_non_root_with_a_working_health_che
     health = instruction(lines, "HEALTHCHECK")[0]
     probe = yaml.safe_load(health[health.index("CMD") + 3 :].strip())
     hpath, hparams = parse(probe)
-    assert hpath == "activedpo-server health" and hparams["address"] == f"127.0.0.1:{params['port']}"
+    assert hpath == "activedpo-server health" and hparams["server"] == f"127.0.0.1:{params['port']}"
     if target == "gpu":
         assert params["device"] == "cuda"
         assert any("faiss-gpu" in r for r in instruction(lines, "RUN"))
@@ -119,7 +119,7 @@ def test_compose_server_round_and_world_agree():
     assert host == "server" and int(port) == sp["port"]
     assert services["server"]["ports"] == [f"127.0.0.1:{sp['port']}:{sp['port']}"]
     hc = services["server"]["healthcheck"]["test"]
-    assert hc[0] == "CMD" and parse(hc[1:])[1]["address"] == f"127.0.0.1:{sp['port']}"
+    assert hc[0] == "CMD" and parse(hc[1:])[1]["server"] == f"127.0.0.1:{sp['port']}"
     # both sides hold the token; the round names no base on the server's disk: it uploads the SFT model
     for name in ("server", "round"):
         assert "ACTIVEDPO_TOKEN" in services[name]["environment"]

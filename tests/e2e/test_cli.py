@@ -45,18 +45,19 @@ def test_toyworld_build_reports_pi_ref_and_reuses_the_cache(tiny_world, cache_di
 
 
 def test_toyworld_check_reports_lift_and_preference_accuracy(tiny_world, tmp_path):
-    args = ["toyworld", "check", "--world", tiny_world.root, "--out", tmp_path / "dpo", "--pairs", 16, "--prompts", 8,
-            "--epochs", 1, "--lr", 3e-4, "--eval-samples", 2, "--pair-samples", 3]  # fmt: skip
+    args = ["toyworld", "check", "--world", tiny_world.root, "--out", tmp_path / "dpo", "--pairs", 16,
+            "--eval-prompts", 8, "--dpo-epochs", 1, "--dpo-lr", 3e-4, "--eval-samples", 2,
+            "--eval-pair-samples", 3]  # fmt: skip
     result = json.loads(run(client, *args, "--json"))
     assert result["pairs"] == 16 and result["n"] == 8 and result["samples"] == 2
     right = result["pref_acc"] * result["pref_pairs"]  # a share (to 4 decimals) of the judged held-out pairs
     assert 0 < result["pref_pairs"] <= 8 * 3 and abs(right - round(right)) <= 5e-5 * result["pref_pairs"]
     assert 0 <= round(right) <= result["pref_pairs"]
-    assert "--pair-samples must be 0 (off) or at least 2" in run(client, *args[:-1], 1, code=2)
+    assert "--eval-pair-samples must be 0 (off) or at least 2" in run(client, *args[:-1], 1, code=2)
 
 
 def test_eval_defaults_to_pi_ref(tiny_world, cache_dir):
-    out = run(client, "eval", "--preset", "tiny", "--cache-dir", cache_dir, "--prompts", 20, "--json")
+    out = run(client, "eval", "--preset", "tiny", "--cache-dir", cache_dir, "--eval-prompts", 20, "--json")
     report = json.loads(out)
     sft = tiny_world.info["sft_eval"]  # the build evaluated the same 20 prompts with the same seed
     assert report["checkpoint"] == tiny_world.sft_checkpoint.id
@@ -72,7 +73,7 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
         "generate",
         "--checkpoint",
         tiny_world.sft_dir,
-        "--prompts",
+        "--prompt-file",
         prompts,
         "--out",
         out,
@@ -93,13 +94,13 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
             )
             f.write(json.dumps({"prompt": r["prompt"], "chosen": good, "rejected": bad}) + "\n")
     ckpt = tmp_path / "round1"
-    args = ["train", "dpo", "--labels", labels, "--base", tiny_world.sft_dir, "--out", ckpt]
-    out_text = run(client, *args, "--epochs", 1, "--batch-size", 4, "--lora-r", 4, "--lora-alpha", 8)
+    args = ["train", "dpo", "--labels", labels, "--model", tiny_world.sft_dir, "--out", ckpt]
+    out_text = run(client, *args, "--dpo-epochs", 1, "--dpo-batch-size", 4, "--lora-r", 4, "--lora-alpha", 8)
     manifest = json.loads((ckpt / "manifest.json").read_text())
     assert manifest["id"] in out_text and manifest["parent_id"] == tiny_world.sft_checkpoint.id
 
     report = json.loads(
-        run(client, "eval", "--checkpoint", ckpt, "--world", tiny_world.root, "--prompts", 10, "--json")
+        run(client, "eval", "--checkpoint", ckpt, "--world", tiny_world.root, "--eval-prompts", 10, "--json")
     )
     assert report["checkpoint"] == manifest["id"] and report["n"] == 10
     from activedpo_core.checkpoint import load_model
@@ -120,11 +121,11 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
         (["toyworld", "build", "--preset", "tiny", "--task", "nope_module:make"], "cannot import module 'nope_module'"),
         (["toyworld", "build", "--preset", "tiny", "--task", "best"], "unknown task 'best'"),
         (
-            ["generate", "--checkpoint", "{tmp}", "--prompts", "{tmp}/p.txt", "--out", "{tmp}/o"],
+            ["generate", "--checkpoint", "{tmp}", "--prompt-file", "{tmp}/p.txt", "--out", "{tmp}/o"],
             "prompts file not found",
         ),
         (
-            ["train", "dpo", "--labels", "{tmp}/bad.jsonl", "--base", "{tmp}", "--out", "{tmp}/o"],
+            ["train", "dpo", "--labels", "{tmp}/bad.jsonl", "--model", "{tmp}", "--out", "{tmp}/o"],
             "bad.jsonl line 2: not valid JSON",
         ),
     ],

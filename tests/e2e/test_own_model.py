@@ -82,7 +82,7 @@ def test_two_rounds_on_gpt2_with_a_reward_model_annotator_and_evaluator(gpt2_dir
     assert metrics[1]["agreement"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # a share of round 2's 4 labels
     run = json.loads((run_dir / "run.json").read_text())
     assert run["workload"]["kind"] == "model" and run["workload"]["model"] == str(gpt2_dir.resolve())
-    assert run["config"]["target_modules"] == "auto" and run["config"]["device"] == "cpu"
+    assert run["config"]["target_modules"] == "all-linear" and run["config"]["device"] == "cpu"
     # prompts were rendered with the tokenizer's chat template, the conversational ones with their system turn
     groups = jsonl(run_dir / "rounds" / "001" / "candidates.jsonl")
     assert groups and all(g["prompt"].startswith("<|") and g["prompt"].endswith("<|assistant|>") for g in groups)
@@ -90,14 +90,15 @@ def test_two_rounds_on_gpt2_with_a_reward_model_annotator_and_evaluator(gpt2_dir
     assert len(batch["pairs"]) == 4 and all(p["prompt_id"] and p["response_a_id"] for p in batch["pairs"])
     labels = jsonl(run_dir / "rounds" / "001" / "labels.jsonl")
     assert {x["annotator"] for x in labels} == {f"reward-model:{reward_dir.name}"}
-    # the adapter DPO trained wraps GPT-2's Conv1D c_attn (PEFT's default for gpt2), as the server's does
+    # the adapter DPO trained wraps every linear layer (all-linear), GPT-2's Conv1D included, as the server's does
     cfg = json.loads((run_dir / "rounds" / "002" / "checkpoint" / "adapter" / "adapter_config.json").read_text())
-    assert cfg["target_modules"] == ["c_attn"] and cfg["fan_in_fan_out"] is True and cfg["r"] == 4
+    assert {t.rsplit(".", 1)[-1] for t in cfg["target_modules"]} == {"c_attn", "c_proj", "c_fc"}  # all-linear
+    assert cfg["fan_in_fan_out"] is True and cfg["r"] == 4
     ev = json.loads((run_dir / "rounds" / "002" / "eval.json").read_text())
     assert ev["n"] == 4 and ev["ref_mean"] == metrics[0]["ref_reward"]  # π_ref on the same held-out prompts
     status = invoke("status", "--run-dir", run_dir)
     assert "2 rounds of activedpo" in status and "8 labeled" in status
-    assert "(LoRA r=4, α=8, targets c_attn)" in status  # round 2's own adapter, as DPO trained it
+    assert "(LoRA r=4, α=8, targets c_attn,c_fc,c_proj)" in status  # round 2's own adapter, as DPO trained it
 
     # a run dir remembers its workload and its generation settings
     err = invoke(*[a if a != 8 else 9 for a in args], code=2)
@@ -134,7 +135,8 @@ def test_a_toy_world_only_judge_or_a_mixed_workload_is_refused_clearly(gpt2_dir,
     err = invoke(*round_args(no_tok, train, tmp_path / "r4", 1), code=2)
     assert f"base model directory {no_tok} has no tokenizer (tokenizer.json, vocab.json, vocab.txt, …)" in err
     err = invoke(*round_args(gpt2_dir, train, tmp_path / "r4", 1, "--budget", 0), code=2)
-    assert "--budget must be at least 1, got 0" in err
+    line = " ".join(err.replace("│", " ").split())  # Typer's error box, unwrapped
+    assert "Invalid value for '--budget': Input should be greater than or equal to 1" in line
     assert not (tmp_path / "r4").exists()  # nothing was started
 
 
@@ -152,15 +154,17 @@ def test_a_run_with_no_label_yet_may_change_its_annotator(gpt2_dir, reward_dir, 
     assert json.loads((r1 / "state.json").read_text())["steps"]["select"]["pairs"] == 4
     assert json.loads((r1 / "batch.json").read_text()) == batch  # the batch selected before is the one labeled
     assert {x["annotator"] for x in jsonl(r1 / "labels.jsonl")} == {f"reward-model:{reward_dir.name}"}
-    # once labels are held, the annotator is part of the run
-    err = invoke(*round_args(gpt2_dir, train, run_dir, 2), code=2)
+    # once labels are held, the annotator is part of the run: another one given is refused
+    err = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--annotator", "file"), code=2)
     assert "was started with other settings (annotator) (labels are already held)" in err
     err = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--annotator", f"reward-model:{reward_dir}", "--evaluate",
                              f"reward-model:{reward_dir}", "--eval-prompts", 2), code=2)  # fmt: skip
     assert "(heldout: 0 → 2); evaluation holds out prompts of --prompt-file when a run starts" in err
     assert "start a new --run-dir with --evaluate (or --heldout-file)" in err
-    out = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--annotator", f"reward-model:{reward_dir}", "--budget", 2))
+    out = invoke(*round_args(gpt2_dir, train, run_dir, 2, "--budget", 2))  # the annotator not given: the run's own
     assert "activedpo round 2: 6 labels" in out  # the label budget may change between rounds
+    r2 = jsonl(run_dir / "rounds" / "002" / "labels.jsonl")
+    assert {x["annotator"] for x in r2} == {f"reward-model:{reward_dir.name}"}
 
 
 def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, tmp_path):
@@ -266,5 +270,5 @@ def test_select_against_a_running_server_that_holds_no_checkpoint(gpt2_dir, tmp_
         with SelectorClient(Connection(server.target)) as client:
             status = client.status()
     assert status.checkpoint_id == f"base:{gpt2_dir.resolve()}" and status.leased == 2 and status.pool_size == 6
-    assert status.fresh_adapter and status.adapter_line() == "fresh LoRA r=4, α=8, targets auto"
+    assert status.fresh_adapter and status.adapter_line() == "fresh LoRA r=4, α=8, targets all-linear"
     assert not (tmp_path / "b.server").exists()  # no embedded server was started

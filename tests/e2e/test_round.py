@@ -61,6 +61,16 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     # a run dir remembers its settings
     err = invoke(*round_args(tiny_world, run_dir, 3), "--seed", 5, code=2)
     assert "started with other settings (seed)" in err
+    # and the options it resolved, as a file that reruns it: here, a finished run that says how to go on
+    from activedpo_core.options import read_config
+
+    resolved = read_config(run_dir / "config.toml")
+    assert (resolved["budget"], resolved["proj_dim"], resolved["lora_r"], resolved["dpo_epochs"]) == (8, 128, 8, 1.0)
+    assert (resolved["annotator"], resolved["evaluate"], resolved["run_dir"]) == ("oracle", "oracle", str(run_dir))
+    assert "has 2 of 2 rounds; pass --rounds 3 to go on" in invoke("round", "--config", run_dir / "config.toml")
+    # resuming with no option repeated takes the run's own settings, not the defaults (budget 50, lora_r 128, …)
+    out = invoke("round", "--world", tiny_world.root, "--run-dir", run_dir, "--rounds", 2)
+    assert "has 2 of 2 rounds" in out and "other settings" not in out
 
 
 def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_world, tmp_path):

@@ -23,6 +23,10 @@ from activedpo_trainer.localmodels import build_bert_reward_model, build_chat_re
 SYSTEM = {"role": "system", "content": "You are terse."}
 
 
+# every linear layer of a Qwen2 block (all-linear, the default LoRA targets), as PEFT names them
+QWEN2_LINEAR = "down_proj,gate_proj,k_proj,o_proj,q_proj,up_proj,v_proj"
+
+
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("walkthrough")
@@ -67,18 +71,18 @@ def test_two_remote_rounds_on_qwen2_judged_by_reward_models_of_other_families(as
         out = invoke(*args)  # a finished run says how to go on
         assert "has 2 of 2 rounds; pass --rounds 3 to go on" in out
         out = invoke("status", "--run-dir", run_dir, "--token", "s3cret")  # the run remembers its server
-        assert "2 rounds of activedpo" in out and "(LoRA r=4, α=8, targets q_proj,v_proj), " in out
+        assert "2 rounds of activedpo" in out and f"(LoRA r=4, α=8, targets {QWEN2_LINEAR}), " in out
         with SelectorClient(Connection(server.target, token="s3cret"), project=_project(run_dir)) as client:
             status = client.status()
     wall = time.perf_counter() - t0
     metrics = jsonl(run_dir / "metrics.jsonl")
     assert [m["labels"] for m in metrics] == [4, 8] and all(isinstance(m["reward"], float) for m in metrics)
-    # the server featurized round one with the adapter DPO trains (r=4 on PEFT's qwen2 targets), not its own r=128
+    # the server featurized round one with the adapter DPO trains (r=4 on every linear layer), not its own r=128
     keys = [json.loads(p.read_text())["key"] for p in (tmp_path / "elsewhere" / "features").glob("*.json")]
-    assert any("+lora(r=4,alpha=8,targets=auto,seed=0)|grad" in k for k in keys)
+    assert any("+lora(r=4,alpha=8,targets=all-linear,seed=0)|grad" in k for k in keys)
     assert not any("lora(r=128" in k for k in keys)
     assert status.checkpoint_id == metrics[1]["checkpoint"] and status.lora.r == 4 and not status.fresh_adapter
-    assert status.lora.targets == "q_proj,v_proj" and status.labeled == 8
+    assert status.lora.targets == QWEN2_LINEAR and status.labeled == 8
     # the BERT annotator saw responses longer than its 32 positions: truncated, counted, no crash
     annotate = json.loads((run_dir / "rounds" / "001" / "state.json").read_text())["steps"]["annotate"]
     assert annotate["labels"] == 4 and annotate["truncated"] > 0

@@ -216,7 +216,7 @@ def test_sync_keeps_the_project_supplied_and_survives_kill_9(tiny_world, tmp_pat
         state = tmp_path / "sync.json"
         env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
         args = ["labelstudio", "sync", "--server", server.target, "--ls-project", "activedpo sync", "--budget", "5",
-                "--state", str(state)]  # fmt: skip
+                "--state-file", str(state)]  # fmt: skip
 
         def once() -> str:
             out = CliRunner().invoke(app, [*args, "--once"], env=env)
@@ -428,7 +428,7 @@ def test_sync_rides_out_label_studio_and_server_restarts(tiny_world, tmp_path, l
     env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
     cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", server.target,
            "--ls-project", "activedpo restarts", "--budget", "4", "--every", "0.3", "--max-backoff", "2",
-           "--state", str(state)]  # fmt: skip
+           "--state-file", str(state)]  # fmt: skip
     try:
         with SelectorClient(Connection(server.target)) as client:
             client.wait_ready()
@@ -555,7 +555,7 @@ def test_a_webhook_wakes_the_sync_loop(tiny_world, tmp_path, label_studio):
         env = dict(os.environ, LABEL_STUDIO_URL=label_studio.url, LABEL_STUDIO_API_KEY=label_studio.token)
         cmd = [sys.executable, "-m", "activedpo_client.cli", "labelstudio", "sync", "--server", server.target,
                "--ls-project", "activedpo webhooks", "--budget", "3", "--every", "600", "--ls-webhook-port", "0",
-               "--state", str(tmp_path / "sync.json")]  # fmt: skip
+               "--state-file", str(tmp_path / "sync.json")]  # fmt: skip
         log = tmp_path / "sync.log"
         with open(log, "w") as out:
             loop = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)

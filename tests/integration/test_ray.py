@@ -70,8 +70,9 @@ def test_the_featurize_job_fills_the_store_a_server_then_uses(tiny_world, tmp_pa
     )
     e.store.close()
 
-    out = CliRunner().invoke(server_app, ["featurize", "--state-dir", str(state), "--backend", "ray", "--ray-actors",
-                                          "1", "--proj-dim", "128", "--lora-r", "8", "--lora-alpha", "16"])  # fmt: skip
+    out = CliRunner().invoke(server_app, ["featurize", "--state-dir", str(state), "--featurize-backend", "ray",
+                                          "--ray-actors", "1", "--proj-dim", "128", "--lora-r", "8", "--lora-alpha",
+                                          "16"])  # fmt: skip
     assert out.exit_code == 0, out.output
     assert "36 of 36 responses featurized" in out.output and "(ray)" in out.output
 
@@ -94,5 +95,6 @@ def test_the_featurize_job_fills_the_store_a_server_then_uses(tiny_world, tmp_pa
 def test_backend_options_are_checked(tmp_path):
     out = CliRunner().invoke(server_app, ["featurize", "--state-dir", str(tmp_path), "--ray-address", "x:1"])
     assert out.exit_code == 2 and "--ray-address needs --featurize-backend ray" in out.output
-    out = CliRunner().invoke(server_app, ["featurize", "--state-dir", str(tmp_path), "--backend", "spark"])
-    assert out.exit_code == 2 and "must be local or ray" in out.output
+    out = CliRunner().invoke(server_app, ["featurize", "--state-dir", str(tmp_path), "--featurize-backend", "spark"])
+    line = " ".join(out.output.replace("│", " ").split())  # Typer's error box, unwrapped
+    assert out.exit_code == 2 and "'spark' is not one of 'local', 'ray'" in line

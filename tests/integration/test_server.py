@@ -113,9 +113,9 @@ def test_the_health_command_for_container_probes(server):
     from activedpo_server.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["health", "--address", f"127.0.0.1:{server.port}", "--service", "activedpo.v1.Selector"])
+    ok = runner.invoke(app, ["health", "--server", f"127.0.0.1:{server.port}", "--service", "activedpo.v1.Selector"])
     assert ok.exit_code == 0 and "SERVING" in ok.output  # no token: health is exempt
-    unknown = runner.invoke(app, ["health", "--address", f"127.0.0.1:{server.port}", "--service", "nope"])
+    unknown = runner.invoke(app, ["health", "--server", f"127.0.0.1:{server.port}", "--service", "nope"])
     assert unknown.exit_code == 1 and "NOT_FOUND" in unknown.output
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

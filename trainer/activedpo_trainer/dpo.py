@@ -34,10 +34,11 @@ class DPOSettings:
     lr: float = 1e-4
     epochs: float = 4.0
     batch_size: int = 8
+    mode: str = "continue"  # continue the parent's adapter, or "retrain" a fresh one on all labels so far
     lora_r: int = LoraSpec.r
     lora_alpha: int = LoraSpec.alpha
     lora_dropout: float = 0.0  # dropout makes per-example features noisy; the paper does not use it
-    target_modules: str | tuple[str, ...] | None = "all-linear"  # every linear layer but the LM head; None: auto
+    target_modules: str | tuple[str, ...] | None = LoraSpec.target_modules  # all-linear: all but the LM head
     max_length: int | None = 1024  # tokens of prompt + response; longer rows are truncated by TRL
     warmup_steps: float = 0.0  # an int counts steps, a float in (0, 1) is a fraction of them
     seed: int = 0
@@ -48,6 +49,8 @@ class DPOSettings:
     def __post_init__(self) -> None:
         if self.beta <= 0 or self.lr <= 0 or self.epochs <= 0:
             raise ValueError("beta, lr and epochs must be positive")
+        if self.mode not in MODES:
+            raise ValueError(f"DPO mode must be continue or retrain, got {self.mode!r}")
         if self.lora_r < 1 or self.lora_alpha <= 0 or self.batch_size < 1:
             raise ValueError("lora_r, lora_alpha and batch_size must be positive")
 
@@ -97,7 +100,7 @@ def build_dpo_trainer(
     output_dir: str | Path,
     settings: DPOSettings | None = None,
     parent: CheckpointManifest | None = None,
-    mode: str = "continue",
+    mode: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ):
     """A ready-to-train TRL ``DPOTrainer`` whose reference policy is ``base`` (adapter disabled).
@@ -113,6 +116,7 @@ def build_dpo_trainer(
     from trl import DPOConfig, DPOTrainer
 
     settings = settings or DPOSettings()
+    mode = mode or settings.mode
     if mode not in MODES:
         raise ValueError(f"unknown DPO mode {mode!r}; choose one of {', '.join(MODES)}")
     if base.adapter is not None:
@@ -179,7 +183,7 @@ def train_dpo(
     out_dir: str | Path,
     settings: DPOSettings | None = None,
     parent: CheckpointManifest | None = None,
-    mode: str = "continue",
+    mode: str | None = None,  # default: settings.mode
     checkpoint_id: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> CheckpointManifest:

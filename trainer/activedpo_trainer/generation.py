@@ -10,7 +10,7 @@ from dataclasses import dataclass
 class GenerationSettings:
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
-    max_new_tokens: int = 128
+    max_new_tokens: int = 256  # a toy world's workload uses its own length
     batch_size: int = 64  # prompts per generate() call; each yields k sequences
 
     def __post_init__(self) -> None:

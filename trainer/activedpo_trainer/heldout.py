@@ -6,11 +6,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from activedpo_trainer.evaluate import EvalReport
-from activedpo_trainer.toyworld import ToyWorld, ToyWorldConfig
+
+if TYPE_CHECKING:  # types only: toyworld imports this module to evaluate the world it builds
+    from activedpo_trainer.toyworld import ToyWorld, ToyWorldConfig
 
 
 def heldout_eval(

@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from activedpo_trainer.dpo import DPOSettings
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -142,7 +144,7 @@ def load_task(spec: str, seed: int = 0, n_heldout: int = 200):
     return task
 
 
-PAPER_DPO = {"lr": 1e-4, "epochs": 4.0, "beta": 0.1}  # the ActiveDPO paper's DPO settings
+PAPER_DPO = {k: getattr(DPOSettings, k) for k in ("lr", "epochs", "beta")}  # the paper's: DPOSettings' defaults
 
 
 def recorded_dpo_settings(task) -> dict:

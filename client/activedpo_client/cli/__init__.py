@@ -14,6 +14,7 @@ import typer
 from activedpo_client import __version__
 from activedpo_client.cli import jobs, labelstudio, rounds, select, toyworld
 from activedpo_client.cli.common import console
+from activedpo_core.options import renamed
 
 app = typer.Typer(
     name="activedpo-client",
@@ -48,8 +49,8 @@ app.command("export")(rounds.export_cmd)
 app.command("quickstart")(rounds.quickstart_cmd)
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
             add_help_option=False)(rounds.bench_cmd)  # fmt: skip
-app.command("generate")(jobs.generate_cmd)
-app.command("eval")(toyworld.eval_cmd)
+app.command("generate", cls=renamed(jobs.GENERATE_RENAMED, "activedpo-client generate"))(jobs.generate_cmd)
+app.command("eval", cls=renamed(toyworld.EVAL_RENAMED, "activedpo-client eval"))(toyworld.eval_cmd)
 app.add_typer(toyworld.app, name="toyworld")
 app.add_typer(jobs.train_app, name="train")
 app.add_typer(rounds.labels_app, name="labels")

@@ -11,6 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from activedpo_core.settings import Dtype, Strategy, resolve_dtype
+
+__all__ = ["Dtype", "Strategy", "resolve_dtype"]  # shared with the server's command line; the commands import here
+
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths in errors stay on one line
 
@@ -29,13 +33,6 @@ class ChatTemplate(str, Enum):
     auto = "auto"
     on = "on"
     off = "off"
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
 
 
 @contextmanager
@@ -78,7 +75,7 @@ CacheDir = Annotated[
 ]
 WorldDir = Annotated[Path | None, typer.Option("--world", help="A built toy world's directory (overrides --preset).")]
 PresetOpt = Annotated[Preset, typer.Option(help="Toy world size: 'default', or 'tiny' for tests.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
+WorldSeedOpt = Annotated[int, typer.Option(help="Seed of the toy world (prompt split, corpus, initialisation).")]
 TaskOpt = Annotated[
     str,
     typer.Option(help="The toy world's task: 'toy', 'signoff', 'mixed', or package.module:factory (see the README)."),
@@ -135,15 +132,46 @@ ChatTemplateOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")]
 
 
-def resolve_dtype(dtype: Dtype) -> str:
-    """``auto``: bfloat16 on a GPU that supports it, else float32 (CPUs train and featurize in float32)."""
-    if dtype != Dtype.auto:
-        return dtype.value
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-
-
+# one option per setting, named and helped once; each command's default is the setting's field (RoundConfig.budget…)
+BudgetOpt = Annotated[int, typer.Option(help="Labels per round (pairs selected for people to label).", min=1)]
+ResponsesOpt = Annotated[int, typer.Option(help="Responses generated per prompt.", min=2)]
+PromptFieldOpt = Annotated[str, typer.Option(help="The column holding the prompt.")]
+TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0: greedy).", min=0.0)]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling.", min=0.0, max=1.0)]
+DPOModeOpt = Annotated[DPOMode, typer.Option(help="continue the last adapter, or retrain a fresh one on all labels.")]
+DPOBetaOpt = Annotated[float, typer.Option(help="DPO β.", min=0.0)]
+DPOLrOpt = Annotated[float, typer.Option(help="DPO learning rate.", min=0.0)]
+DPOEpochsOpt = Annotated[float, typer.Option(help="DPO epochs.", min=0.0)]
+DPOBatchSizeOpt = Annotated[int, typer.Option(help="DPO batch size (pairs per step).", min=1)]
+LoraROpt = Annotated[int, typer.Option(help="LoRA rank: the adapter DPO trains, and round one's features.", min=1)]
+LoraAlphaOpt = Annotated[int, typer.Option(help="LoRA α.", min=1)]
+TargetModulesOpt = Annotated[
+    str,
+    typer.Option(help="LoRA targets: all-linear, auto (PEFT's defaults for the architecture), or q_proj,v_proj,…."),
+]
+EvalPromptsOpt = Annotated[int, typer.Option(help="Held-out prompts evaluated.", min=1)]
+EvalSamplesOpt = Annotated[
+    int, typer.Option(help="Responses sampled per held-out prompt for the reward (SE over prompts).", min=1)
+]
+EvalPairSamplesOpt = Annotated[
+    int,
+    typer.Option(
+        help="π_ref responses per held-out prompt whose judged pairs measure the preference accuracy of the "
+        "policy's implicit reward (0: off).",
+        min=0,
+    ),
+]
+StrategyOpt = Annotated[Strategy, typer.Option(help="Selection strategy: ActiveDPO, or a baseline to compare.")]
+DtypeOpt = Annotated[Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU that has it, else float32).")]
+ProjDimOpt = Annotated[int, typer.Option(help="Embedded server: projection dimension d.", min=1)]
+LsWaitOpt = Annotated[
+    float,
+    typer.Option(
+        help="--annotator label-studio: seconds to wait for the batch to be labeled (0: push it and return; run the "
+        "same command again to collect). Not all done by then: exit 3.",
+        min=0,
+    ),
+]
 def open_world(world: Path | None, preset: Preset, seed: int, cache_dir: Path | None, task: str = "toy"):
     """Open ``--world``, or the cached world for ``--preset``/``--seed``/``--task``, building it when missing."""
     from activedpo_core.progress import progress_bars, quiet_libraries

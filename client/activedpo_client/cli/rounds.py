@@ -2,34 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from activedpo_client.cli.common import (
+    BudgetOpt,
     CacheDir,
-    ChatTemplate,
     ChatTemplateOpt,
-    DPOMode,
+    DPOModeOpt,
     Dtype,
+    DtypeOpt,
+    EvalPairSamplesOpt,
+    EvalPromptsOpt,
+    EvalSamplesOpt,
+    LoraAlphaOpt,
+    LoraROpt,
     LsInstructionsOpt,
     LsKeyOpt,
     LsOverlapOpt,
     LsProjectOpt,
     LsUrlOpt,
+    LsWaitOpt,
     LsWebhookPortOpt,
     LsWebhookUrlOpt,
-    Preset,
     PresetOpt,
+    ProjDimOpt,
+    PromptFieldOpt,
+    ResponsesOpt,
     RunDirOpt,
-    SeedOpt,
     ServerBaseOpt,
     ServerOpt,
+    Strategy,
+    StrategyOpt,
+    TargetModulesOpt,
     TaskOpt,
+    TemperatureOpt,
     TlsCaOpt,
     TokenOpt,
+    TopPOpt,
     WorldDir,
+    WorldSeedOpt,
     console,
     err,
     open_world,
@@ -38,13 +53,21 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import ProjectSettings
+from activedpo_client.rounds import LabelStudioSpec, RoundConfig, ServerSpec
 from activedpo_core.atomic import write_jsonl
 from activedpo_core.lora import LoraSpec
+from activedpo_core.options import ConfigOpt, explicit, write_config
+from activedpo_core.settings import ProjectionSpec
+from activedpo_trainer.dpo import DPOSettings
+from activedpo_trainer.generation import GenerationSettings
+from activedpo_trainer.toyworld import ToyWorldConfig
+from activedpo_trainer.workload import ModelSpec
 
 labels_app = typer.Typer(help="Labels from people: import a finished labels file.")
 
 
 def round_cmd(
+    ctx: typer.Context,
     model: Annotated[
         str | None,
         typer.Option(help="Your policy's base model (π_ref): a Hugging Face directory or hub id in the local cache."),
@@ -59,13 +82,13 @@ def round_cmd(
             help="Held-out prompts for evaluation \\[default: --eval-prompts of --prompt-file, never trained on]."
         ),
     ] = None,
-    prompt_field: Annotated[str, typer.Option(help="The column holding the prompt.")] = "prompt",
-    chat_template: ChatTemplateOpt = ChatTemplate.auto,
-    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
-    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
-    responses: Annotated[int, typer.Option(help="Responses generated per prompt.")] = 3,
+    prompt_field: PromptFieldOpt = ModelSpec.prompt_field,
+    chat_template: ChatTemplateOpt = ModelSpec.chat_template,
+    budget: BudgetOpt = RoundConfig.budget,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.", min=1)] = RoundConfig.prompts,
+    responses: ResponsesOpt = RoundConfig.responses,
     rounds: Annotated[int, typer.Option(help="Rounds to run (resumes an interrupted one first).")] = 1,
-    strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
+    strategy: StrategyOpt = RoundConfig.strategy,
     annotator: Annotated[
         str | None,
         typer.Option(
@@ -83,60 +106,47 @@ def round_cmd(
         ),
     ] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="Tokens per response \\[default: 256; the toy world's own length there].", min=1)
+        int | None,
+        typer.Option(
+            help=f"Tokens per response \\[default: {GenerationSettings.max_new_tokens}; the toy world's own length "
+            "there].",
+            min=1,
+        ),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.", min=0.0)] = 1.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling.", min=0.0, max=1.0)] = 1.0,
-    dtype: Annotated[
-        Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU with --model, else float32).")
-    ] = Dtype.auto,
-    dpo_mode: Annotated[DPOMode, typer.Option(help="Continue the last adapter or retrain from the base.")] = (
-        DPOMode.continue_
-    ),
+    temperature: TemperatureOpt = GenerationSettings.temperature,
+    top_p: TopPOpt = GenerationSettings.top_p,
+    dtype: DtypeOpt = Dtype.auto,
+    dpo_mode: DPOModeOpt = RoundConfig.dpo_mode,
     dpo_epochs: Annotated[
-        float | None, typer.Option(help="DPO epochs per round \\[default: the toy task's recorded setting, else 4].")
+        float | None,
+        typer.Option(help=f"DPO epochs per round \\[default: the toy task's recorded setting, else "
+                     f"{DPOSettings.epochs:g}].", min=0),
     ] = None,
     dpo_lr: Annotated[
-        float | None, typer.Option(help="DPO learning rate \\[default: the toy task's recorded setting, else 1e-4].")
+        float | None,
+        typer.Option(help=f"DPO learning rate \\[default: the toy task's recorded setting, else {DPOSettings.lr:g}].",
+                     min=0),
     ] = None,
     dpo_beta: Annotated[
-        float | None, typer.Option(help="DPO β \\[default: the toy task's recorded setting, else 0.1].")
+        float | None,
+        typer.Option(help=f"DPO β \\[default: the toy task's recorded setting, else {DPOSettings.beta:g}].", min=0),
     ] = None,
-    lora_r: Annotated[
-        int, typer.Option(help="LoRA rank (DPO and the server's round-one adapter).", min=1)
-    ] = LoraSpec.r,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA α.", min=1)] = LoraSpec.alpha,
-    target_modules: Annotated[
-        str | None,
-        typer.Option(
-            help="LoRA targets: auto (PEFT's defaults for the architecture), all-linear, or q_proj,v_proj,… "
-            "\\[default: auto with --model, all-linear in the toy world]."
-        ),
-    ] = None,
-    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts evaluated after each round.")] = 100,
-    eval_samples: Annotated[
-        int, typer.Option(help="Responses sampled per held-out prompt for the reward (SE over prompts).", min=1)
-    ] = 1,
-    eval_pair_samples: Annotated[
-        int,
-        typer.Option(
-            help="π_ref responses per held-out prompt whose judged pairs measure the preference accuracy of the "
-            "policy's implicit reward (0: off).",
-            min=0,
-        ),
-    ] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = 0,
+    lora_r: LoraROpt = LoraSpec.r,
+    lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
+    target_modules: TargetModulesOpt = LoraSpec.target_modules,
+    eval_prompts: EvalPromptsOpt = RoundConfig.eval_prompts,
+    eval_samples: EvalSamplesOpt = RoundConfig.eval_samples,
+    eval_pair_samples: EvalPairSamplesOpt = RoundConfig.eval_pair_samples,
+    seed: Annotated[int, typer.Option(help="Seed of prompt sampling, generation and oracle draws.")] = RoundConfig.seed,
     run_dir: RunDirOpt = Path("runs/default"),
-    server: ServerOpt = "embedded",
+    server: ServerOpt = ServerSpec.server,
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
-    proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.")] = 8192,
+    proj_dim: ProjDimOpt = ProjectionSpec.dim,
     ls_url: LsUrlOpt = None,
     ls_api_key: LsKeyOpt = None,
     ls_project: LsProjectOpt = None,
-    ls_wait: Annotated[
-        float, typer.Option(help="Seconds to wait for the batch to be labeled before the round waits (exit 3).")
-    ] = 3600.0,
+    ls_wait: LsWaitOpt = LabelStudioSpec.wait,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
     ls_instructions: LsInstructionsOpt = None,
@@ -149,21 +159,24 @@ def round_cmd(
         ),
     ] = None,
     world: WorldDir = None,
-    preset: PresetOpt = Preset.default,
+    preset: PresetOpt = ToyWorldConfig.name,
     task: Annotated[
         str | None,
         typer.Option(
             help="Toy world task: toy, signoff, mixed or package.module:factory \\[default: toy without --model]."
         ),
     ] = None,
-    world_seed: SeedOpt = 0,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Run ActiveDPO rounds end to end on --model and --prompt-file (or the toy world): generate, select, label,
-    train DPO, reload, evaluate."""
-    from activedpo_client.rounds import AwaitingLabels, LabelStudioSpec, RoundConfig
+    train DPO, reload, evaluate.
+
+    Re-running resumes: settings not given again are the run's own. RUN_DIR/config.toml records the options the
+    run resolved (`round --config RUN_DIR/config.toml` reruns it)."""
+    from activedpo_client.rounds import AwaitingLabels
     from activedpo_core.progress import quiet_libraries
-    from activedpo_trainer.generation import GenerationSettings
     from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
 
     quiet_libraries()
@@ -172,7 +185,7 @@ def round_cmd(
             raise ValueError(f"--temperature 0 is greedy decoding: the --responses {responses} responses to a prompt "
                              f"would be one and the same; sample with a temperature above 0")  # fmt: skip
         if model is not None:
-            from activedpo_trainer.workload import ModelSpec, ModelWorkload
+            from activedpo_trainer.workload import ModelWorkload
 
             if task is not None or world is not None:
                 raise ValueError("--model names your own model; --task and --world name a toy world: pass one or the "
@@ -183,9 +196,9 @@ def round_cmd(
             held = 0 if heldout_file is not None or evaluate == "none" else eval_prompts
             spec = ModelSpec(model, str(prompt_file), str(heldout_file) if heldout_file else None, prompt_field,
                              chat_template.value, heldout=held)  # fmt: skip
-            gen = GenerationSettings(temperature, top_p, max_new_tokens or 256)
-            workload = ModelWorkload(spec, gen, resolve_dtype(dtype))
-            annotator, targets = annotator or "file", target_modules or "auto"
+            max_new_tokens = max_new_tokens or GenerationSettings.max_new_tokens
+            workload = ModelWorkload(spec, GenerationSettings(temperature, top_p, max_new_tokens), resolve_dtype(dtype))
+            annotator = annotator or "file"
             recorded = PAPER_DPO
         else:
             from activedpo_trainer.workload import ToyWorkload
@@ -193,23 +206,33 @@ def round_cmd(
             for name, value in (("--prompt-file", prompt_file), ("--heldout-file", heldout_file)):
                 if value is not None:
                     raise ValueError(f"{name} needs --model (the toy world brings its own prompts)")
-            w = open_world(world, preset, world_seed, cache_dir, task or "toy")
-            gen = GenerationSettings(temperature, top_p, max_new_tokens or w.config.max_new_tokens)
+            task = task or ToyWorldConfig.task
+            w = open_world(world, preset, world_seed, cache_dir, task)
+            max_new_tokens = max_new_tokens or w.config.max_new_tokens
+            gen = GenerationSettings(temperature, top_p, max_new_tokens)
             workload = ToyWorkload(w, gen, "float32" if dtype == Dtype.auto else dtype.value)
-            annotator, evaluate, targets = annotator or "oracle", evaluate or "oracle", target_modules or "all-linear"
+            annotator, evaluate = annotator or "oracle", evaluate or "oracle"
             recorded = recorded_dpo_settings(w.task)
         dpo_epochs, dpo_lr, dpo_beta = (v if v is not None else recorded[k] for k, v in
                                         (("epochs", dpo_epochs), ("lr", dpo_lr), ("beta", dpo_beta)))  # fmt: skip
-        config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy,
-                             annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
-                             dpo_beta=dpo_beta, seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
-                             eval_pair_samples=eval_pair_samples, evaluate=evaluate, lora_r=lora_r,
-                             lora_alpha=lora_alpha, target_modules=targets, device=device or "",
-                             ls_project=ls_project or "")  # fmt: skip
+        settings = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy.value,
+                               annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
+                               dpo_beta=dpo_beta, seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
+                               eval_pair_samples=eval_pair_samples, evaluate=evaluate, lora_r=lora_r,
+                               lora_alpha=lora_alpha, target_modules=target_modules, device=device or "",
+                               ls_project=ls_project or "")  # fmt: skip
+        given = frozenset(explicit(ctx))
+        resolved = ctx.params | {"task": task, "max_new_tokens": max_new_tokens}
+
+        def record(run) -> None:  # the options this run resolved, its own settings where they were not given
+            own = {k: v for k, v in asdict(run.config).items() if k in resolved and k not in ("device",)}
+            write_config(run.dir / "config.toml", resolved | own, "activedpo-client round")
+
         try:
             ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait, webhook_port=ls_webhook_port, webhook_url=ls_webhook_url,
                                  project=ProjectSettings(ls_instructions, ls_overlap))  # fmt: skip
-            run_rounds_cli(run_dir, workload, config, rounds, server, token, tls_ca, proj_dim, server_base, ls)
+            spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
+            run_rounds_cli(run_dir, workload, settings, rounds, spec, ls, given=given, record=record)
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")
             raise typer.Exit(3) from None
@@ -227,15 +250,14 @@ def metrics_line(strategy: str, m: dict) -> str:
             f"(π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}{acc}{agree}")  # fmt: skip
 
 
-def run_rounds_cli(run_dir, workload, config, rounds, server="embedded", token=None, tls_ca=None,
-                   proj_dim=8192, server_base=None, label_studio=None) -> list[dict]:  # fmt: skip
-    from activedpo_client.rounds import ServerSpec, run_rounds
+def run_rounds_cli(run_dir, workload, config, rounds, spec: ServerSpec | None = None, label_studio=None,
+                   given=None, record=None) -> list[dict]:  # fmt: skip
+    from activedpo_client.rounds import run_rounds
     from activedpo_core.progress import progress_bars
 
-    spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
-    return run_rounds(run_dir, workload, config, rounds, spec, progress_bars, say=err.print,
+    return run_rounds(run_dir, workload, config, rounds, spec or ServerSpec(), progress_bars, say=err.print,
                       report=lambda m: console.print(metrics_line(config.strategy, m)),
-                      label_studio=label_studio)  # fmt: skip
+                      label_studio=label_studio, given=given, record=record)  # fmt: skip
 
 
 def status_cmd(
@@ -311,30 +333,36 @@ def bench_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(code)
 
 
+# the demo's projection: the paper's d = 8192 (every other command's default) makes the three rounds of two
+# strategies take about 3× as long on two CPU cores, and the toy policy's LoRA gradients need no more than this
+QUICKSTART_PROJ_DIM = 2048
+
+
 def quickstart_cmd(
     rounds: Annotated[int, typer.Option(help="Rounds per strategy.")] = 3,
-    budget: Annotated[int, typer.Option(help="Labels per round.")] = 50,
-    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.")] = 1000,
-    responses: Annotated[int, typer.Option(help="Responses per prompt.")] = 3,
-    compare: Annotated[list[str], typer.Option(help="Strategies run beside activedpo from the same start.")] = [  # noqa: B006
+    budget: BudgetOpt = RoundConfig.budget,
+    prompts: Annotated[int, typer.Option(help="Prompts sampled per round.", min=1)] = RoundConfig.prompts,
+    responses: ResponsesOpt = RoundConfig.responses,
+    compare: Annotated[list[Strategy], typer.Option(help="Strategies run beside activedpo from the same start.")] = [  # noqa: B006
         "random"
     ],
     proj_dim: Annotated[
-        int, typer.Option(help="Projection dimension (the paper's 8192 takes about 3× longer on two CPU cores).")
-    ] = 2048,
+        int, typer.Option(help="Projection dimension d (the paper's and every other command's is 8192: about 3× "
+                          "longer here).", min=1)
+    ] = QUICKSTART_PROJ_DIM,
     lora_r: Annotated[
-        int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.")
+        int, typer.Option(help="LoRA rank (α = 4r), for DPO and round one's fresh adapter.", min=1)
     ] = LoraSpec.r,
-    eval_prompts: Annotated[int, typer.Option(help="Held-out prompts per evaluation.")] = 100,
+    eval_prompts: EvalPromptsOpt = RoundConfig.eval_prompts,
     dpo_epochs: Annotated[
-        float | None, typer.Option(help="DPO epochs per round \\[default: the task's recorded setting].")
+        float | None, typer.Option(help="DPO epochs per round \\[default: the task's recorded setting].", min=0)
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed shared by every strategy's run.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed shared by every strategy's run.")] = RoundConfig.seed,
     run_dir: Annotated[Path, typer.Option(help="Parent directory of the runs.")] = Path("runs/quickstart"),
     world: WorldDir = None,
-    preset: PresetOpt = Preset.default,
-    task: TaskOpt = "toy",
-    world_seed: SeedOpt = 0,
+    preset: PresetOpt = ToyWorldConfig.name,
+    task: TaskOpt = ToyWorldConfig.task,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
 ) -> None:
     """Build the toy world, run ActiveDPO and the baselines side by side, and print reward per round."""
@@ -358,13 +386,14 @@ def quickstart_cmd(
         dpo = recorded_dpo_settings(w.task) | ({"epochs": dpo_epochs} if dpo_epochs is not None else {})
         results: dict[str, list[dict]] = {}
         wall: dict[str, float] = {}
-        for strategy in ["activedpo", *[c for c in compare if c != "activedpo"]]:
+        for strategy in ["activedpo", *[c.value for c in compare if c.value != "activedpo"]]:
             config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy, seed=seed,
                                  eval_prompts=eval_prompts, dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"],
                                  dpo_beta=dpo["beta"], lora_r=lora_r,
                                  lora_alpha=4 * lora_r)  # fmt: skip
             t0 = time.perf_counter()
-            results[strategy] = run_rounds_cli(run_dir / strategy, w, config, rounds, proj_dim=proj_dim)
+            spec = ServerSpec(proj_dim=proj_dim)
+            results[strategy] = run_rounds_cli(run_dir / strategy, w, config, rounds, spec)
             wall[strategy] = time.perf_counter() - t0
         plot = plot_rewards(
             results, run_dir / "reward.png", title=f"{w.config.task} task: held-out reward per label budget"

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from activedpo_client.cli.common import (
-    ChatTemplate,
     ChatTemplateOpt,
     DeviceOpt,
     Dtype,
+    DtypeOpt,
+    LoraAlphaOpt,
+    LoraROpt,
     LsInstructionsOpt,
     LsKeyOpt,
     LsOverlapOpt,
     LsProjectOpt,
     LsUrlOpt,
+    LsWaitOpt,
     LsWebhookPortOpt,
     LsWebhookUrlOpt,
+    ProjDimOpt,
     ServerBaseOpt,
+    StrategyOpt,
+    TargetModulesOpt,
     TlsCaOpt,
     TokenOpt,
     console,
@@ -30,10 +37,20 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import LabelStudioProject, ProjectSettings
+from activedpo_client.rounds import LabelStudioSpec, ServerSpec
 from activedpo_core.lora import LoraSpec
+from activedpo_core.options import ConfigOpt, write_config
+from activedpo_core.settings import ProjectionSpec, SelectionSettings
+from activedpo_trainer.workload import ModelSpec
+
+
+class SelectAnnotator(str, Enum):
+    file = "file"
+    label_studio = "label-studio"
 
 
 def select_cmd(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="The policy (base model directory or hub id, or a checkpoint dir).")],
     candidates: Annotated[
         Path,
@@ -52,10 +69,10 @@ def select_cmd(
             "V is conditioned on them and their pairs are never offered again."
         ),
     ] = None,
-    strategy: Annotated[str, typer.Option(help="activedpo, random, aplp or apo.")] = "activedpo",
+    strategy: StrategyOpt = SelectionSettings.strategy,
     server: Annotated[
         str, typer.Option(envvar="ACTIVEDPO_SERVER", help="'embedded' (a server for this call) or host:port.")
-    ] = "embedded",
+    ] = ServerSpec.server,
     state_dir: Annotated[
         Path | None,
         typer.Option(help="Embedded server's state (a re-run reuses its features) \\[default: OUT's name + .server]."),
@@ -63,56 +80,43 @@ def select_cmd(
     pool: Annotated[
         str | None, typer.Option(help="Pool tag on the server \\[default: the candidates file's name].")
     ] = None,
-    chat_template: ChatTemplateOpt = ChatTemplate.auto,
-    proj_dim: Annotated[int, typer.Option(help="Embedded server: projection dimension.", min=1)] = 8192,
-    lora_r: Annotated[
-        int,
-        typer.Option(
-            help="Rank of the fresh adapter whose gradients are the features of a --model without an adapter "
-            "(the adapter you will train), on an embedded or a remote server."
-        ),
-    ] = LoraSpec.r,
-    lora_alpha: Annotated[int, typer.Option(help="Its LoRA α.")] = LoraSpec.alpha,
-    target_modules: Annotated[
-        str, typer.Option(help="Its targets: auto (PEFT's defaults), all-linear, or q_proj,v_proj,….")
-    ] = "auto",
-    dtype: Annotated[Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU, else float32).")] = Dtype.auto,
+    chat_template: ChatTemplateOpt = ModelSpec.chat_template,
+    proj_dim: ProjDimOpt = ProjectionSpec.dim,
+    lora_r: LoraROpt = LoraSpec.r,
+    lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
+    target_modules: TargetModulesOpt = LoraSpec.target_modules,
+    dtype: DtypeOpt = Dtype.auto,
     device: DeviceOpt = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategy.")] = SelectionSettings.seed,
     lease_seconds: Annotated[
         int, typer.Option(help="How long the selected pairs are withheld from other selections.", min=1)
-    ] = 7 * 24 * 3600,
+    ] = SelectionSettings.lease_seconds,
     server_base: ServerBaseOpt = None,
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
     annotator: Annotated[
-        str,
+        SelectAnnotator,
         typer.Option(
             help="file (write the batch out for labeling) or label-studio (push it as tasks to --ls-project and "
             "collect the labels)."
         ),
-    ] = "file",
+    ] = SelectAnnotator.file,
     ls_project: LsProjectOpt = None,
     ls_url: LsUrlOpt = None,
     ls_api_key: LsKeyOpt = None,
-    ls_wait: Annotated[
-        float,
-        typer.Option(
-            help="--annotator label-studio: seconds to wait for the tasks to be labeled (0: push and return; run "
-            "the same command again to collect). Not all done by then: exit 3.",
-            min=0,
-        ),
-    ] = 0.0,
+    ls_wait: LsWaitOpt = LabelStudioSpec.wait,
     ls_webhook_port: LsWebhookPortOpt = None,
     ls_webhook_url: LsWebhookUrlOpt = None,
     ls_instructions: LsInstructionsOpt = None,
     ls_overlap: LsOverlapOpt = ProjectSettings.overlap,
+    config: ConfigOpt = None,
 ) -> None:
     """Select --budget pairs to label from an existing pool of candidates (no generation, no training).
 
     With --annotator label-studio the pairs become tasks in a Label Studio project; once every task is
     labeled (or skipped) the labels go to the server and to OUT.labels.jsonl ({prompt, chosen, rejected}
-    rows for DPO). Running the same command again never imports the tasks twice.
+    rows for DPO). Running the same command again never imports the tasks twice. OUT.config.toml records the
+    options resolved (`select --config OUT.config.toml` runs the same selection).
     """
     from contextlib import ExitStack
 
@@ -129,11 +133,9 @@ def select_cmd(
     quiet_libraries()
     t0 = time.perf_counter()
     with user_errors(), ExitStack() as stack:
-        if annotator not in ("file", "label-studio"):
-            raise ValueError(f"--annotator must be file or label-studio, got {annotator!r}")
         lora = LoraSpec(lora_r, lora_alpha, target_modules)  # the adapter round one's features are the gradient of
         ls = None
-        if annotator == "label-studio":
+        if annotator == SelectAnnotator.label_studio:
             if not ls_project:
                 raise ValueError("--annotator label-studio needs --ls-project (an id, or a title created on first use)")
             settings = ProjectSettings(ls_instructions, ls_overlap)
@@ -143,6 +145,7 @@ def select_cmd(
         if labeled is not None and not labeled.exists():
             raise FileNotFoundError(f"--labeled not found: {labeled}")
         ref = str(Path(model).resolve()) if Path(model).exists() else model
+        write_config(out.with_name(out.stem + ".config.toml"), ctx.params, "activedpo-client select")
         manifest = resolve_checkpoint(ref)
         from transformers import AutoTokenizer
 
@@ -213,11 +216,11 @@ def select_cmd(
 
             # the same command again (same --out, same labels) is a retry and gets the batch leased for it; another
             # --out or other labels (the next step of select → label → select) asks for a new batch
-            request = hashlib.sha256(f"{tag}|{budget}|{strategy}|{seed}|{manifest.id}|{out.resolve()}|"
+            request = hashlib.sha256(f"{tag}|{budget}|{strategy.value}|{seed}|{manifest.id}|{out.resolve()}|"
                                      f"{_digest(labeled)}".encode()).hexdigest()[:16]  # fmt: skip
             batch = client.select(
                 budget,
-                strategy,
+                strategy.value,
                 tag,
                 lease_seconds,
                 seed,

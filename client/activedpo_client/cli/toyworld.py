@@ -10,24 +10,42 @@ import typer
 
 from activedpo_client.cli.common import (
     CacheDir,
-    Preset,
+    DeviceOpt,
+    DPOBetaOpt,
+    DPOEpochsOpt,
+    DPOLrOpt,
+    EvalPairSamplesOpt,
+    EvalPromptsOpt,
+    EvalSamplesOpt,
     PresetOpt,
-    SeedOpt,
     TaskOpt,
+    TemperatureOpt,
     WorldDir,
+    WorldSeedOpt,
     console,
     open_world,
     user_errors,
 )
+from activedpo_client.rounds import RoundConfig
+from activedpo_core.options import renamed
+from activedpo_trainer.dpo import DPOSettings
+from activedpo_trainer.generation import GenerationSettings
+from activedpo_trainer.toyworld import ToyWorldConfig
 
 app = typer.Typer(help="The embedded toy world: a task with a hidden oracle and a tiny SFT model.")
 
+# old option names, still read for one release (eval's --seed now seeds the samples, as everywhere else)
+WORLD_RENAMED = {"--seed": "--world-seed"}
+CHECK_RENAMED = WORLD_RENAMED | {"--lr": "--dpo-lr", "--epochs": "--dpo-epochs", "--beta": "--dpo-beta",
+                                 "--prompts": "--eval-prompts", "--pair-samples": "--eval-pair-samples"}  # fmt: skip
+EVAL_RENAMED = {"--prompts": "--eval-prompts", "--sample-seed": "--seed"}
 
-@app.command("build")
+
+@app.command("build", cls=renamed(WORLD_RENAMED, "activedpo-client toyworld build"))
 def toyworld_build(
-    preset: PresetOpt = Preset.default,
-    task: TaskOpt = "toy",
-    seed: SeedOpt = 0,
+    preset: PresetOpt = ToyWorldConfig.name,
+    task: TaskOpt = ToyWorldConfig.task,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
     force: Annotated[bool, typer.Option(help="Rebuild even when a cached world exists.")] = False,
 ) -> None:
@@ -36,50 +54,44 @@ def toyworld_build(
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld, world_dir
 
     quiet_libraries()
-    config = ToyWorldConfig.preset(preset.value, seed=seed, task=task)
+    config = ToyWorldConfig.preset(preset.value, seed=world_seed, task=task)
     cached = (world_dir(config, cache_dir) / "world.json").is_file() and not force
     with user_errors(), progress_bars() as bar:
         world = build_toyworld(config, cache_dir=cache_dir, force=force, progress=bar)
     _print_world(world, cached)
 
 
-@app.command("info")
+@app.command("info", cls=renamed(WORLD_RENAMED, "activedpo-client toyworld info"))
 def toyworld_info(
     world: WorldDir = None,
-    preset: PresetOpt = Preset.default,
-    task: TaskOpt = "toy",
-    seed: SeedOpt = 0,
+    preset: PresetOpt = ToyWorldConfig.name,
+    task: TaskOpt = ToyWorldConfig.task,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
 ) -> None:
     """Describe a toy world: where it lives, its model, its prompts and pi_ref's reward."""
     with user_errors():
-        w = open_world(world, preset, seed, cache_dir, task)
+        w = open_world(world, preset, world_seed, cache_dir, task)
     _print_world(w, cached=True)
 
 
-@app.command("check")
+@app.command("check", cls=renamed(CHECK_RENAMED, "activedpo-client toyworld check"))
 def toyworld_check(
     out: Annotated[Path, typer.Option(help="Directory for the DPO checkpoint this check trains.")],
     pairs: Annotated[int, typer.Option(help="Oracle-labeled pairs of pi_ref's own samples to train on.", min=1)] = 200,
     label_seed: Annotated[int, typer.Option(help="Seed of the prompts, samples and Bradley-Terry draws.")] = 0,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
+    eval_prompts: EvalPromptsOpt = RoundConfig.eval_prompts,
     world: WorldDir = None,
-    preset: PresetOpt = Preset.default,
-    task: TaskOpt = "toy",
-    seed: SeedOpt = 0,
+    preset: PresetOpt = ToyWorldConfig.name,
+    task: TaskOpt = ToyWorldConfig.task,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    lr: Annotated[float, typer.Option(help="DPO learning rate (the paper's 1e-4).", min=0)] = 1e-4,
-    epochs: Annotated[float, typer.Option(help="DPO epochs.", min=0)] = 4.0,
-    beta: Annotated[float, typer.Option(help="DPO β.", min=0)] = 0.1,
-    eval_samples: Annotated[int, typer.Option(help="Samples per held-out prompt for the reward.", min=1)] = 1,
-    pair_samples: Annotated[
-        int,
-        typer.Option(
-            help="π_ref samples per held-out prompt whose judged pairs measure the preference accuracy (0: off).",
-            min=0,
-        ),
-    ] = 4,
+    dpo_lr: DPOLrOpt = DPOSettings.lr,
+    dpo_epochs: DPOEpochsOpt = DPOSettings.epochs,
+    dpo_beta: DPOBetaOpt = DPOSettings.beta,
+    eval_samples: EvalSamplesOpt = RoundConfig.eval_samples,
+    eval_pair_samples: EvalPairSamplesOpt = RoundConfig.eval_pair_samples,
 ) -> None:
     """Check the world is a real problem: DPO on pi_ref's own oracle-labeled pairs must beat pi_ref."""
     from activedpo_core.progress import progress_bars, quiet_libraries
@@ -88,13 +100,13 @@ def toyworld_check(
 
     quiet_libraries()
     with user_errors():
-        if pair_samples == 1:
-            raise ValueError("--pair-samples must be 0 (off) or at least 2")
-        settings = DPOSettings(lr=lr, epochs=epochs, beta=beta)
-        w = open_world(world, preset, seed, cache_dir, task)
+        if eval_pair_samples == 1:
+            raise ValueError("--eval-pair-samples must be 0 (off) or at least 2")
+        settings = DPOSettings(lr=dpo_lr, epochs=dpo_epochs, beta=dpo_beta)
+        w = open_world(world, preset, world_seed, cache_dir, task)
         with progress_bars(transient=True) as bar:
-            result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=prompts, settings=settings,
-                               progress=bar, eval_samples=eval_samples, pair_samples=pair_samples)  # fmt: skip
+            result = dpo_check(w, out, n_pairs=pairs, seed=label_seed, eval_prompts=eval_prompts, settings=settings,
+                               progress=bar, eval_samples=eval_samples, pair_samples=eval_pair_samples)  # fmt: skip
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
         return
@@ -133,17 +145,17 @@ def eval_cmd(
         Path | None, typer.Option(help="Checkpoint directory or manifest \\[default: the toy world's SFT model].")
     ] = None,
     world: WorldDir = None,
-    preset: PresetOpt = Preset.default,
-    task: TaskOpt = "toy",
-    seed: SeedOpt = 0,
+    preset: PresetOpt = ToyWorldConfig.name,
+    task: TaskOpt = ToyWorldConfig.task,
+    world_seed: WorldSeedOpt = ToyWorldConfig.seed,
     cache_dir: CacheDir = None,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts to evaluate on.", min=1)] = 100,
-    sample_seed: Annotated[int, typer.Option(help="Seed of the sampled responses.")] = 0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).", min=0.0)] = 1.0,
+    eval_prompts: EvalPromptsOpt = RoundConfig.eval_prompts,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled responses.")] = 0,
+    temperature: TemperatureOpt = GenerationSettings.temperature,
     vs_ref: Annotated[
         bool, typer.Option(help="Also sample pi_ref (adapter disabled) and report the win-rate against it.")
     ] = True,
-    device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
+    device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Mean oracle reward (± standard error) of a checkpoint on the toy world's held-out prompts."""
@@ -153,11 +165,11 @@ def eval_cmd(
 
     quiet_libraries()
     with user_errors():
-        w = open_world(world, preset, seed, cache_dir, task)
+        w = open_world(world, preset, world_seed, cache_dir, task)
         loaded = load_model(checkpoint if checkpoint is not None else w.sft_dir, device=device)
         with_ref = vs_ref and loaded.manifest.adapter is not None
         with progress_bars(transient=True) as bar:
-            report = heldout_eval(loaded, w.config, prompts, sample_seed, with_ref, bar, temperature=temperature)
+            report = heldout_eval(loaded, w.config, eval_prompts, seed, with_ref, bar, temperature=temperature)
     name = loaded.manifest.id
     if as_json:
         console.print_json(json.dumps({"checkpoint": name, **report.to_dict()}))

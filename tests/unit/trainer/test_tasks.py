@@ -230,7 +230,7 @@ def test_world_config_key_is_stable_for_the_toy_task_and_names_other_tasks():
     assert "signoff" in world_dir(ToyWorldConfig(task="signoff"), Path("c")).name
 
 
-def test_the_readme_shows_the_example_task_as_it_is():
+def test_the_toy_world_page_shows_the_example_task_as_it_is():
     src = (EXAMPLES / "echo_task.py").read_text()
     code = src[src.index("from __future__") :].rstrip()
-    assert code in (EXAMPLES.parent / "README.md").read_text()
+    assert code in (EXAMPLES.parent / "docs" / "toy-world.md").read_text()
