@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from activedpo_core.errors import CheckpointError
 from activedpo_core.lora import LoraSpec
 
 MANIFEST = "manifest.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: a missing path, a corrupt manifest, an incompatible adapter."""
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def resolve_targets(targets: str | tuple[str, ...] | list[str] | None, model) ->
     """
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
-    from activedpo_core.checkpoint import CheckpointError
+    from activedpo_core.errors import CheckpointError
 
     if targets is None or targets == "auto":
         model_type = getattr(getattr(model, "config", None), "model_type", None)

@@ -27,114 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-TIE_RTOL = 1e-6  # scores this close (relative) are a tie; float32 inputs carry ~1e-7 relative error
-_ROW_CHUNK = 4096  # rows of candidates per matrix product in the initial scoring
+from activedpo_server.pairrows import ROW_CHUNK, TIE_RTOL, DenseRows, PairRows, check_inputs, finite_scores
 
-
-class PairRows:
-    """Pair-difference rows ``φ_p = F[a_p] − F[b_p]`` over ``[R, d]`` response features ``F``, gathered a
-    block at a time: the ``[N, d]`` pair matrix is never formed. ``F`` may be any array-like that
-    gathers rows (a :class:`~activedpo_server.featurestore.FeatureView` reads the FAISS index in place),
-    so selecting from N pairs costs the response features plus O(block · d)."""
-
-    def __init__(self, feats, pairs: np.ndarray, weights: np.ndarray | None = None):
-        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        self.feats, self.a, self.b = feats, np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
-        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)  # per-pair row scale
-        self.shape = (len(pairs), int(feats.shape[1]))
-        self.ndim = 2
-        self.dtype = np.dtype(np.float32)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def weighted(self, weights: np.ndarray) -> PairRows:
-        """The same pairs with row ``p`` scaled by ``weights[p]``."""
-        return PairRows(self.feats, np.stack([self.a, self.b], axis=1), weights)
-
-    def take(self, idx) -> np.ndarray:
-        a = np.asarray(self.feats[self.a[idx]], dtype=np.float32)
-        a -= np.asarray(self.feats[self.b[idx]], dtype=np.float32)
-        if self.weights is not None:
-            a *= self.weights[idx][:, None]
-        return a
-
-    def block(self, s: int, e: int) -> np.ndarray:
-        return self.take(slice(s, e))
-
-    def check_finite(self) -> int | None:
-        """Deferred: a non-finite row shows as a non-finite initial score (see :func:`_finite_scores`),
-        which saves a pass over N·d values."""
-        return None
-
-
-class _Dense:
-    """An ``[N, d]`` array behind :class:`PairRows`' interface."""
-
-    def __init__(self, x: np.ndarray):
-        self.x, self.shape, self.ndim, self.dtype = x, x.shape, 2, x.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def take(self, idx) -> np.ndarray:
-        return self.x[idx]
-
-    def block(self, s: int, e: int) -> np.ndarray:
-        return self.x[s:e]
-
-    def check_finite(self) -> int | None:
-        return _first_non_finite_row(self.x)
-
-
-def _check(candidates, labeled, budget: int, lam: float) -> tuple[PairRows | _Dense, np.ndarray]:
-    if isinstance(candidates, PairRows):
-        x = candidates
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            raise ValueError(f"no candidates to select from (shape {x.shape})")
-        return _check_rest(x, labeled, budget, lam)
-    x = np.asarray(candidates)
-    if x.ndim != 2:
-        raise ValueError(f"candidates must be a 2-D array [N, d], got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"no candidates to select from (shape {x.shape})")
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    return _check_rest(_Dense(x), labeled, budget, lam)
-
-
-def _check_rest(x, labeled, budget: int, lam: float):
-    d = x.shape[1]
-    if labeled is None:
-        labeled = np.zeros((0, d), dtype=np.float32)
-    lab = np.asarray(labeled)
-    if lab.ndim != 2 or (lab.shape[0] and lab.shape[1] != d):
-        raise ValueError(f"labeled must be [k, {d}] to match the candidates, got shape {lab.shape}")
-    lab = lab.reshape(-1, d)
-    for name, row in (("candidates", x.check_finite()), ("labeled features", _first_non_finite_row(lab))):
-        if row is not None:
-            raise ValueError(f"{name} contain NaN or inf (row {row})")
-    if not (isinstance(budget, int | np.integer) and budget >= 0):
-        raise ValueError(f"budget must be a non-negative integer, got {budget!r}")
-    if not (lam > 0 and np.isfinite(lam)):
-        raise ValueError(f"lam (the ridge λ) must be positive and finite, got {lam!r}")
-    return x, lab
-
-
-def _finite_scores(score: np.ndarray) -> np.ndarray:
-    bad = np.flatnonzero(~np.isfinite(score))
-    if bad.size:
-        raise ValueError(f"candidates contain NaN or inf (row {int(bad[0])})")
-    return score
-
-
-def _first_non_finite_row(a: np.ndarray) -> int | None:
-    for s in range(0, a.shape[0], _ROW_CHUNK):  # chunked: no N×d boolean temporary
-        ok = np.isfinite(a[s : s + _ROW_CHUNK]).all(axis=1)
-        if not ok.all():
-            return s + int(np.flatnonzero(~ok)[0])
-    return None
-
+__all__ = ["TIE_RTOL", "PairRows", "greedy_select", "greedy_select_dense", "greedy_select_scored", "top_scores_select"]
 
 class _BaseInverse:
     """``V₀⁻¹ = (λI + LᵀL)⁻¹``: initial scores ``xᵀV₀⁻¹x`` for all candidates, and ``V₀⁻¹v``."""
@@ -155,12 +50,12 @@ class _BaseInverse:
             v = lam * torch.eye(d, dtype=torch.float64) + lab.T @ lab  # [d, d]
             self.chol = torch.linalg.cholesky(v)
 
-    def scores(self, x: PairRows | _Dense) -> np.ndarray:
+    def scores(self, x: PairRows | DenseRows) -> np.ndarray:
         import torch
 
         out = np.empty(x.shape[0], dtype=np.float64)
-        for s in range(0, x.shape[0], _ROW_CHUNK):
-            xc = x.block(s, min(s + _ROW_CHUNK, x.shape[0]))
+        for s in range(0, x.shape[0], ROW_CHUNK):
+            xc = x.block(s, min(s + ROW_CHUNK, x.shape[0]))
             norms = np.einsum("ij,ij->i", xc, xc, dtype=np.float64)
             if self.mode == "ridge":
                 out[s : s + len(xc)] = norms / self.lam
@@ -198,13 +93,13 @@ def greedy_select_scored(
         from activedpo_server.selection_torch import greedy_select_scored_torch
 
         return greedy_select_scored_torch(candidates, labeled, budget, lam, device)
-    x, lab = _check(candidates, labeled, budget, lam)
+    x, lab = check_inputs(candidates, labeled, budget, lam)
     n, d = x.shape
     budget = min(int(budget), n)
     if budget == 0:
         return [], []
     base = _BaseInverse(lab, float(lam), d)
-    score = _finite_scores(base.scores(x))  # [N] float64, exact at step `step[i]`
+    score = finite_scores(base.scores(x))  # [N] float64, exact at step `step[i]`
     bound = score.copy()  # upper bound on the current score; -inf once picked
     step = np.zeros(n, dtype=np.int64)  # the pick count the score is up to date with
     z = np.empty((budget, d), dtype=np.float64)  # z_j = V_j⁻¹ φ*_j
@@ -230,8 +125,8 @@ def greedy_select_scored(
         live = np.isfinite(bound)
         lo = int(step[live].min())
         zt = np.ascontiguousarray(z[lo:t].T, dtype=np.float64 if x.dtype == np.float64 else np.float32)
-        for s in range(0, n, _ROW_CHUNK):
-            e = min(s + _ROW_CHUNK, n)
+        for s in range(0, n, ROW_CHUNK):
+            e = min(s + ROW_CHUNK, n)
             u = (x.block(s, e) @ zt).astype(np.float64)  # [rows, t - lo]
             st, sc, lv = step[s:e], score[s:e], live[s:e]
             for j in range(lo, t):
@@ -285,9 +180,9 @@ def top_scores_select(
 ) -> tuple[list[int], list[float]]:
     """The ablation without the intra-batch update: the ``budget`` largest ``φᵀV₀⁻¹φ``, ``V₀`` from the
     labeled rows only (ties to the lowest index). A batch may then pile into one direction."""
-    x, lab = _check(candidates, labeled, budget, lam)
+    x, lab = check_inputs(candidates, labeled, budget, lam)
     budget = min(int(budget), x.shape[0])
-    score = _finite_scores(_BaseInverse(lab, float(lam), x.shape[1]).scores(x))
+    score = finite_scores(_BaseInverse(lab, float(lam), x.shape[1]).scores(x))
     # scores within TIE_RTOL of each other count as equal: round them onto a relative grid first
     top = float(score.max()) if score.size else 0.0
     key = np.round(score / (top * TIE_RTOL)) if top > 0 else score
@@ -312,7 +207,7 @@ def greedy_select_dense(
 
     ``O(d³ + N·d²)`` per pick: minutes at the paper's sizes. For tests and benchmarks only.
     """
-    x, lab = _check(candidates, labeled, budget, lam)
+    x, lab = check_inputs(candidates, labeled, budget, lam)
     n, d = x.shape
     x64 = x.block(0, n).astype(np.float64)
     lab64 = lab.astype(np.float64)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from activedpo_server.selection import _ROW_CHUNK, TIE_RTOL, PairRows, _check, _Dense
+from activedpo_server.pairrows import ROW_CHUNK, TIE_RTOL, DenseRows, PairRows, check_inputs
 
 
 class _Rows:
     """Pair rows as float32 tensors on ``device``."""
 
-    def __init__(self, x: PairRows | _Dense, device):
+    def __init__(self, x: PairRows | DenseRows, device):
         import torch
 
         self.device, self.n = device, x.shape[0]
@@ -92,8 +92,8 @@ class _BaseInverse:
         import torch
 
         out = torch.empty(rows.n, dtype=torch.float64, device=rows.device)
-        for s in range(0, rows.n, _ROW_CHUNK):
-            e = min(s + _ROW_CHUNK, rows.n)
+        for s in range(0, rows.n, ROW_CHUNK):
+            e = min(s + ROW_CHUNK, rows.n)
             xc = rows.block(s, e)
             if self.mode == "ridge":
                 out[s:e] = _sq_norms(xc) / self.lam
@@ -124,7 +124,7 @@ def greedy_select_scored_torch(
     """:func:`activedpo_server.selection.greedy_select_scored` on ``device`` (``cpu``, ``cuda``, ``cuda:1``)."""
     import torch
 
-    x, lab = _check(candidates, labeled, budget, lam)
+    x, lab = check_inputs(candidates, labeled, budget, lam)
     dev = torch.device(device)
     n, d = x.shape
     budget = min(int(budget), n)
@@ -156,8 +156,8 @@ def greedy_select_scored_torch(
         live = torch.isfinite(bound)
         lo = int(step[live].min())
         zt = z[lo:t].T.float().contiguous()  # float32 products, as the numpy path
-        for s in range(0, n, _ROW_CHUNK):
-            e = min(s + _ROW_CHUNK, n)
+        for s in range(0, n, ROW_CHUNK):
+            e = min(s + ROW_CHUNK, n)
             u = (rows.block(s, e) @ zt).double()
             st, sc, lv = step[s:e], score[s:e], live[s:e]
             for j in range(lo, t):
