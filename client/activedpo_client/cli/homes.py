@@ -7,7 +7,7 @@ against it (an option named here defaults to its home in every command that has 
 from __future__ import annotations
 
 from activedpo_client.labelstudio import ProjectSettings
-from activedpo_client.rounds import LabelStudioSpec, RoundConfig, ServerSpec
+from activedpo_client.settings import LabelStudioSpec, RoundConfig, ServerSpec
 from activedpo_core.lora import LoraSpec
 from activedpo_core.settings import ProjectionSpec, SelectionSettings
 from activedpo_trainer.dpo import DPOSettings

@@ -24,7 +24,7 @@ from activedpo_client.cli.common import (
     console,
     user_errors,
 )
-from activedpo_client.rounds import RoundConfig
+from activedpo_client.settings import RoundConfig
 from activedpo_core.atomic import write_jsonl
 from activedpo_core.lora import LoraSpec
 from activedpo_core.options import renamed

@@ -22,7 +22,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import ProjectSettings
-from activedpo_client.rounds import RoundConfig
+from activedpo_client.settings import RoundConfig
 from activedpo_core.options import ConfigOpt, renamed, write_config
 
 app = typer.Typer(help="A live Label Studio project fed by the selection server.", no_args_is_help=True)

@@ -53,7 +53,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import ProjectSettings
-from activedpo_client.rounds import LabelStudioSpec, RoundConfig, ServerSpec
+from activedpo_client.settings import LabelStudioSpec, RoundConfig, ServerSpec
 from activedpo_core.atomic import write_jsonl
 from activedpo_core.lora import LoraSpec
 from activedpo_core.options import ConfigOpt, explicit, write_config
@@ -371,7 +371,6 @@ def quickstart_cmd(
     from rich.table import Table
 
     from activedpo_client.report import plot_rewards
-    from activedpo_client.rounds import RoundConfig
     from activedpo_core.progress import quiet_libraries
 
     quiet_libraries()

@@ -37,7 +37,7 @@ from activedpo_client.cli.common import (
     user_errors,
 )
 from activedpo_client.labelstudio import LabelStudioProject, ProjectSettings
-from activedpo_client.rounds import LabelStudioSpec, ServerSpec
+from activedpo_client.settings import LabelStudioSpec, ServerSpec
 from activedpo_core.lora import LoraSpec
 from activedpo_core.options import ConfigOpt, write_config
 from activedpo_core.settings import ProjectionSpec, SelectionSettings

@@ -26,7 +26,7 @@ from activedpo_client.cli.common import (
     open_world,
     user_errors,
 )
-from activedpo_client.rounds import RoundConfig
+from activedpo_client.settings import RoundConfig
 from activedpo_core.options import renamed
 from activedpo_trainer.dpo import DPOSettings
 from activedpo_trainer.generation import GenerationSettings

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from activedpo_client.cli import app as client_app
 from activedpo_client.cli.homes import HOMES as SETTING_HOMES
 from activedpo_client.cli.homes import home_default
-from activedpo_client.rounds import RoundConfig
+from activedpo_client.settings import RoundConfig
 from activedpo_core.options import ConfigOpt, read_config, renamed, write_config
 from activedpo_server.cli import FEATURIZE_RENAMED, SERVE_RENAMED
 from activedpo_server.cli import app as server_app
