@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from activedpo_core.lora import LoraSpec
+from activedpo_core.settings import ProjectionSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="default", choices=["default", "tiny"])
     ap.add_argument("--responses", type=int, default=1024, help="pool size in responses (2 per prompt)")
     ap.add_argument("--reference", type=int, default=64, help="responses featurized one at a time for the speed-up")
-    ap.add_argument("--proj-dim", type=int, default=8192)
+    ap.add_argument("--proj-dim", type=int, default=ProjectionSpec.dim)
     ap.add_argument("--lora-r", type=int, default=LoraSpec.r)
     ap.add_argument("--budget", type=int, default=50)
     args = ap.parse_args(argv)

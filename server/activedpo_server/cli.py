@@ -19,6 +19,7 @@ from activedpo_core.options import ConfigOpt, renamed, write_config
 from activedpo_core.settings import Dtype, Projection, ProjectionSpec, SelectionSettings
 from activedpo_server import __version__
 from activedpo_server.distributed import RaySettings
+from activedpo_server.engine import EngineConfig
 
 app = typer.Typer(
     name="activedpo-server",
@@ -198,7 +199,7 @@ def serve_command(
             help="Ablation: featurize with this fixed checkpoint, never the current one (log-probs stay current)."
         ),
     ] = None,
-    feature_dtype: FeatureDtypeOpt = FeatureDtype.float32,
+    feature_dtype: FeatureDtypeOpt = EngineConfig.feature_dtype,
     featurize_backend: BackendOpt = Backend.local,
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = RaySettings.actors,
@@ -228,7 +229,7 @@ def serve_command(
     selection: Annotated[
         SelectionMath,
         typer.Option(help="Where the greedy V⁻¹ selection runs: torch (on --device) or numpy (the reference)."),
-    ] = SelectionMath.torch,
+    ] = EngineConfig.selection,
     max_state_mb: Annotated[
         int | None,
         typer.Option(help="Cap the state database at this many MiB; past it, writes fail with RESOURCE_EXHAUSTED."),
@@ -259,7 +260,7 @@ def serve_command(
     from activedpo_core.checkpoint import CheckpointError
     from activedpo_core.progress import quiet_libraries
     from activedpo_core.settings import resolve_dtype
-    from activedpo_server.engine import Engine, EngineConfig
+    from activedpo_server.engine import Engine
     from activedpo_server.errors import ServerError
     from activedpo_server.features import FeaturizerConfig, LoraSpec
     from activedpo_server.server import ServerConfig, serve
@@ -350,7 +351,7 @@ def featurize_command(
     projection: ProjectionOpt = ProjectionSpec.kind,
     proj_seed: ProjSeedOpt = ProjectionSpec.seed,
     normalize: NormalizeOpt = ProjectionSpec.normalize,
-    feature_dtype: FeatureDtypeOpt = FeatureDtype.float32,
+    feature_dtype: FeatureDtypeOpt = EngineConfig.feature_dtype,
     lora_r: LoraROpt = LoraSpec.r,
     lora_alpha: LoraAlphaOpt = LoraSpec.alpha,
     target_modules: TargetModulesOpt = LoraSpec.target_modules,
@@ -368,7 +369,7 @@ def featurize_command(
     from activedpo_core.checkpoint import CheckpointError
     from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_core.settings import resolve_dtype
-    from activedpo_server.engine import Engine, EngineConfig, NotReady
+    from activedpo_server.engine import Engine, NotReady
     from activedpo_server.errors import ServerError
     from activedpo_server.features import FeaturizerConfig
 
