@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/dpo_sweep.md"))
     args = ap.parse_args()
 
-    from activedpo_client.bench import mean_ci
+    from activedpo_client.bench.stats import mean_ci
     from activedpo_core.progress import progress_bars, quiet_libraries
     from activedpo_trainer.dpo import DPOSettings
     from activedpo_trainer.heldout import dpo_check
@@ -75,7 +75,7 @@ def main() -> int:
             done[key] = row
             with open(log, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            lift = row["mean"] - row["ref_mean"]
+            lift = row["reward"] - row["ref_reward"]
             print(f"{task} lr {lr:g} epochs {epochs:g} β {beta:g} seed {seed}: lift {lift:+.3f}, "
                   f"accuracy {row['pref_acc']:.3f}", flush=True)  # fmt: skip
 
@@ -99,7 +99,7 @@ def main() -> int:
             rows = [done[(task, lr, epochs, beta, s)] for s in args.seeds if (task, lr, epochs, beta, s) in done]
             if not rows:
                 continue
-            lifts = [r["mean"] - r["ref_mean"] for r in rows]
+            lifts = [r["reward"] - r["ref_reward"] for r in rows]
             accs = [r["pref_acc"] for r in rows]
             (lm, lci), (am, aci) = mean_ci(lifts), mean_ci(accs)
             wm = float(np.mean([r["win_rate"] for r in rows]))

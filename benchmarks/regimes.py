@@ -104,7 +104,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/regimes"))
     args = ap.parse_args()
 
-    from activedpo_client.bench import main as bench
+    from activedpo_client.cli.bench import main as bench
 
     lines = [*header("Where selection pays: one factor at a time, activedpo − random paired by seed"),
              f"Base: {' '.join(BASE)}, 3 rounds × 50 labels, Bradley–Terry labels, DPO continue; seeds {args.seeds}. "

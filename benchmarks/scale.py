@@ -81,7 +81,8 @@ def run_pool(world, n: int, d: int, k: int, dtype: str, selections: list[str], r
              work: Path) -> list[Result]:  # fmt: skip
     from activedpo_server.features import GradientFeaturizer
     from activedpo_server.featurestore import FeatureStore
-    from activedpo_server.store import Candidates, LabelIn, Store
+    from activedpo_server.records import Candidates, LabelIn
+    from activedpo_server.store import Store
 
     state = work / f"n{n}-d{d}-k{k}-{dtype}" / "state"
     state.mkdir(parents=True)

@@ -53,7 +53,7 @@ def main() -> int:
         *header("Toy world: build and one DPO round"),
         f"- Default world build (tokenizer, SFT, pi_ref evaluation): {wall:.1f} s wall, "
         f"{world.info['build_seconds']:.1f} s to a saved SFT model",
-        f"- pi_ref (SFT) mean held-out oracle reward: {sft['mean']:.3f} ± {sft['se']:.3f} (n={sft['n']})",
+        f"- pi_ref (SFT) mean held-out oracle reward: {sft['reward']:.3f} ± {sft['se']:.3f} (n={sft['n']})",
         f"- DPO: {settings or DPOSettings()}",
         "",
         "| label seed | pairs | mean pair gap | pi_ref reward ± SE | after DPO ± SE | lift | win-rate | train s |",
@@ -61,11 +61,11 @@ def main() -> int:
     ]
     for r in rows:
         lines.append(
-            f"| {r['seed']} | {r['pairs']} | {r['pair_reward_gap']:.2f} | {r['ref_mean']:.3f} ± {r['ref_se']:.3f} "
-            f"| {r['mean']:.3f} ± {r['se']:.3f} | {r['mean'] - r['ref_mean']:+.3f} | {r['win_rate']:.1%} "
+            f"| {r['seed']} | {r['pairs']} | {r['pair_reward_gap']:.2f} | {r['ref_reward']:.3f} ± {r['ref_se']:.3f} "
+            f"| {r['reward']:.3f} ± {r['se']:.3f} | {r['reward'] - r['ref_reward']:+.3f} | {r['win_rate']:.1%} "
             f"| {r['train_seconds']:.1f} |"
         )
-    lifts = [r["mean"] - r["ref_mean"] for r in rows]
+    lifts = [r["reward"] - r["ref_reward"] for r in rows]
     lines += ["", f"Mean lift over {len(rows)} label seeds: {np.mean(lifts):+.3f} (min {min(lifts):+.3f})", ""]
     print("\n".join(lines))
     write(args.out, lines)

@@ -5,6 +5,9 @@ and gRPC failures into :class:`ClientError`
 with one line that names the cause and what to do. ``EmbeddedServer`` starts
 ``activedpo-server serve`` as a child process on a free 127.0.0.1 port (the same gRPC path as a
 remote server, nothing bypassed) and stops it on exit.
+
+Why one module of this length: :class:`SelectorClient` has one method per RPC of the service, each with its
+error translation, and the file digests beside it are what ``push_checkpoint`` sends.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from activedpo_client.artifacts import RoundMetrics
 
-def read_metrics(run_dir: Path) -> list[dict]:
+
+def read_metrics(run_dir: Path) -> list[RoundMetrics]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
@@ -14,7 +16,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     rows = []
     for n, line in enumerate(lines):
         try:
-            rows.append(json.loads(line))
+            rows.append(RoundMetrics.from_dict(json.loads(line)))
         except json.JSONDecodeError:
             if n == len(lines) - 1:  # a line torn by a crash mid-write: that round is rewritten on resume
                 break
@@ -22,7 +24,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
-def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveDPO") -> Path:
+def plot_rewards(series: dict[str, list[RoundMetrics]], out: Path, title: str = "ActiveDPO") -> Path:
     """Held-out reward ± SE against labels used, one line per run; written atomically as PNG.
 
     Runs without an evaluator (``--evaluate none``) have no reward: the plot then shows, against
@@ -33,20 +35,20 @@ def plot_rewards(series: dict[str, list[dict]], out: Path, title: str = "ActiveD
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evaluated = any(r.get("reward") is not None for rows in series.values() for r in rows)
+    evaluated = any(r.reward is not None for rows in series.values() for r in rows)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, rows in series.items():
         if evaluated:
-            rows = [r for r in rows if r.get("reward") is not None]
+            rows = [r for r in rows if r.reward is not None]
             if not rows:
                 continue
-            x = [0] + [r["labels"] for r in rows]
-            y = [rows[0]["ref_reward"]] + [r["reward"] for r in rows]
-            se = [0.0] + [r["se"] for r in rows]
+            x = [0] + [r.labels for r in rows]
+            y = [rows[0].ref_reward] + [r.reward for r in rows]
+            se = [0.0] + [r.se for r in rows]
             ax.errorbar(x, y, yerr=se, marker="o", capsize=3, label=name)
         else:
-            x = [r["labels"] for r in rows]
-            y = [float("nan") if r.get("agreement") is None else r["agreement"] for r in rows]
+            x = [r.labels for r in rows]
+            y = [float("nan") if r.agreement is None else r.agreement for r in rows]
             ax.plot(x, y, marker="o", label=name)
     ax.set_xlabel("labels used")
     if evaluated:
@@ -78,13 +80,13 @@ def multiseed_line(task: str, arm: str = "activedpo", report_dir: Path = MULTISE
     path = Path(report_dir) / "summary.json"
     if not path.exists():
         return (f"One seed is one draw, not the effect of selection: see {where}/report.md for the multi-seed "
-                f"benchmark, or run `activedpo-client bench --tasks {task}`.")  # fmt: skip
+                f"benchmark, or run `activedpo-client bench --tasks {task} --out {where}`.")  # fmt: skip
     data = json.loads(path.read_text())
     quoted = ("reward", "pref_acc")  # not pref_acc_policy: its pairs differ between arms
     found = [c for c in data["comparisons"] if c["task"] == task and c["arm"] == arm and c["metric"] in quoted]
     if not found:
         return (f"One seed is one draw: {where} holds no multi-seed result for task {task!r}; run "
-                f"`activedpo-client bench --tasks {task}`.")  # fmt: skip
+                f"`activedpo-client bench --tasks {task} --out {where}`.")  # fmt: skip
     parts = []
     for c in found:
         low, high = c["mean"] - c["ci95"], c["mean"] + c["ci95"]

@@ -13,14 +13,18 @@ as files and the round waits), ``reward-model:PATH`` (a sequence-classification 
 and ``oracle`` (the toy world's hidden reward). Evaluators: ``reward-model:PATH``, ``oracle``
 or ``none``.
 
-Layout::
+The run directory and its resume rules are :mod:`activedpo_client.rundir`; what each step returns, and the
+round's evaluation and metrics, are the types of :mod:`activedpo_client.artifacts`. Layout::
 
     run_dir/run.json                 workload, config, run id, rounds done, current checkpoint
-    run_dir/rounds/001/state.json    steps done, with their summaries and wall times
-    run_dir/rounds/001/candidates.jsonl, batch.json, labels.jsonl, checkpoint/, eval.json
-    run_dir/metrics.jsonl            one line per finished round
+    run_dir/rounds/001/state.json    steps done, with their results and wall times (StepResult)
+    run_dir/rounds/001/candidates.jsonl, batch.json, labels.jsonl, checkpoint/, eval.json (Evaluated)
+    run_dir/metrics.jsonl            one line per finished round (RoundMetrics)
     run_dir/reward.png               held-out reward (or agreement) against labels, redrawn each round
     run_dir/server/                  the embedded server's state (when --server embedded)
+
+Why one module of this length: :class:`RoundRunner`'s eight steps are one class over one round's state; the run
+directory is :mod:`activedpo_client.rundir`, the step results and metrics :mod:`activedpo_client.artifacts`.
 """
 
 from __future__ import annotations
@@ -28,192 +32,34 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from activedpo_client.artifacts import (
+    STEPS,
+    Added,
+    Annotated,
+    Evaluated,
+    Generated,
+    Loaded,
+    RoundMetrics,
+    Selected,
+    StepResult,
+    Submitted,
+    Trained,
+    read_step,
+)
 from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
+from activedpo_client.rundir import AwaitingLabels, Run, read_jsonl
 from activedpo_client.settings import LabelStudioSpec, RoundConfig, ServerSpec
 from activedpo_core.atomic import replace_dir, write_json, write_jsonl
 from activedpo_core.lora import LoraSpec
 
-
-class AwaitingLabels(ClientError):
-    """The round waits for people: the batch is written out for labeling (not an error of the run)."""
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-@dataclass(frozen=True)
-class LabelsHeld:
-    """Where a round's hand-off to people stands after ``labels import``."""
-
-    round: int
-    labels: int  # labels held for the round
-    pairs: int  # pairs in its batch
-    unlabeled: int  # of which no label is held yet
-    errors: tuple[str, ...] = ()  # one line per rejected row
-    done: bool = False  # the round trains on what is held, the unlabeled pairs go back to the pool
-
-
-def import_labels(run: Run, path: Path | None, done: bool = False) -> LabelsHeld:
-    """Validate a finished labels file against the current round's batch and keep its valid rows; ``done``
-    marks the batch finished with what is held (else the round waits for every pair's label).
-
-    Importing again adds to what is there; a (pair, annotator) label already held is not duplicated.
-    """
-    from activedpo_client.labelfiles import read_labels
-
-    r = run.rounds_done + 1
-    directory = run.round_dir(r)
-    batch_file = directory / "batch.json"
-    if not batch_file.exists():
-        raise ClientError(f"round {r} of {run.dir} has no selected batch yet; run `activedpo-client round` first")
-    batch = Batch.from_dict(json.loads(batch_file.read_text()))
-    out = directory / "labels.jsonl"
-    held = _read_jsonl(out) if out.exists() else []
-    errors: list[str] = []
-    if path is not None:
-        good, errors, _ = read_labels(path, batch, _renderer(run))
-        have = {(x["pair_id"], x["annotator"]) for x in held}
-        for g in good:
-            if (g["pair_id"], g["annotator"]) not in have:
-                held.append(g | {"idempotency_key": f"{run.run_id}:{g['pair_id']}:{g['annotator']}"})
-        if held:
-            write_jsonl(out, held)
-    if done:
-        if not held:
-            raise ClientError(f"round {r} holds no label yet: nothing to train on; import labels first")
-        write_json(directory / "labels_done.json", {"labels": len(held)})
-    unlabeled = len({p.pair_id for p in batch.pairs} - {x["pair_id"] for x in held})
-    return LabelsHeld(r, len(held), len(batch.pairs), unlabeled, tuple(errors),
-                      done or (directory / "labels_done.json").exists())  # fmt: skip
-
-
-def _renderer(run: Run):
-    """The prompt renderer of a run's own model (None for the toy world, whose prompts are plain text)."""
-    if run.workload.get("kind") != "model":
-        return None
-    from activedpo_trainer.workload import open_workload
-
-    return open_workload(run.workload).renderer
-
-
-STEPS = ("generate", "add", "select", "annotate", "submit", "train", "load", "evaluate")
-JUDGE_SETTINGS = {"annotator", "evaluate", "ls_project"}  # may change while a run holds no label yet
-ROUND_SIZE = {"budget", "prompts", "responses"}  # may change between rounds: the next round not yet done uses them
 NEEDS_ORACLE = "the toy world's hidden reward"
-__all__ = ["LabelStudioSpec", "RoundConfig", "Run", "ServerSpec", "run_rounds"]  # the settings live in settings.py
-
-
-@dataclass
-class Run:
-    """A run directory: its workload, its config and where it stands."""
-
-    dir: Path
-    workload: dict  # the workload's description (activedpo_trainer.workload.open_workload reopens it)
-    config: RoundConfig
-    run_id: str = field(default_factory=lambda: f"run-{uuid.uuid4().hex[:10]}")
-    rounds_done: int = 0
-    checkpoint: str = ""  # the current policy's checkpoint directory ("" = the workload's base model)
-    project: str = ""  # the server-side project of its pools and labels (its run id; "" for runs before projects)
-    server: str = ""  # the selection server it last ran against: "embedded" or host:port (not a setting)
-
-    @classmethod
-    def open(cls, run_dir: Path, workload: dict | None = None, config: RoundConfig | None = None,
-             given: frozenset[str] | None = None) -> Run:  # fmt: skip
-        """Open ``run_dir``, starting it with ``workload`` and ``config`` when it holds no run.
-
-        Resuming, ``config`` may change only what may still change (the next round's size; who labels and
-        evaluates while no label is held); anything else differs: refused. ``given`` names the settings the
-        caller chose (on the command line or in a config file): once the run has done any work the others keep
-        its recorded values, so resuming needs no option again and a newer default never reads as a change
-        (before, a mistake is fixed by leaving its option out). None: all are given.
-        """
-        path = Path(run_dir) / "run.json"
-        if not path.exists():
-            if workload is None or config is None:
-                raise ClientError(f"no run in {run_dir}; start one with `activedpo-client round`")
-            run = cls(Path(run_dir), workload, config)
-            run.project = run.run_id
-            run.save()
-            return run
-        try:
-            data = json.loads(path.read_text())
-            stored = data.get("workload") or {
-                "kind": "toy",
-                "world": str(Path(data["world"]).resolve()),
-            }  # pre-workload
-            checkpoint = data["checkpoint"]
-            if checkpoint and not Path(checkpoint).is_absolute():  # relative to the run dir (before: to the cwd)
-                inside = Path(run_dir) / checkpoint
-                checkpoint = str((inside if inside.exists() or not Path(checkpoint).exists() else
-                                  Path(checkpoint)).resolve())  # fmt: skip
-            run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
-                      checkpoint, data.get("project", ""), data.get("server", ""))  # fmt: skip
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None
-        fresh = not run.started()  # nothing done yet (a mistake found at start): any setting may still change
-        if workload is not None:
-            changed = [k for k, v in run.workload.items() if workload.get(k) != v]
-            if changed and fresh:
-                run.workload = dict(workload)
-                run.save()
-            elif changed:
-                what = ", ".join(f"{k}: {run.workload[k]!r} → {workload.get(k)!r}" for k in changed)
-                hint = ("; evaluation holds out prompts of --prompt-file when a run starts, so this run (started "
-                        "without --evaluate) has none: start a new --run-dir with --evaluate (or --heldout-file)"
-                        if changed == ["heldout"] else "; use a new --run-dir or the same model, prompts and settings")
-                raise ClientError(f"run dir {run_dir} was started on another workload ({what}){hint}")  # fmt: skip
-            run.workload = {**workload, **run.workload}  # a run from before a setting was recorded adopts it
-        if config is not None:
-            if not run.config.device:  # recorded since the device became part of the run
-                run.config = replace(run.config, device=config.device)
-            if given is not None and not fresh:  # what the caller did not choose is the run's own
-                config = replace(run.config, **{k: getattr(config, k) for k in given if hasattr(run.config, k)})
-            if config != run.config:
-                old, new = asdict(run.config), asdict(config)
-                changed = [k for k, v in new.items() if old[k] != v]
-                free = ROUND_SIZE | (JUDGE_SETTINGS if not run.holds_labels() else set())
-                if fresh or set(changed) <= free:
-                    run.config = config  # takes effect from the next step not yet done
-                    run.save()
-                else:
-                    why = " (labels are already held)" if set(changed) <= ROUND_SIZE | JUDGE_SETTINGS else ""
-                    raise ClientError(
-                        f"run dir {run_dir} was started with other settings ({', '.join(changed)}){why}; "
-                        f"use a new --run-dir or the same settings"
-                    )
-        return run
-
-    def started(self) -> bool:
-        """Whether this run has done any work: a finished round, or a step of the current one."""
-        if self.rounds_done:
-            return True
-        state = self.round_dir(1) / "state.json"
-        return state.exists() and bool(json.loads(state.read_text()).get("steps"))
-
-    def holds_labels(self) -> bool:
-        """Whether any label of this run is durable (a finished round, or a round's labels file)."""
-        return self.rounds_done > 0 or any(self.dir.glob("rounds/*/labels.jsonl"))
-
-    def save(self) -> None:
-        checkpoint = self.checkpoint
-        if checkpoint and Path(checkpoint).resolve().is_relative_to(self.dir.resolve()):
-            checkpoint = str(Path(checkpoint).resolve().relative_to(self.dir.resolve()))  # the run dir may move
-        data = dict(workload=self.workload, config=asdict(self.config), run_id=self.run_id,
-                    rounds_done=self.rounds_done, checkpoint=checkpoint, project=self.project,
-                    server=self.server)  # fmt: skip
-        write_json(self.dir / "run.json", data)
-
-    def round_dir(self, r: int) -> Path:
-        return self.dir / "rounds" / f"{r:03d}"
 
 
 class RoundRunner:
@@ -245,22 +91,22 @@ class RoundRunner:
     def _checkpoint_ref(self):
         return self.run.checkpoint or self.workload.base
 
-    def run_round(self) -> dict:
+    def run_round(self) -> RoundMetrics:
         for step in STEPS:
             if step in self.state["steps"]:
                 continue
             t0 = time.perf_counter()
-            summary = getattr(self, f"_{step}")()
-            summary["seconds"] = round(time.perf_counter() - t0, 2)
-            self.state["steps"][step] = summary
+            result: StepResult = getattr(self, f"_{step}")()
+            result = replace(result, seconds=round(time.perf_counter() - t0, 2))
+            self.state["steps"][step] = result.to_dict()
             write_json(self.state_path, self.state)
-            self.say(f"round {self.r} {step}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+            self.say(f"round {self.r} {step}: {result.summary()}")
         from activedpo_client.report import plot_rewards, read_metrics
 
         metrics = self._metrics()
-        if all(m["round"] != self.r for m in read_metrics(self.run.dir)):  # a crash may have written it already
+        if all(m.round != self.r for m in read_metrics(self.run.dir)):  # a crash may have written it already
             with open(self.run.dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(json.dumps(metrics.to_dict()) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         self.run.rounds_done = self.r
@@ -271,7 +117,7 @@ class RoundRunner:
 
     # ---- steps ----------------------------------------------------------------------------
 
-    def _generate(self) -> dict:
+    def _generate(self) -> Generated:
         from activedpo_trainer.generation import generate
 
         cfg = self.run.config
@@ -289,7 +135,7 @@ class RoundRunner:
             if len(kept) >= 2:
                 groups.append({"prompt": p, "responses": kept})
         write_jsonl(self.dir / "candidates.jsonl", groups)
-        return {"prompts": len(prompts), "with_pairs": len(groups)}
+        return Generated(prompts=len(prompts), with_pairs=len(groups))
 
     def _server_has_current_checkpoint(self) -> None:
         """A server that holds another checkpoint (a fresh remote one, or one another run moved) gets ours.
@@ -301,44 +147,42 @@ class RoundRunner:
         ensure_server_checkpoint(self.client, self.checkpoint, self.run.config.lora, self.progress,
                                  say=lambda m: self.say(f"round {self.r}: {m}"))  # fmt: skip
 
-    def _add(self) -> dict:
+    def _add(self) -> Added:
         from activedpo_client.pool import display_messages
 
         groups = (CandidateGroup(g["prompt"], g["responses"],
                                  messages=display_messages(self.workload.raw_prompt(g["prompt"]), g["prompt"]))
-                  for g in _read_jsonl(self.dir / "candidates.jsonl"))  # fmt: skip
-        return {"pairs": self.client.add_candidates(groups, pool=self.pool).pairs}
+                  for g in read_jsonl(self.dir / "candidates.jsonl"))  # fmt: skip
+        return Added(pairs=self.client.add_candidates(groups, pool=self.pool).pairs)
 
-    def _select(self) -> dict:
+    def _select(self) -> Selected:
         cfg = self.run.config
         self._server_has_current_checkpoint()
         batch = self.client.select(cfg.budget, cfg.strategy, self.pool, cfg.lease_seconds, cfg.seed, self.run.run_id,
                                    progress=self.progress, request_id=f"{self.pool}-select")  # fmt: skip
         write_json(self.dir / "batch.json", batch.to_dict())
-        return {"pairs": len(batch.pairs), "from": batch.candidates, "checkpoint": batch.checkpoint_id}
+        return Selected(pairs=len(batch.pairs), candidates=batch.candidates, checkpoint=batch.checkpoint_id)
 
     def _batch(self) -> Batch:
         return Batch.from_dict(json.loads((self.dir / "batch.json").read_text()))
 
-    def _annotate(self) -> dict:
-        annotator = self.run.config.annotator
-        if annotator == "file":
+    def _annotate(self) -> Annotated:
+        annotator = self.run.config.annotator_spec
+        if annotator.kind == "file":
             return self._annotate_by_people()
-        if annotator == "label-studio":
+        if annotator.kind == "label-studio":
             return self._annotate_in_label_studio()
         batch = self._batch()
-        extra = {}
-        if annotator.startswith("reward-model:"):
-            path = annotator.split(":", 1)[1]
-            rm = self._reward_model(path)
+        truncated = None
+        if annotator.kind == "reward-model":
+            rm = self._reward_model(annotator.path)
             prompts = [self.workload.raw_prompt(p.prompt) for p in batch.pairs]  # the RM renders its own template
             a = rm.score(prompts, [p.response_a for p in batch.pairs])
             b = rm.score(prompts, [p.response_b for p in batch.pairs])
-            name = f"reward-model:{Path(path).name}"
             prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in zip(a, b, strict=True)]
-            extra = {"truncated": rm.truncated}
-        elif annotator == "oracle-deterministic":  # no label noise: the higher hidden reward wins
-            oracle, name = self.workload.oracle, "oracle-deterministic"
+            truncated = rm.truncated
+        elif annotator.kind == "oracle-deterministic":  # no label noise: the higher hidden reward wins
+            oracle = self.workload.oracle
             r = [(oracle.reward(p.prompt, p.response_a), oracle.reward(p.prompt, p.response_b)) for p in batch.pairs]
             prefs = ["A" if x > y else "B" if y > x else "TIE" for x, y in r]
         else:
@@ -346,13 +190,13 @@ class RoundRunner:
 
             rng = np.random.default_rng([self.run.config.seed, self.r, 7])
             oracle = self.workload.oracle
-            name = "oracle"
             prefs = ["AB"[bradley_terry_preference(oracle, p.prompt, p.response_a, p.response_b, rng).chosen]
                      for p in batch.pairs]  # fmt: skip
+        name = annotator.name
         labels = [Label(p.pair_id, pref, name, f"{self.run.run_id}:{p.pair_id}:{name}")
                   for p, pref in zip(batch.pairs, prefs, strict=True)]  # fmt: skip
         write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in labels))
-        return {"labels": len(labels), "A": prefs.count("A"), **extra}
+        return Annotated(labels=len(labels), A=prefs.count("A"), truncated=truncated)
 
     def _reward_model(self, path: str):
         """A reward model fed as it was trained: the raw conversation on its own chat template (or text pair),
@@ -361,13 +205,13 @@ class RoundRunner:
 
         return RewardModel(path, device=self.device)
 
-    def _annotate_by_people(self) -> dict:
+    def _annotate_by_people(self) -> Annotated:
         from activedpo_client.labelfiles import write_label_files
 
         labels = self.dir / "labels.jsonl"
         batch = self._batch()
         if labels.exists():  # written by `activedpo-client labels import`
-            rows = _read_jsonl(labels)
+            rows = read_jsonl(labels)
             missing = [p.pair_id for p in batch.pairs if p.pair_id not in {x["pair_id"] for x in rows}]
             if missing and not (self.dir / "labels_done.json").exists():
                 raise AwaitingLabels(
@@ -376,8 +220,8 @@ class RoundRunner:
                     f"labels import FILE --run-dir {self.run.dir}`, or add --done to train on what is held"
                 )
             released = self.client.release_lease(batch.lease_id, missing) if missing else 0
-            return {"labels": len(rows), "A": sum(x["preference"] == "A" for x in rows), "unlabeled": len(missing),
-                    "released": released}  # fmt: skip
+            return Annotated(labels=len(rows), A=sum(x["preference"] == "A" for x in rows), unlabeled=len(missing),
+                             released=released)  # fmt: skip
         files = write_label_files(batch, self.dir)
         raise AwaitingLabels(
             f"round {self.r}: {len(batch.pairs)} pairs to label in {files[0]} (Label Studio: {files[1].name} "
@@ -385,7 +229,7 @@ class RoundRunner:
             f"--run-dir {self.run.dir}`, then run `activedpo-client round` again"
         )
 
-    def _annotate_in_label_studio(self) -> dict:
+    def _annotate_in_label_studio(self) -> Annotated:
         """Push the batch to Label Studio (once: the tasks are found again by their batch tag) and poll its
         annotations until every task is done or ``--ls-wait`` passes (then the round waits, resumable)."""
         from contextlib import nullcontext
@@ -418,8 +262,8 @@ class RoundRunner:
             )
         write_jsonl(self.dir / "labels.jsonl", (x.to_dict() for x in pulled.labels))
         c = pulled.counts()
-        return {"labels": len(pulled.labels), "A": c["A"], "tie": c["TIE"], "both_bad": c["BOTH_BAD"],
-                "skipped": pulled.skipped, "tasks": pulled.total}  # fmt: skip
+        return Annotated(labels=len(pulled.labels), A=c["A"], tie=c["TIE"], both_bad=c["BOTH_BAD"],
+                         skipped=pulled.skipped, tasks=pulled.total)  # fmt: skip
 
     def _revise_earlier_rounds(self, project) -> None:
         """Answers given, edited or deleted in Label Studio on earlier rounds' tasks since those rounds ended
@@ -435,14 +279,14 @@ class RoundRunner:
             self.say(f"round {self.r}: {done} answers on earlier rounds' tasks changed in Label Studio since "
                      f"(new, edited or withdrawn); the server now holds them")  # fmt: skip
 
-    def _submit(self) -> dict:
-        labels = [Label.from_dict(x) for x in _read_jsonl(self.dir / "labels.jsonl")]
+    def _submit(self) -> Submitted:
+        labels = [Label.from_dict(x) for x in read_jsonl(self.dir / "labels.jsonl")]
         results = self.client.submit_labels(labels)
         rejected = [r for r in results if not r.accepted]
         if rejected:
             raise ClientError(f"the server rejected {len(rejected)} labels, e.g. {rejected[0].pair_id}: "
                               f"{rejected[0].reason}")  # fmt: skip
-        return {"accepted": len(results), "replayed": sum(r.replayed for r in results)}
+        return Submitted(accepted=len(results), replayed=sum(r.replayed for r in results))
 
     def _agreement(self) -> float | None:
         """Share of this round's A/B labels whose preferred response the current policy already ranked
@@ -452,7 +296,7 @@ class RoundRunner:
         if not self.run.checkpoint:
             return None
         pairs = {p.pair_id: p for p in self._batch().pairs}
-        labels = [x for x in _read_jsonl(self.dir / "labels.jsonl") if x["preference"] in ("A", "B")]
+        labels = [x for x in read_jsonl(self.dir / "labels.jsonl") if x["preference"] in ("A", "B")]
         if not labels:
             return None
         policy = self._load_policy()
@@ -467,7 +311,7 @@ class RoundRunner:
             margin -= sequence_logprobs(model, tok, prompts, chosen) - sequence_logprobs(model, tok, prompts, rejected)
         return round(float(np.mean(margin > 0)), 4)
 
-    def _train(self) -> dict:
+    def _train(self) -> Trained:
         import shutil
 
         from activedpo_core.checkpoint import CheckpointManifest
@@ -492,25 +336,27 @@ class RoundRunner:
         # the adapter path becomes relative to the manifest, so the finished directory can be renamed into place
         CheckpointManifest(manifest.id, manifest.base, "adapter", manifest.parent_id, manifest.created).save(work)
         replace_dir(work, out)
-        return {"labels": len(rows), "checkpoint": manifest.id, "agreement": agreement}
+        return Trained(labels=len(rows), checkpoint=manifest.id, agreement=agreement)
 
-    def _load(self) -> dict:
+    def _load(self) -> Loaded:
         res = self.client.push_checkpoint(self.dir / "checkpoint")
-        return {"server_checkpoint": res.checkpoint_id}
+        return Loaded(server_checkpoint=res.checkpoint_id)
 
-    def _evaluate(self) -> dict:
+    def _evaluate(self) -> Evaluated:
         from activedpo_trainer.evaluate import evaluate_policy, task_scorer
 
         cfg = self.run.config
-        if cfg.evaluate == "none":
-            write_json(self.dir / "eval.json", {"evaluate": "none"})
-            return {"evaluate": "none"}
+        judge = cfg.evaluate_spec
+        if judge.kind == "none":
+            result = Evaluated(evaluate="none")
+            write_json(self.dir / "eval.json", result.to_dict())
+            return result
         policy = self._load_policy(self.dir / "checkpoint")
         rm = None
-        if cfg.evaluate == "oracle":
+        if judge.kind == "oracle":
             scorer = task_scorer(self.workload.oracle)
         else:
-            rm = self._reward_model(cfg.evaluate.split(":", 1)[1])
+            rm = self._reward_model(judge.path)
 
             def scorer(prompts, responses):
                 return rm.score([self.workload.raw_prompt(p) for p in prompts], responses)
@@ -523,10 +369,10 @@ class RoundRunner:
             progress=(lambda d, t: self.progress("evaluate", d, t)) if self.progress else None,
         )  # fmt: skip
         accuracy = self._preference_accuracy(policy, scorer, held) if cfg.eval_pair_samples else {}
-        truncated = {"truncated": rm.truncated} if rm is not None else {}  # responses cut to fit the RM's context
-        write_json(self.dir / "eval.json", {"evaluate": cfg.evaluate, **report.to_dict(), **accuracy, **truncated})
-        return {"reward": round(report.mean, 4), "se": round(report.se, 4), "win_rate": report.win_rate, **accuracy,
-                **truncated}  # fmt: skip
+        truncated = rm.truncated if rm is not None else None  # responses cut to fit the RM's context
+        result = Evaluated(evaluate=str(judge), **report.to_dict(), **accuracy, truncated=truncated)
+        write_json(self.dir / "eval.json", result.to_dict())
+        return result
 
     def _preference_accuracy(self, policy, scorer, held: list[str]) -> dict:
         """Preference accuracy of the policy's implicit reward on judged held-out pairs: pairs sampled once
@@ -560,25 +406,10 @@ class RoundRunner:
             out.update(pref_acc_policy=round(acc, 4), pref_acc_policy_se=round(se, 4), pref_pairs_policy=len(own))
         return out
 
-    def _metrics(self) -> dict:
-        steps = self.state["steps"]
-        ev = json.loads((self.dir / "eval.json").read_text())
-        return {
-            "round": self.r,
-            "labels": steps["train"]["labels"],
-            "reward": ev.get("mean"),  # None without an evaluator
-            "se": ev.get("se"),
-            "win_rate": ev.get("win_rate"),
-            "ref_reward": ev.get("ref_mean"),
-            "pref_acc": ev.get("pref_acc"),  # implicit reward vs the judge on π_ref's held-out pairs (π_ref: 0.5)
-            "pref_acc_se": ev.get("pref_acc_se"),
-            "pref_pairs": ev.get("pref_pairs"),
-            "pref_acc_policy": ev.get("pref_acc_policy"),  # the same on pairs sampled from this round's policy
-            "agreement": steps["train"].get("agreement"),
-            "evaluate": self.run.config.evaluate,
-            "checkpoint": steps["train"]["checkpoint"],
-            "seconds": {s: steps[s]["seconds"] for s in STEPS},
-        }
+    def _metrics(self) -> RoundMetrics:
+        steps = {s: read_step(s, d) for s, d in self.state["steps"].items()}
+        evaluated = Evaluated.from_dict(json.loads((self.dir / "eval.json").read_text()))
+        return RoundMetrics.of_round(self.r, steps["train"], evaluated, {s: steps[s].seconds for s in STEPS})
 
 
 def ensure_server_checkpoint(client: SelectorClient, ref: str, lora: LoraSpec, progress=None,
@@ -600,18 +431,18 @@ def check_workload(workload, config: RoundConfig) -> None:
     """Refuse, before any work, what this workload cannot do with this config."""
     from activedpo_trainer.rewardmodel import check_reward_model
 
-    for judge in (config.annotator, config.evaluate):  # a wrong model found now, not after a round's work
-        if judge.startswith("reward-model:"):
-            check_reward_model(judge.split(":", 1)[1])
+    for judge in (config.annotator_spec, config.evaluate_spec):  # a wrong model found now, not after a round's work
+        if judge.kind == "reward-model":
+            check_reward_model(judge.path)
     if workload.oracle is None:
-        if config.annotator in ("oracle", "oracle-deterministic"):
+        if config.annotator_spec.needs_oracle:
             raise ClientError(f"--annotator {config.annotator} needs {NEEDS_ORACLE} (--task or --world); with "
                               f"--model use --annotator file (people) or reward-model:PATH")  # fmt: skip
-        if config.evaluate == "oracle":
+        if config.evaluate_spec.needs_oracle:
             raise ClientError(f"--evaluate oracle needs {NEEDS_ORACLE} (--task or --world); with --model use "
                               f"--evaluate reward-model:PATH or none")  # fmt: skip
     has_file = bool(getattr(getattr(workload, "spec", None), "heldout_file", None))
-    if config.evaluate != "none" and not has_file:  # a --heldout-file is evaluated whole (up to --eval-prompts)
+    if config.evaluate_spec.kind != "none" and not has_file:  # a --heldout-file is evaluated whole (to --eval-prompts)
         held = len(workload.heldout_prompts())
         if config.eval_prompts > held:  # found now, not after a round of generation and training
             raise ClientError(f"{config.eval_prompts} held-out prompts asked for, but {workload.label()} holds out "
@@ -628,11 +459,11 @@ def run_rounds(
     spec: ServerSpec,
     bars=None,
     say: Callable[[str], None] = print,
-    report: Callable[[dict], None] | None = None,
+    report: Callable[[RoundMetrics], None] | None = None,
     label_studio: LabelStudioSpec | None = None,
     given: frozenset[str] | None = None,
     record: Callable[[Run], None] | None = None,
-) -> list[dict]:
+) -> list[RoundMetrics]:
     """Run (or resume) ``run_dir`` up to ``rounds`` rounds; the metrics of every round done.
 
     ``given`` names the fields of ``config`` the caller chose; resuming, the others are the run's (see
@@ -673,11 +504,10 @@ def run_rounds(
     embedded = None
     server = spec.server
     if server == "embedded":
-        args = spec.serve_args(config, workload.dtype)
+        args = spec.serve_args(config.lora, workload.dtype, config.device)
         write_json(run_dir / "server" / "args.json", args, indent=None)  # status/export reuse them
-        # what it may load by path; the user's own process, so a hub id may download (unless HF_HUB_OFFLINE)
-        roots = [run_dir, *(p for p in [Path(workload.base.base)] if p.exists())]
-        args = [*args, *(a for r in roots for a in ("--checkpoint-root", str(Path(r).resolve()))), "--allow-downloads"]
+        roots = [run_dir, *(p for p in [Path(workload.base.base)] if p.exists())]  # what it may load by path
+        args = spec.embedded_args(config.lora, workload.dtype, config.device, roots)
         embedded = EmbeddedServer(run_dir / "server", run.checkpoint or workload.base.base, args=args).start()
         server = embedded.target
     try:

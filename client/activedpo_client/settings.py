@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from activedpo_client.labelstudio import ProjectSettings
 from activedpo_core.lora import LoraSpec
@@ -14,9 +15,46 @@ from activedpo_core.settings import ProjectionSpec, SelectionSettings
 from activedpo_trainer.dpo import DPOSettings
 
 
-def _check_judge(kind: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed and not (value.startswith("reward-model:") and len(value) > len("reward-model:")):
-        raise ValueError(f"unknown {kind} {value!r}; use {', '.join(allowed)} or reward-model:PATH")
+@dataclass(frozen=True)
+class Judge:
+    """Who labels a round's pairs (``--annotator``) or judges its held-out samples (``--evaluate``), parsed once
+    from the option's value: ``kind``, and for ``reward-model:PATH`` the model's path or hub id."""
+
+    kind: str  # oracle | oracle-deterministic | file | label-studio | reward-model | none
+    path: str = ""  # reward-model only
+
+    ANNOTATORS: ClassVar[tuple[str, ...]] = ("oracle", "oracle-deterministic", "file", "label-studio")
+    EVALUATORS: ClassVar[tuple[str, ...]] = ("oracle", "none")
+    PREFIX: ClassVar[str] = "reward-model:"
+
+    @classmethod
+    def parse(cls, value: str, role: str = "annotator") -> Judge:
+        """``role`` is ``annotator`` or ``evaluator``; an unknown value is a ValueError naming the choices."""
+        allowed = cls.ANNOTATORS if role == "annotator" else cls.EVALUATORS
+        if value.startswith(cls.PREFIX) and len(value) > len(cls.PREFIX):
+            return cls("reward-model", value[len(cls.PREFIX) :])
+        if value not in allowed:
+            raise ValueError(f"unknown {role} {value!r}; use {', '.join(allowed)} or {cls.PREFIX}PATH")
+        return cls(value)
+
+    def __str__(self) -> str:
+        return f"{self.PREFIX}{self.path}" if self.kind == "reward-model" else self.kind
+
+    @property
+    def needs_oracle(self) -> bool:
+        """Whether it reads the toy world's hidden reward (no user's model has one)."""
+        return self.kind in ("oracle", "oracle-deterministic")
+
+    @property
+    def name(self) -> str:
+        """What its labels are signed with: a reward model by its directory's name, not the full path."""
+        return f"{self.PREFIX}{Path(self.path).name}" if self.kind == "reward-model" else self.kind
+
+    def absolute(self) -> Judge:
+        """A reward model found on this disk, by its absolute path (the run then resumes from anywhere)."""
+        if self.kind == "reward-model" and Path(self.path).expanduser().exists():
+            return Judge(self.kind, str(Path(self.path).expanduser().resolve()))
+        return self
 
 
 @dataclass(frozen=True)
@@ -47,21 +85,16 @@ class RoundConfig:
     ls_project: str = ""  # --annotator label-studio: the Label Studio project (id or title)
 
     def __post_init__(self) -> None:
-        for name in ("annotator", "evaluate"):  # a reward model's path, absolute: the run resumes from anywhere
-            value = getattr(self, name)
-            if value.startswith("reward-model:") and Path(value.split(":", 1)[1]).expanduser().exists():
-                path = Path(value.split(":", 1)[1]).expanduser().resolve()
-                object.__setattr__(self, name, f"reward-model:{path}")
+        for name, role in (("annotator", "annotator"), ("evaluate", "evaluator")):  # unknown: a ValueError
+            object.__setattr__(self, name, str(Judge.parse(getattr(self, name), role).absolute()))
         for name, value, least in (("budget", self.budget, 1), ("prompts", self.prompts, 1),
                                    ("responses", self.responses, 2)):  # fmt: skip
             if value < least:
                 raise ValueError(f"--{name} must be at least {least}, got {value}")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
-        _check_judge("annotator", self.annotator, ("oracle", "oracle-deterministic", "file", "label-studio"))
         if self.annotator == "label-studio" and not self.ls_project:
             raise ValueError("--annotator label-studio needs --ls-project (a project id, or a title to create)")
-        _check_judge("evaluator", self.evaluate, ("oracle", "none"))
         if self.eval_samples < 1 or self.eval_pair_samples < 0 or self.eval_pair_samples == 1:
             raise ValueError(f"--eval-samples must be at least 1 and --eval-pair-samples 0 (off) or at least 2, got "
                              f"{self.eval_samples} and {self.eval_pair_samples}")  # fmt: skip
@@ -69,6 +102,14 @@ class RoundConfig:
             raise ValueError(f"LoRA rank and alpha must be positive, got r={self.lora_r}, alpha={self.lora_alpha}")
         if not self.target_modules.strip() or any(not t.strip() for t in self.target_modules.split(",")):
             raise ValueError(f"--target-modules must be auto, all-linear or a comma list, got {self.target_modules!r}")
+
+    @property
+    def annotator_spec(self) -> Judge:
+        return Judge.parse(self.annotator, "annotator")
+
+    @property
+    def evaluate_spec(self) -> Judge:
+        return Judge.parse(self.evaluate, "evaluator")
 
     @property
     def lora(self) -> LoraSpec:
@@ -106,10 +147,17 @@ class ServerSpec:
     extra: tuple[str, ...] = ()  # further `activedpo-server serve` options (embedded only)
     server_base: str | None = None  # the base model as a remote server names it (default: as here)
 
-    def serve_args(self, config: RoundConfig, dtype: str = "float32") -> list[str]:
-        """The embedded server's options: its fresh round-one adapter is the run's LoRA."""
-        args = ["--proj-dim", str(self.proj_dim), "--lora-r", str(config.lora_r), "--lora-alpha",
-                str(config.lora_alpha), "--target-modules", config.target_modules, "--dtype", dtype]  # fmt: skip
-        if config.device:
-            args += ["--device", config.device]
+    def serve_args(self, lora: LoraSpec, dtype: str = "float32", device: str | None = None) -> list[str]:
+        """The embedded server's options: its fresh round-one adapter is ``lora`` (the adapter DPO trains)."""
+        args = ["--proj-dim", str(self.proj_dim), "--lora-r", str(lora.r), "--lora-alpha", str(lora.alpha),
+                "--target-modules", lora.target_modules, "--dtype", dtype]  # fmt: skip
+        if device:
+            args += ["--device", device]
         return [*args, *self.extra]
+
+    def embedded_args(self, lora: LoraSpec, dtype: str, device: str | None, roots) -> list[str]:
+        """:meth:`serve_args` with what the server may load by path (``roots``) and leave to download: the user's
+        own process, so a hub id may download (unless HF_HUB_OFFLINE)."""
+        paths = dict.fromkeys(str(Path(r).resolve()) for r in roots)
+        return [*self.serve_args(lora, dtype, device), *(a for r in paths for a in ("--checkpoint-root", r)),
+                "--allow-downloads"]  # fmt: skip

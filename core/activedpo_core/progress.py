@@ -10,7 +10,7 @@ StageProgress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @contextmanager
 def progress_bars(transient: bool = False) -> Iterator[StageProgress]:
-    """Yield a ``(stage, done, total)`` callback that draws one rich progress bar per stage."""
+    """Yield a ``(stage, done, total)`` callback that draws one rich progress bar per stage (total 0: unknown)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -24,8 +24,8 @@ def progress_bars(transient: bool = False) -> Iterator[StageProgress]:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
+                tasks[stage] = bars.add_task(stage, total=total or None)
+            bars.update(tasks[stage], completed=done, total=total or None)
 
         yield update
 

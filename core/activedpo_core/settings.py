@@ -4,8 +4,8 @@ A command's option takes its default from the field here (``--proj-dim`` from :a
 and never writes the value again; ``tests/unit/core/test_options.py`` checks every command of both programs
 against these homes. Settings of one side only live beside the code that uses them: DPO in
 :class:`activedpo_trainer.dpo.DPOSettings`, generation in :class:`activedpo_trainer.generation.GenerationSettings`,
-a round in :class:`activedpo_client.rounds.RoundConfig`, labeling in
-:class:`activedpo_client.labelstudio.ProjectSettings` and :class:`activedpo_client.rounds.LabelStudioSpec`.
+a round in :class:`activedpo_client.settings.RoundConfig`, labeling in
+:class:`activedpo_client.labelstudio.ProjectSettings` and :class:`activedpo_client.settings.LabelStudioSpec`.
 """
 
 from __future__ import annotations

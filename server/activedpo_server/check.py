@@ -10,29 +10,42 @@ tiny`` runs it anywhere in seconds (CI does, so the script cannot rot).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 import time
+from enum import Enum
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from activedpo_core.lora import LoraSpec
-from activedpo_core.settings import ProjectionSpec
+from activedpo_core.settings import Dtype, ProjectionSpec, resolve_dtype
+
+CHECK_BUDGET = 50  # pairs the check selects: a round's worth, to time greedy V⁻¹ at a realistic size
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default=None, help="cuda or cpu [default: cuda when present]")
-    ap.add_argument("--dtype", default=None, help="model weights [default: bfloat16 on cuda, float32 on cpu]")
-    ap.add_argument("--preset", default="default", choices=["default", "tiny"])
-    ap.add_argument("--responses", type=int, default=1024, help="pool size in responses (2 per prompt)")
-    ap.add_argument("--reference", type=int, default=64, help="responses featurized one at a time for the speed-up")
-    ap.add_argument("--proj-dim", type=int, default=ProjectionSpec.dim)
-    ap.add_argument("--lora-r", type=int, default=LoraSpec.r)
-    ap.add_argument("--budget", type=int, default=50)
-    args = ap.parse_args(argv)
+class Preset(str, Enum):
+    default = "default"
+    tiny = "tiny"
 
+
+def host_check(
+    device: Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cuda when present].")] = None,
+    dtype: Annotated[Dtype, typer.Option(help="Model weights (auto: bfloat16 on a GPU that has it).")] = Dtype.auto,
+    preset: Annotated[Preset, typer.Option(help="The toy world: default, or tiny (seconds on a CPU).")] = (
+        Preset.default),
+    responses: Annotated[int, typer.Option(help="Pool size in responses (2 per prompt).", min=2)] = 1024,
+    reference: Annotated[int, typer.Option(
+        help="Responses featurized one at a time, for the speed-up and the agreement.", min=1)] = 64,
+    proj_dim: Annotated[int, typer.Option(help="Projection dimension d.", min=1)] = ProjectionSpec.dim,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (α = 4r).", min=1)] = LoraSpec.r,
+    budget: Annotated[int, typer.Option(help="Pairs to select.", min=1)] = CHECK_BUDGET,
+) -> None:  # fmt: skip
+    """Check a selection host end to end on the toy world: featurize (checked against one-at-a-time autograd and
+    timed), select, write and read the FAISS store, train one DPO round; one line per step, then a JSON summary.
+    Exit 1 when the batched features disagree with the reference."""
     import numpy as np
     import torch
 
@@ -47,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld
 
     quiet_libraries()
-    device = resolve_device(args.device)
-    dtype = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype) if device.startswith("cuda") or dtype != Dtype.auto else "float32"
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "none"
-    summary: dict = {"device": device, "gpu": gpu, "dtype": dtype, "proj_dim": args.proj_dim}
-    print(f"device {device} ({gpu}), weights {dtype}, d = {args.proj_dim}", flush=True)
+    summary: dict = {"device": device, "gpu": gpu, "dtype": dtype, "proj_dim": proj_dim}
+    print(f"device {device} ({gpu}), weights {dtype}, d = {proj_dim}", flush=True)
 
     def step(name: str, key: str, fn):
         if device.startswith("cuda"):
@@ -64,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<28} {summary[f'{key}_s']:8.2f} s", flush=True)
         return out
 
-    world = step("toy world", "world", lambda: build_toyworld(ToyWorldConfig.preset(args.preset)))
-    prompts = world.task.train_prompts()[: max(1, args.responses // 2)]
+    world = step("toy world", "world", lambda: build_toyworld(ToyWorldConfig.preset(preset.value)))
+    prompts = world.task.train_prompts()[: max(1, responses // 2)]
     sft = load_model(world.sft_dir, device=device)
     settings = GenerationSettings(max_new_tokens=world.config.max_new_tokens)
 
@@ -79,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     responses = [r for g in groups for r in g]
     n = len(responses)
 
-    f = GradientFeaturizer(world.sft_dir, proj_dim=args.proj_dim, device=device, dtype=dtype,
-                           lora=LoraSpec(r=args.lora_r, alpha=4 * args.lora_r))  # fmt: skip
+    f = GradientFeaturizer(world.sft_dir, proj_dim=proj_dim, device=device, dtype=dtype,
+                           lora=LoraSpec(r=lora_r, alpha=4 * lora_r))  # fmt: skip
     step("featurize, first pass", "featurize_first", lambda: f.featurize(resp_prompts, responses))  # + kernels, blocks
     feats = step("featurize, steady state", "featurize", lambda: f.featurize(resp_prompts, responses))
     summary["featurize_responses_per_s"] = round(n / summary["featurize_s"], 1)
-    m = min(args.reference, n)
+    m = min(reference, n)
     fast = f.featurize(resp_prompts[:m], responses[:m])
     step(f"featurize {m}, batched", "subset", lambda: f.featurize(resp_prompts[:m], responses[:m]))
     ref = step(f"featurize {m}, one at a time", "reference",
@@ -98,16 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     pairs = np.arange(n).reshape(-1, 2)
     cand = pair_features(feats, pairs)
     picks, _ = step(
-        f"select {args.budget} of {len(cand)} pairs",
+        f"select {budget} of {len(cand)} pairs",
         "select",
-        lambda: greedy_select_scored(cand, None, args.budget, 1.0),
+        lambda: greedy_select_scored(cand, None, budget, 1.0),
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = FeatureStore(Path(tmp) / "features", f.feature_key, args.proj_dim)
+        store = FeatureStore(Path(tmp) / "features", f.feature_key, proj_dim)
         step("FAISS add + save", "faiss_write", lambda: (store.add(np.arange(n), feats), store.save()))
         back = step("FAISS load + read", "faiss_read", lambda: FeatureStore(Path(tmp) / "features", f.feature_key,
-                                                               args.proj_dim).get(np.arange(n)))  # fmt: skip
+                                                               proj_dim).get(np.arange(n)))  # fmt: skip
         assert np.array_equal(back, feats)
         chosen = [prompts[i] for i in picks]
         rows = label_pairs(world.task, chosen, [tuple(groups[i]) for i in picks], np.random.default_rng(0))
@@ -121,13 +134,26 @@ def main(argv: list[str] | None = None) -> int:
     ok = err < (1e-3 if dtype == "float32" else 5e-2)  # half-precision weights: batching changes roundings
     if not ok:
         print(f"FAILED: batched features differ from the reference by {err:.1e}", file=sys.stderr)
-    return 0 if ok else 1
+        raise typer.Exit(1)
 
 
 def _faiss_gpus() -> int:
     import faiss
 
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+app = typer.Typer(add_completion=False)
+app.command()(host_check)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check with ``argv`` (the command line's when None); its exit status."""
+    try:
+        typer.main.get_command(app).main(args=argv if argv is not None else sys.argv[1:], prog_name="gpu-check")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    return 0
 
 
 if __name__ == "__main__":

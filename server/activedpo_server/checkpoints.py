@@ -13,6 +13,9 @@ Path loads (``LoadCheckpoint`` with a manifest, base or adapter path) from remot
 confined to the ``--checkpoint-root`` directories; with none they are off. A path outside the roots
 gets the same answer whether it exists or not. A base model named by Hugging Face id resolves from
 the server's own cache; downloads only with ``--allow-downloads``.
+
+Why one module of this length: uploads and the registry are one protocol (the registry decides what an upload
+completes, and confinement applies to both).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from activedpo_core.atomic import fsync_tree, write_json
 from activedpo_core.checkpoint import CheckpointManifest, resolve_checkpoint
 from activedpo_server.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from activedpo_server.store import MAX_ID_CHARS
+from activedpo_server.records import MAX_ID_CHARS
 
 MAX_FILES = 1_000
 MAX_CHECKPOINT_BYTES = 64 << 30

@@ -1,6 +1,9 @@
 """``activedpo-server``: the selection server's command line.
 
 Heavy imports (torch, transformers) happen inside commands so that ``--help`` is instant.
+
+Why one module of this length: ``serve`` alone takes some thirty options; each command maps its options onto
+the engine's and featurizer's settings and does no work of its own.
 """
 
 from __future__ import annotations

@@ -30,17 +30,8 @@ from activedpo_server.distributed import RaySettings
 from activedpo_server.errors import FailedPrecondition
 from activedpo_server.features import EmbeddingFeaturizer, FeaturizerConfig, GradientFeaturizer
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.store import (
-    AddResult,
-    Candidates,
-    ExportRow,
-    LabelIn,
-    LabelOut,
-    PairText,
-    Request,
-    Store,
-    check_id,
-)
+from activedpo_server.records import AddResult, Candidates, ExportRow, LabelIn, LabelOut, PairText, Request, check_id
+from activedpo_server.store import Store
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,10 @@ Round one. A checkpoint without an adapter (the SFT model) gets a fresh adapter 
 ``∂L/∂B = s Σ_t δ_t (A x_t)ᵀ`` is the full-weight gradient ``Σ_t δ_t x_tᵀ`` seen through the
 random ``A`` — still a faithful sketch of how the response moves the model, so distinct
 responses get distinct features (tested). The zero A-blocks are skipped by the projection.
+
+Why one module of this length: :class:`GradientFeaturizer` is one class around the hooks and the batched
+backward, and its fast path and the one-example reference it is tested against share that layer bookkeeping;
+the projection is :mod:`activedpo_server.projection`.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ through a 256-entry table of 8 signs packed in an int64, about 2.6 G elements/s 
 Blocks are generated on the CPU, moved to the projection device, and kept there while they
 fit in ``cache_bytes``; the rest are regenerated on every call. Column blocks of the input that
 are zero in every row (the A-gradients of a fresh adapter, whose B is zero) are skipped.
+
+Why one module of this length: the three kinds (``sjlt``, ``kron``, ``dense``) and the Rademacher blocks share
+the LoRA matrix layout and the seeding scheme that makes every device and batch split agree.
 """
 
 from __future__ import annotations

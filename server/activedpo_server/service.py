@@ -26,7 +26,7 @@ from activedpo_core.settings import MAX_LEASE_SECONDS
 from activedpo_server.checkpoints import FileSpec
 from activedpo_server.engine import Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
-from activedpo_server.store import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn, LabelOut
+from activedpo_server.records import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn, LabelOut
 
 log = logging.getLogger(__name__)
 

@@ -10,37 +10,53 @@ checkpoint, and a missing or corrupt one is simply recomputed.
 Ids. Callers may name prompts, responses and pairs; otherwise ids come from the content
 (``x-``/``y-``/``p-`` + a SHA-256 prefix), so re-sending the same candidates deduplicates. A
 pair is the unordered set of its two responses: (a, b) and (b, a) are one pair.
+
+Why one module of this length: :class:`Store` is one class because each of its methods is one transaction on
+one connection under one lock (the durability rule above); the rows it takes and gives, and the checks on them,
+are :mod:`activedpo_server.records`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from activedpo_core.lora import LoraSpec
-from activedpo_server.errors import InvalidArgument, NotFound, ResourceExhausted, is_disk_full
+from activedpo_server.errors import NotFound, ResourceExhausted, is_disk_full
+from activedpo_server.records import (
+    MAX_ID_CHARS,
+    MAX_PAIRS_PER_REQUEST,
+    MAX_RESPONSES_PER_GROUP,
+    PREF_B,
+    PREF_BOTH_BAD,
+    PREF_TIE,
+    WITHDRAWN,
+    AddedPair,
+    AddResult,
+    Candidates,
+    ExportRow,
+    LabelIn,
+    LabelOut,
+    PairText,
+    PoolView,
+    Request,
+    StoreError,
+    check_id,
+    check_messages,
+    check_text,
+    digest,
+    label_problem,
+    short,
+)
 
 SCHEMA_VERSION = 2  # 2: projects (prompts, responses, pairs and labels carry one); request ids
-MAX_TEXT_CHARS = 200_000  # a prompt or response longer than this is a mistake, not a candidate
-MAX_ID_CHARS = 256  # ids, pool tags, projects, annotators, idempotency keys, request ids, client names
-MAX_RESPONSES_PER_GROUP = 64  # K responses make K·(K−1)/2 pairs: 64 → 2,016 pairs from one group
-MAX_PAIRS_PER_REQUEST = 1_000_000  # candidate pairs one AddCandidates request may make (one transaction)
-
-PREF_A, PREF_B, PREF_TIE, PREF_BOTH_BAD = 1, 2, 3, 4  # activedpo.v1.Preference values
-# A withdrawn answer stays as a row with preference 0 (never exported or counted) so that its key keeps
-# its revision: a retry of the answer it replaced cannot bring that answer back.
-WITHDRAWN = 0
-MAX_MESSAGES_CHARS = 4 * MAX_TEXT_CHARS  # a prompt's conversation (JSON) shown to people
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS prompts (
@@ -89,139 +105,6 @@ _ADDED_COLUMNS = [
     ("prompts", "messages", "TEXT"),  # the conversation a prompt was rendered from (JSON), for people
     ("labels", "revision", "INTEGER NOT NULL DEFAULT 0"),  # an answer's revision under its key
 ]
-
-
-class StoreError(InvalidArgument):
-    """Input the store refuses (a clash of ids, an empty text); the message says which."""
-
-
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _check_text(what: str, text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise StoreError(f"{what} is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise StoreError(f"{what} is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
-    return text
-
-
-def check_id(what: str, value: str | None) -> str | None:
-    if not value:
-        return None
-    if len(value) > MAX_ID_CHARS:
-        raise StoreError(f"{what} {value[:40]!r}… is longer than {MAX_ID_CHARS} characters")
-    return value
-
-
-@dataclass
-class Candidates:
-    """One item of an AddCandidates stream: a prompt with responses (all pairs) or one explicit pair."""
-
-    prompt: str
-    responses: list[tuple[str | None, str]]  # (caller id or None, text); a pair has exactly two
-    prompt_id: str | None = None
-    pair_id: str | None = None  # only for an explicit pair
-    pool: str = ""
-    explicit_pair: bool = False
-    messages: str = ""  # the conversation the prompt was rendered from (JSON), shown to people
-
-
-@dataclass(frozen=True)
-class AddedPair:
-    """Where an explicit pair item landed: its id, whether it is new, and whether the stored A is the item's b."""
-
-    pair_id: str
-    added: bool
-    swapped: bool
-
-
-@dataclass
-class AddResult:
-    prompts_added: int = 0
-    responses_added: int = 0
-    pairs_added: int = 0
-    pairs_deduplicated: int = 0
-    pairs: list[AddedPair] = field(default_factory=list)  # one per explicit pair item, in order
-
-
-@dataclass
-class LabelIn:
-    pair_id: str
-    preference: int
-    annotator: str
-    idempotency_key: str | None = None
-    revision: int = 0  # with a key: a larger one replaces the answer recorded under it
-    withdrawn: bool = False  # with a key and a larger revision: the person took the answer back
-
-
-@dataclass
-class LabelOut:
-    pair_id: str
-    accepted: bool
-    reason: str = ""
-    label_id: int = 0
-    late: bool = False
-    replayed: bool = False
-    revised: bool = False  # replaced (or withdrew) the answer recorded under its key
-
-
-@dataclass(frozen=True)
-class PairText:
-    """A pair's ids and texts."""
-
-    pair_id: str
-    prompt_id: str
-    prompt: str
-    response_a_id: str
-    response_a: str
-    response_b_id: str
-    response_b: str
-    prompt_messages: str = ""  # the prompt's conversation (JSON) when it was added with one
-
-
-@dataclass(frozen=True)
-class Request:
-    """A SelectBatch request id, scoped to (project, client), with the parameters it was made with."""
-
-    project: str
-    client: str
-    request_id: str
-    params: str  # canonical JSON of budget, strategy, pool, seed, lease_seconds
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    """One recorded label with its pair's texts, chosen first."""
-
-    label_id: int
-    pair_id: str
-    prompt: str
-    chosen: str
-    rejected: str
-    preference: int
-    annotator: str
-    created: float
-    checkpoint_id: str
-    late: bool
-    idempotency_key: str = ""
-    revision: int = 0
-
-
-@dataclass
-class PoolView:
-    """Unlabeled, unleased candidates and the labeled pairs, as response row ids."""
-
-    pair_rows: np.ndarray  # [P] pair row ids
-    pairs: np.ndarray  # [P, 2] response row ids
-    pair_prompt: np.ndarray  # [P] prompt row ids
-    labeled: np.ndarray  # [k, 2] response row ids of A/B-labeled pairs (one row per pair)
-    labeled_prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # [k] prompt row ids
 
 
 class Store:
@@ -348,7 +231,7 @@ class Store:
         check_id("project", project)
         items = list(items)  # validate everything before writing anything
         for n, item in enumerate(items):
-            _check_text(f"item {n}: the prompt", item.prompt)
+            check_text(f"item {n}: the prompt", item.prompt)
             if item.explicit_pair and len(item.responses) != 2:
                 raise StoreError(f"item {n}: a pair needs exactly two responses")
             if len(item.responses) < 2:
@@ -356,13 +239,13 @@ class Store:
             if len(item.responses) > MAX_RESPONSES_PER_GROUP:
                 raise StoreError(f"item {n}: {len(item.responses):,} responses to one prompt; the limit is "
                                  f"{MAX_RESPONSES_PER_GROUP}: split the group")  # fmt: skip
-            texts = [_check_text(f"item {n}: response {i}", t) for i, (_, t) in enumerate(item.responses)]
+            texts = [check_text(f"item {n}: response {i}", t) for i, (_, t) in enumerate(item.responses)]
             if item.explicit_pair and texts[0] == texts[1]:
                 raise StoreError(f"item {n}: the pair's two responses are identical")
             if len(set(texts)) < 2:
                 raise StoreError(f"item {n}: all {len(texts)} responses are identical; a pair needs two different ones")
             if item.messages:
-                _check_messages(f"item {n}: the prompt's messages", item.messages)
+                check_messages(f"item {n}: the prompt's messages", item.messages)
             check_id(f"item {n}: pool tag", item.pool)
             check_id(f"item {n}: prompt id", item.prompt_id)
             check_id(f"item {n}: pair id", item.pair_id)
@@ -379,7 +262,7 @@ class Store:
         res = AddResult()
 
         def prompt_row(item: Candidates) -> int:
-            pid = item.prompt_id or "x-" + _digest(item.prompt)[:16]
+            pid = item.prompt_id or "x-" + digest(item.prompt)[:16]
             row = c.execute("SELECT rowid, text, messages FROM prompts WHERE project = ? AND id = ?",
                             (project, pid)).fetchone()  # fmt: skip
             if row:
@@ -395,7 +278,7 @@ class Store:
             ).lastrowid
 
         def response_row(prompt: int, prompt_id: str, rid: str | None, text: str) -> int:
-            rid = rid or "y-" + _digest(prompt_id, text)[:16]
+            rid = rid or "y-" + digest(prompt_id, text)[:16]
             row = c.execute(
                 "SELECT rowid, prompt, text FROM responses WHERE project = ? AND id = ?", (project, rid)
             ).fetchone()
@@ -420,7 +303,7 @@ class Store:
             for first, second in combos:
                 a, b = min(first, second), max(first, second)  # a pair is stored in response-row order
                 ids = sorted(c.execute("SELECT id FROM responses WHERE rowid IN (?, ?)", (a, b)).fetchall())
-                content = _digest(*(i[0] for i in ids))
+                content = digest(*(i[0] for i in ids))
                 pair_id = item.pair_id or "p-" + content[:16]
                 existing = c.execute(
                     "SELECT id, content FROM pairs WHERE project = ? AND (id = ? OR content = ?)",
@@ -577,11 +460,11 @@ class Store:
                 (now, lease_id, project),
             ).fetchall()
             if not rows:
-                raise NotFound(f"no lease {_short(lease_id)} in this project")
+                raise NotFound(f"no lease {short(lease_id)} in this project")
             wanted = set(pair_ids)
             if wanted - {pid for _, pid, _ in rows}:
                 unknown = sorted(wanted - {pid for _, pid, _ in rows})[0]
-                raise StoreError(f"pair {_short(unknown)} is not part of lease {_short(lease_id)}")
+                raise StoreError(f"pair {short(unknown)} is not part of lease {short(lease_id)}")
             held = [row for row, pid, live in rows if live and (not wanted or pid in wanted)]
             # the rows stay, expired now: a retried release finds the lease and releases nothing
             c.executemany("UPDATE leases SET expires = ? WHERE pair = ?", [(now, row) for row in held])
@@ -609,20 +492,23 @@ class Store:
             out = []
             for lab in labels:
                 key = lab.idempotency_key or None
-                reason = _label_problem(lab)
+                reason = label_problem(lab)
                 if reason and key and len(key) > MAX_ID_CHARS:
                     out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
                     continue
-                prev = key and c.execute(
-                    "SELECT l.id, p.id, l.late, l.preference, l.annotator, l.revision, l.pair FROM labels l "
-                    "JOIN pairs p ON p.rowid = l.pair WHERE l.project = ? AND l.idempotency_key = ?",
-                    (project, key),
-                ).fetchone()
+                prev = (
+                    key
+                    and c.execute(
+                        "SELECT l.id, p.id, l.late, l.preference, l.annotator, l.revision, l.pair FROM labels l "
+                        "JOIN pairs p ON p.rowid = l.pair WHERE l.project = ? AND l.idempotency_key = ?",
+                        (project, key),
+                    ).fetchone()
+                )
                 if prev:
                     label_id, pair_id, late, pref, annotator, revision, pair_row = prev
                     if pair_id != lab.pair_id:
                         out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False,
-                                            f"idempotency key {_short(key)} was used for pair {pair_id}"))  # fmt: skip
+                                            f"idempotency key {short(key)} was used for pair {pair_id}"))  # fmt: skip
                         continue
                     if reason:
                         out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
@@ -630,7 +516,7 @@ class Store:
                     same = (WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator) == (pref, annotator)
                     if lab.revision <= revision or same:
                         if not same and lab.revision <= revision and not lab.revision:
-                            out.append(LabelOut(lab.pair_id, False, f"idempotency key {_short(key)} holds another "
+                            out.append(LabelOut(lab.pair_id, False, f"idempotency key {short(key)} holds another "
                                                 "answer; send a larger revision to revise it"))  # fmt: skip
                             continue
                         if same and lab.revision > revision:  # the same answer, saved again: remember its revision
@@ -649,7 +535,7 @@ class Store:
                 find = "SELECT rowid FROM pairs WHERE project = ? AND id = ?"
                 pair = None if reason else c.execute(find, (project, lab.pair_id)).fetchone()
                 if not reason and not pair:
-                    reason = f"unknown pair id {_short(lab.pair_id)}"
+                    reason = f"unknown pair id {short(lab.pair_id)}"
                 if reason:  # the answer never echoes more than an id's worth of what was sent
                     out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
                     continue
@@ -757,40 +643,3 @@ def _lock_state_dir(directory: Path, wait: float = 15.0):
     f.write(f"process {os.getpid()}")
     f.flush()
     return f
-
-
-def _short(value: str) -> str:
-    """``value`` for a message: its repr, cut to 60 characters with its length when longer."""
-    return repr(value) if len(value) <= 60 else f"{value[:60]!r}… ({len(value):,} characters)"
-
-
-def _check_messages(what: str, text: str) -> None:
-    """A prompt's conversation: JSON ``[{"role": str, "content": str}, ...]`` of bounded size."""
-    if len(text) > MAX_MESSAGES_CHARS:
-        raise StoreError(f"{what} are {len(text):,} characters long; the limit is {MAX_MESSAGES_CHARS:,}")
-    try:
-        msgs = json.loads(text)
-    except ValueError as e:
-        raise StoreError(f"{what} are not JSON ({e})") from None
-    if not isinstance(msgs, list) or not msgs or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in msgs
-    ):
-        raise StoreError(f'{what} must be a JSON list of {{"role": str, "content": str}} objects')
-
-
-def _label_problem(lab: LabelIn) -> str:
-    if len(lab.pair_id) > MAX_ID_CHARS:
-        return f"pair id {_short(lab.pair_id)} is longer than {MAX_ID_CHARS} characters"
-    if not lab.withdrawn and lab.preference not in (PREF_A, PREF_B, PREF_TIE, PREF_BOTH_BAD):
-        return "preference must be A, B, TIE or BOTH_BAD"
-    if lab.withdrawn and not (lab.idempotency_key and lab.revision > 0):
-        return "a withdrawal needs the idempotency key of the answer it withdraws and a revision > 0"
-    if lab.revision < 0:
-        return "revision must be ≥ 0"
-    if not lab.annotator or not lab.annotator.strip():
-        return "annotator is required"
-    if len(lab.annotator) > MAX_ID_CHARS:
-        return f"annotator is longer than {MAX_ID_CHARS} characters"
-    if lab.idempotency_key and len(lab.idempotency_key) > MAX_ID_CHARS:
-        return f"idempotency key is longer than {MAX_ID_CHARS} characters"
-    return ""

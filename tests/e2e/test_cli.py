@@ -39,7 +39,7 @@ def test_toyworld_build_reports_pi_ref_and_reuses_the_cache(tiny_world, cache_di
     out = run(client, "toyworld", "build", "--preset", "tiny", "--cache-dir", cache_dir)
     assert "reused from cache" in out and str(tiny_world.root) in out
     sft = tiny_world.info["sft_eval"]
-    assert f"{sft['mean']:.3f} ± {sft['se']:.3f}" in out
+    assert f"{sft['reward']:.3f} ± {sft['se']:.3f}" in out
     info = run(client, "toyworld", "info", "--world", tiny_world.root)
     assert "1480 train, 200 held out" in info
 
@@ -61,7 +61,7 @@ def test_eval_defaults_to_pi_ref(tiny_world, cache_dir):
     report = json.loads(out)
     sft = tiny_world.info["sft_eval"]  # the build evaluated the same 20 prompts with the same seed
     assert report["checkpoint"] == tiny_world.sft_checkpoint.id
-    assert (report["mean"], report["se"], report["n"]) == (sft["mean"], sft["se"], 20)
+    assert (report["reward"], report["se"], report["n"]) == (sft["reward"], sft["se"], 20)
 
 
 def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
@@ -107,7 +107,7 @@ def test_generate_train_and_evaluate_a_round(tiny_world, cache_dir, tmp_path):
     from activedpo_trainer.heldout import heldout_eval
 
     same = heldout_eval(load_model(ckpt), tiny_world.config, 10, 0, with_reference=True)  # what eval must print
-    assert (report["win_rate"], report["mean"]) == (round(same.win_rate, 4), round(same.mean, 4))
+    assert (report["win_rate"], report["reward"]) == (round(same.win_rate, 4), round(same.reward, 4))
 
     checked = json.loads(run(server, "checkpoint", "check", ckpt))
     assert checked["id"] == manifest["id"] and checked["lora_parameters"] > 0

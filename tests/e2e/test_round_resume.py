@@ -39,7 +39,7 @@ def outcome(run_dir) -> dict:
         "batch": [p["pair_id"] for p in json.loads((r / "batch.json").read_text())["pairs"]],
         "labels": (r / "labels.jsonl").read_text(),
         "exported": exported,
-        "reward": json.loads((r / "eval.json").read_text())["mean"],
+        "reward": json.loads((r / "eval.json").read_text())["reward"],
     }
 
 

@@ -494,7 +494,7 @@ def test_a_failed_sync_pass_is_retried_soon_on_a_new_connection(tiny_world, tmp_
     (up to two minutes) long after the server is back, so the label waiting in Label Studio would wait too."""
     import threading
 
-    from activedpo_client.labelstudio import SyncState, sync_loop, sync_once
+    from activedpo_client.lssync import SyncState, sync_loop, sync_once
     from activedpo_client.remote import ClientError
 
     class Unreachable:  # a channel in gRPC's reconnect backoff: every call fails at once
@@ -584,7 +584,7 @@ def test_a_sync_pass_cut_off_after_selecting_asks_the_same_question_again(tiny_w
     The retry must replay that request (same id, same size), not ask a different question under its id."""
     import httpx
 
-    from activedpo_client.labelstudio import SyncState, sync_once
+    from activedpo_client.lssync import SyncState, sync_once
 
     with serving(tmp_path, tiny_world, 6) as (server, client):
         project = LabelStudioProject("activedpo cut off", label_studio.url, label_studio.token)

@@ -22,7 +22,7 @@ from activedpo_server.cli import app as server_app
 from activedpo_server.distributed import RaySettings, featurize_on_ray
 from activedpo_server.engine import Engine, EngineConfig
 from activedpo_server.features import FeaturizerConfig, LoraSpec
-from activedpo_server.store import Candidates
+from activedpo_server.records import Candidates
 
 WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a", "reef coral shell"]
 LORA = LoraSpec(r=8, alpha=16)

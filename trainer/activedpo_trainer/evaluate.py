@@ -26,21 +26,27 @@ class EvalReport:
     """Mean reward ± standard error over ``n`` prompts (``samples`` sampled responses each; the standard
     error is over prompts, each prompt's mean being one observation)."""
 
-    mean: float
+    reward: float  # the mean reward (the name every run artifact gives it: eval.json, metrics.jsonl, reports)
     se: float
     n: int
     win_rate: float | None = None  # vs pi_ref (adapter disabled) on the same prompts; ties count 1/2
-    ref_mean: float | None = None
+    ref_reward: float | None = None
     ref_se: float | None = None
     samples: int = 1
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalReport:
+        """Also reads what earlier versions wrote (``mean``, ``ref_mean``), e.g. a cached world's SFT evaluation."""
+        legacy = {"mean": "reward", "ref_mean": "ref_reward"}
+        return cls(**{legacy.get(k, k): v for k, v in data.items()})
+
     def __str__(self) -> str:
-        s = f"mean reward {self.mean:.3f} ± {self.se:.3f} (n={self.n})"
+        s = f"mean reward {self.reward:.3f} ± {self.se:.3f} (n={self.n})"
         if self.win_rate is not None:
-            s += f", win-rate vs pi_ref {self.win_rate:.1%} (pi_ref {self.ref_mean:.3f} ± {self.ref_se:.3f})"
+            s += f", win-rate vs pi_ref {self.win_rate:.1%} (pi_ref {self.ref_reward:.3f} ± {self.ref_se:.3f})"
         return s
 
 
@@ -97,12 +103,12 @@ def evaluate_policy(
     rewards = per_prompt(generate(model, tokenizer, prompts, samples, settings, seed=seed, progress=progress))
     mean, se = mean_and_se(rewards)
     if not with_reference:
-        return EvalReport(mean=mean, se=se, n=len(rewards), samples=samples)
+        return EvalReport(reward=mean, se=se, n=len(rewards), samples=samples)
     with model.disable_adapter():
         ref_rewards = per_prompt(generate(model, tokenizer, prompts, samples, settings, seed=seed))
     ref_mean, ref_se = mean_and_se(ref_rewards)
     wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rewards, ref_rewards, strict=True)]
-    return EvalReport(mean, se, len(rewards), win_rate=float(np.mean(wins)), ref_mean=ref_mean, ref_se=ref_se,
+    return EvalReport(mean, se, len(rewards), win_rate=float(np.mean(wins)), ref_reward=ref_mean, ref_se=ref_se,
                       samples=samples)  # fmt: skip
 
 

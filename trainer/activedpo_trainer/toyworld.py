@@ -145,6 +145,10 @@ def load_toyworld(path: str | Path) -> ToyWorld:
         )
     try:
         info = json.loads(info_path.read_text())
+        if "sft_eval" in info:  # a world cached by an earlier version named the reward "mean"
+            from activedpo_trainer.evaluate import EvalReport
+
+            info["sft_eval"] = EvalReport.from_dict(info["sft_eval"]).to_dict()
         config = ToyWorldConfig(**info["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"corrupt toy world description {info_path}: {e}") from e

@@ -13,6 +13,7 @@ import typer
 
 from activedpo_client import __version__
 from activedpo_client.cli import jobs, labelstudio, rounds, select, toyworld
+from activedpo_client.cli.bench import ListsCommand, bench_cmd
 from activedpo_client.cli.common import console
 from activedpo_core.options import renamed
 
@@ -47,8 +48,7 @@ app.command("select")(select.select_cmd)
 app.command("status")(rounds.status_cmd)
 app.command("export")(rounds.export_cmd)
 app.command("quickstart")(rounds.quickstart_cmd)
-app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-            add_help_option=False)(rounds.bench_cmd)  # fmt: skip
+app.command("bench", cls=ListsCommand)(bench_cmd)
 app.command("generate", cls=renamed(jobs.GENERATE_RENAMED, "activedpo-client generate"))(jobs.generate_cmd)
 app.command("eval", cls=renamed(toyworld.EVAL_RENAMED, "activedpo-client eval"))(toyworld.eval_cmd)
 app.add_typer(toyworld.app, name="toyworld")

@@ -73,7 +73,8 @@ def sync_cmd(
     """
     from contextlib import nullcontext
 
-    from activedpo_client.labelstudio import LabelStudioProject, WebhookReceiver, sync_loop
+    from activedpo_client.labelstudio import LabelStudioProject, WebhookReceiver
+    from activedpo_client.lssync import sync_loop
     from activedpo_client.remote import Connection, SelectorClient
 
     def say(message: str) -> None:  # one line, flushed: a log redirected to a file is readable as it grows

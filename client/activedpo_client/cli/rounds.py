@@ -1,4 +1,8 @@
-"""`activedpo-client round`, `status`, `export`, `quickstart`, `bench` and `labels import`: runs of the loop."""
+"""`activedpo-client round`, `status`, `export`, `quickstart`, `bench` and `labels import`: runs of the loop.
+
+Why one module of this length: six commands' option lists; each only maps its options onto settings and calls
+:mod:`activedpo_client.rounds` or :mod:`activedpo_client.rundir`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from activedpo_client.artifacts import RoundMetrics
 from activedpo_client.cli.common import (
     BudgetOpt,
     CacheDir,
@@ -175,7 +180,7 @@ def round_cmd(
 
     Re-running resumes: settings not given again are the run's own. RUN_DIR/config.toml records the options the
     run resolved (`round --config RUN_DIR/config.toml` reruns it)."""
-    from activedpo_client.rounds import AwaitingLabels
+    from activedpo_client.rundir import AwaitingLabels
     from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
 
@@ -238,20 +243,20 @@ def round_cmd(
             raise typer.Exit(3) from None
 
 
-def metrics_line(strategy: str, m: dict) -> str:
+def metrics_line(strategy: str, m: RoundMetrics) -> str:
     """One round's outcome; without an evaluator, the labels and the policy's agreement with them."""
-    agree = f", agreement with the new labels {m['agreement']:.1%}" if m.get("agreement") is not None else ""
-    if m.get("reward") is None:
-        return (f"{strategy} round {m['round']}: {m['labels']} labels{agree}; evaluation: none "
+    agree = f", agreement with the new labels {m.agreement:.1%}" if m.agreement is not None else ""
+    if m.reward is None:
+        return (f"{strategy} round {m.round}: {m.labels} labels{agree}; evaluation: none "
                 f"(pass --evaluate reward-model:PATH for held-out reward)")  # fmt: skip
-    acc = (f", preference accuracy {m['pref_acc']:.1%} ± {m['pref_acc_se']:.1%} (π_ref 50%)"
-           if m.get("pref_acc") is not None else "")  # fmt: skip
-    return (f"{strategy} round {m['round']}: {m['labels']} labels, reward {m['reward']:.3f} ± {m['se']:.3f} "
-            f"(π_ref {m['ref_reward']:.3f}), win-rate {m['win_rate']:.1%}{acc}{agree}")  # fmt: skip
+    acc = (f", preference accuracy {m.pref_acc:.1%} ± {m.pref_acc_se:.1%} (π_ref 50%)"
+           if m.pref_acc is not None else "")  # fmt: skip
+    return (f"{strategy} round {m.round}: {m.labels} labels, reward {m.reward:.3f} ± {m.se:.3f} "
+            f"(π_ref {m.ref_reward:.3f}), win-rate {m.win_rate:.1%}{acc}{agree}")  # fmt: skip
 
 
 def run_rounds_cli(run_dir, workload, config, rounds, spec: ServerSpec | None = None, label_studio=None,
-                   given=None, record=None) -> list[dict]:  # fmt: skip
+                   given=None, record=None) -> list[RoundMetrics]:  # fmt: skip
     from activedpo_client.rounds import run_rounds
     from activedpo_core.progress import progress_bars
 
@@ -270,7 +275,7 @@ def status_cmd(
     from rich.table import Table
 
     from activedpo_client.report import read_metrics
-    from activedpo_client.rounds import Run
+    from activedpo_client.rundir import Run
 
     with user_errors():
         run = Run.open(run_dir)
@@ -279,13 +284,12 @@ def status_cmd(
         for col in ("round", "labels", "reward ± SE", "π_ref", "win-rate", "agreement", "wall s"):
             table.add_column(col, justify="right")
         for m in rows:
-            cells = [str(m["round"]), str(m["labels"])]
-            if m.get("reward") is None:
+            cells = [str(m.round), str(m.labels)]
+            if m.reward is None:
                 cells += ["not evaluated", "—", "—"]
             else:
-                cells += [f"{m['reward']:.3f} ± {m['se']:.3f}", f"{m['ref_reward']:.3f}", f"{m['win_rate']:.1%}"]
-            agree = m.get("agreement")
-            cells += ["—" if agree is None else f"{agree:.1%}", f"{sum(m['seconds'].values()):.0f}"]
+                cells += [f"{m.reward:.3f} ± {m.se:.3f}", f"{m.ref_reward:.3f}", f"{m.win_rate:.1%}"]
+            cells += ["—" if m.agreement is None else f"{m.agreement:.1%}", f"{sum(m.seconds.values()):.0f}"]
             table.add_row(*cells)
         console.print(table)
         stack, client = server_for(run_dir, server, token, tls_ca)
@@ -322,15 +326,6 @@ def export_cmd(
                   f"{prefs.count('BOTH_BAD')} both unacceptable recorded, not written)")  # fmt: skip
     if line := agreement_line(answers):
         console.print(line)
-
-
-def bench_cmd(ctx: typer.Context) -> None:
-    """The label-efficiency benchmark: strategies × tasks × seeds, resumable (`bench --help` lists its options)."""
-    from activedpo_client.bench import main as bench_main
-
-    with user_errors():
-        code = bench_main(ctx.args)
-    raise typer.Exit(code)
 
 
 # the demo's projection: the paper's d = 8192 (every other command's default) makes the three rounds of two
@@ -403,28 +398,28 @@ def quickstart_cmd(
         for strategy in results:
             table.add_column(strategy, justify="right")
         first = next(iter(results.values()))
-        table.add_row("0 (π_ref)", "0", *[f"{r[0]['ref_reward']:.3f}" if r else "—" for r in results.values()])
+        table.add_row("0 (π_ref)", "0", *[f"{r[0].ref_reward:.3f}" if r else "—" for r in results.values()])
         for i, m in enumerate(first):
-            cells = [f"{r[i]['reward']:.3f} ± {r[i]['se']:.3f}" if i < len(r) else "—" for r in results.values()]
-            table.add_row(str(m["round"]), str(m["labels"]), *cells)
+            cells = [f"{r[i].reward:.3f} ± {r[i].se:.3f}" if i < len(r) else "—" for r in results.values()]
+            table.add_row(str(m.round), str(m.labels), *cells)
         console.print(table)
-        if all(r and r[0].get("pref_acc") is not None for r in results.values()):
-            acc = Table(title=f"preference accuracy of the implicit reward on {first[0]['pref_pairs']} judged held-out "
+        if all(r and r[0].pref_acc is not None for r in results.values()):
+            acc = Table(title=f"preference accuracy of the implicit reward on {first[0].pref_pairs} judged held-out "
                               "pairs (mean ± SE; π_ref 50%)")  # fmt: skip
             acc.add_column("round", justify="right")
             acc.add_column("labels", justify="right")
             for strategy in results:
                 acc.add_column(strategy, justify="right")
             for i, m in enumerate(first):
-                cells = [f"{r[i]['pref_acc']:.1%} ± {r[i]['pref_acc_se']:.1%}" if i < len(r) else "—"
+                cells = [f"{r[i].pref_acc:.1%} ± {r[i].pref_acc_se:.1%}" if i < len(r) else "—"
                          for r in results.values()]  # fmt: skip
-                acc.add_row(str(m["round"]), str(m["labels"]), *cells)
+                acc.add_row(str(m.round), str(m.labels), *cells)
             console.print(acc)
         from activedpo_client.report import multiseed_line
 
         console.print(multiseed_line(w.config.task))  # the committed multi-seed benchmark for this task
         for strategy, rows in results.items():
-            steps = {s: sum(m["seconds"][s] for m in rows) for s in rows[0]["seconds"]} if rows else {}
+            steps = {s: sum(m.seconds[s] for m in rows) for s in rows[0].seconds} if rows else {}
             detail = ", ".join(f"{s} {v:.0f} s" for s, v in steps.items())
             console.print(f"{strategy}: {wall[strategy]:.0f} s this invocation; all rounds: {detail}")
         console.print(f"plot: {plot}")
@@ -450,7 +445,7 @@ def labels_import_cmd(
     ] = False,
 ) -> None:
     """Validate finished labels against the round's batch and keep the valid rows for `round` to submit."""
-    from activedpo_client.rounds import Run, import_labels
+    from activedpo_client.rundir import Run, import_labels
 
     with user_errors():
         if file is None and not done:

@@ -111,8 +111,8 @@ def toyworld_check(
         console.print_json(json.dumps(result.to_dict()))
         return
     r = result.report
-    console.print(f"pi_ref (SFT):           mean held-out reward {r.ref_mean:.3f} ± {r.ref_se:.3f} (n={r.n})")
-    console.print(f"DPO on {result.pairs} pairs:     mean held-out reward {r.mean:.3f} ± {r.se:.3f} (n={r.n})")
+    console.print(f"pi_ref (SFT):           mean held-out reward {r.ref_reward:.3f} ± {r.ref_se:.3f} (n={r.n})")
+    console.print(f"DPO on {result.pairs} pairs:     mean held-out reward {r.reward:.3f} ± {r.se:.3f} (n={r.n})")
     console.print(
         f"win-rate vs pi_ref {r.win_rate:.1%}; mean reward gap within a pair {result.pair_reward_gap:.2f}; "
         f"DPO training {result.train_seconds:.1f} s"
@@ -136,7 +136,7 @@ def _print_world(world, cached: bool) -> None:
     )
     console.print(f"  prompts: {len(task.train_prompts())} train, {len(task.heldout_prompts())} held out")
     console.print(
-        f"  SFT policy (pi_ref) mean held-out oracle reward: {sft['mean']:.3f} ± {sft['se']:.3f} (n={sft['n']})"
+        f"  SFT policy (pi_ref) mean held-out oracle reward: {sft['reward']:.3f} ± {sft['se']:.3f} (n={sft['n']})"
     )
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from activedpo_client.bench import (
-    Arm,
-    against_activedpo,
-    auc,
-    claim,
-    curve,
-    labels_to_reach,
-    mean_ci,
-    paired_difference,
-    summarize,
-    verdicts,
-)
+from activedpo_client.artifacts import RoundMetrics
+from activedpo_client.bench.arms import Arm
+from activedpo_client.bench.runner import BenchSettings, claim
+from activedpo_client.bench.stats import auc, curve, labels_to_reach, mean_ci, paired_difference
+from activedpo_client.bench.tables import against_activedpo, summarize, verdicts
 
 
 def test_mean_ci_uses_student_t():
@@ -34,7 +29,7 @@ def test_auc_and_labels_to_reach():
 
 def test_summary_table_compares_with_random():
     def run(*rewards):
-        return [{"labels": 50 * (i + 1), "reward": r, "ref_reward": 0.0} for i, r in enumerate(rewards)]
+        return [RoundMetrics(round=i + 1, labels=50 * (i + 1), reward=r, ref_reward=0.0) for i, r in enumerate(rewards)]
 
     results = {"activedpo": {0: run(1.0, 2.0), 1: run(1.0, 2.0)}, "random": {0: run(0.5, 1.0), 1: run(0.5, 1.0)}}
     lines = summarize(results, 2)
@@ -45,17 +40,17 @@ def test_summary_table_compares_with_random():
 
 
 def run(*rewards):
-    return [{"labels": 50 * (i + 1), "reward": r, "ref_reward": 0.0} for i, r in enumerate(rewards)]
+    return [RoundMetrics(round=i + 1, labels=50 * (i + 1), reward=r, ref_reward=0.0) for i, r in enumerate(rewards)]
 
 
 def test_paired_difference_and_plain_verdicts():
     base = {0: run(0.0, 1.0), 1: run(0.0, 2.0), 2: run(0.0, 3.0)}
-    ahead = {s: run(0.0, rows[-1]["reward"] + 0.5 + 0.01 * s) for s, rows in base.items()}
+    ahead = {s: run(0.0, rows[-1].reward + 0.5 + 0.01 * s) for s, rows in base.items()}
     m, ci, n = paired_difference(ahead, base, 2)
     assert n == 3 and m == pytest.approx(0.51) and ci == pytest.approx(4.303 * 0.01 / 3**0.5)
     # unpaired, the spread of random's seeds (1, 2, 3) would swamp a 0.5 gain; paired it is clear
     noisy = {0: run(0.0, 1.4), 1: run(0.0, 2.6), 2: run(0.0, 3.0)}
-    lines = verdicts({"a": ahead, "b": {s: run(0, r[-1]["reward"] - 1) for s, r in base.items()}, "c": noisy,
+    lines = verdicts({"a": ahead, "b": {s: run(0, r[-1].reward - 1) for s, r in base.items()}, "c": noisy,
                       "random": base}, 2)  # fmt: skip
     assert lines[0].startswith("- a **beat random**: final reward +0.510")
     assert lines[1].startswith("- b **lost to random**")
@@ -67,8 +62,8 @@ def test_paired_difference_and_plain_verdicts():
 
 def test_other_arms_are_also_compared_with_activedpo():
     default = {0: run(0.0, 1.0), 1: run(0.0, 2.0), 2: run(0.0, 3.0)}
-    worse = {s: run(0.0, rows[-1]["reward"] - 0.5 + 0.01 * s) for s, rows in default.items()}
-    better = {s: run(0.0, rows[-1]["reward"] + 0.3 + 0.01 * s) for s, rows in default.items()}
+    worse = {s: run(0.0, rows[-1].reward - 0.5 + 0.01 * s) for s, rows in default.items()}
+    better = {s: run(0.0, rows[-1].reward + 0.3 + 0.01 * s) for s, rows in default.items()}
     results = {"activedpo": default, "random": default, "activedpo@raw": worse, "apo": better}
     lines = against_activedpo(results, 2)
     assert lines[0] == "Against `activedpo` at the default settings, paired by seed:"
@@ -77,9 +72,9 @@ def test_other_arms_are_also_compared_with_activedpo():
     assert len(lines) == 4  # random is compared with everything elsewhere
     assert against_activedpo({"activedpo": default, "random": default}, 2) == []
     assert against_activedpo({"activedpo@raw": worse, "random": default}, 2) == []
-    for rows in [*default.values(), *worse.values()]:
-        for r in rows:
-            r["pref_acc"] = r["reward"] / 10
+    for by_seed in (default, worse):
+        for seed, rows in by_seed.items():
+            by_seed[seed] = [replace(r, pref_acc=r.reward / 10) for r in rows]
     two = against_activedpo({"activedpo": default, "activedpo@raw": worse}, 2, ("reward", "pref_acc"))
     assert two[2].startswith("- activedpo@raw **lost to activedpo**: final reward -0.490")
     assert two[3].startswith("- activedpo@raw **lost to activedpo**: final pref_acc -0.049")
@@ -129,7 +124,7 @@ def test_a_claimed_run_is_skipped_by_others_until_released(tmp_path):
 
 
 def test_minimum_detectable_effect_at_80_percent_power():
-    from activedpo_client.bench import mde80, t95
+    from activedpo_client.bench.stats import mde80, t95
 
     assert mde80(0.5, 5) == pytest.approx((2.776 + 0.941) * 0.5 / 5**0.5)  # the 5 seeds: ~0.83
     assert mde80(0.5, 20) == pytest.approx((2.093 + 0.861) * 0.5 / 20**0.5)
@@ -139,7 +134,7 @@ def test_minimum_detectable_effect_at_80_percent_power():
 
 
 def test_preference_accuracy_curves_start_at_one_half():
-    rows = [{"labels": 50, "reward": 1.0, "ref_reward": -1.0, "pref_acc": 0.6}]
+    rows = [RoundMetrics(round=1, labels=50, reward=1.0, ref_reward=-1.0, pref_acc=0.6)]
     assert curve(rows) == ([0, 50], [-1.0, 1.0])
     assert curve(rows, "pref_acc") == ([0, 50], [0.5, 0.6])
     table = summarize({"a": {0: rows, 1: rows}, "random": {0: rows, 1: rows}}, 1, "pref_acc")
@@ -147,10 +142,11 @@ def test_preference_accuracy_curves_start_at_one_half():
 
 
 def test_labels_to_reach_with_a_bootstrap_interval_over_seeds():
-    from activedpo_client.bench import labels_to_reach_ci, power_table
+    from activedpo_client.bench.stats import labels_to_reach_ci
+    from activedpo_client.bench.tables import power_table
 
     def acc(*values):
-        return [{"labels": 50 * (i + 1), "reward": v, "ref_reward": 0.0, "pref_acc": 0.5 + v / 10}
+        return [RoundMetrics(round=i + 1, labels=50 * (i + 1), reward=v, ref_reward=0.0, pref_acc=0.5 + v / 10)
                 for i, v in enumerate(values)]  # fmt: skip
 
     base = {s: acc(0.5, 1.0 + 0.1 * s, 2.0 + 0.2 * s) for s in range(6)}  # random's final mean: 2.5
@@ -174,18 +170,15 @@ def test_labels_to_reach_with_a_bootstrap_interval_over_seeds():
 
 
 def test_dpo_settings_come_from_the_command_line_then_the_task_then_the_paper():
-    from argparse import Namespace
     from types import SimpleNamespace
 
-    from activedpo_client.bench import dpo_settings
     from activedpo_trainer.tasks import PAPER_DPO, recorded_dpo_settings
 
-    none = Namespace(dpo_lr=None, dpo_epochs=None, dpo_beta=None)
-    assert dpo_settings(none, SimpleNamespace(name="custom")) == PAPER_DPO
+    none = BenchSettings()
+    assert none.dpo(SimpleNamespace(name="custom")) == PAPER_DPO
     tuned = SimpleNamespace(name="t", dpo_settings={"lr": 3e-4})
-    assert dpo_settings(none, tuned) == PAPER_DPO | {"lr": 3e-4}
-    assert dpo_settings(Namespace(dpo_lr=1e-3, dpo_epochs=None, dpo_beta=0.2), tuned) == {"lr": 1e-3, "epochs": 4.0,
-                                                                                          "beta": 0.2}  # fmt: skip
+    assert none.dpo(tuned) == PAPER_DPO | {"lr": 3e-4}
+    assert BenchSettings(dpo_lr=1e-3, dpo_beta=0.2).dpo(tuned) == {"lr": 1e-3, "epochs": 4.0, "beta": 0.2}
     with pytest.raises(ValueError, match="unknown DPO settings \\['gamma'\\]"):
         recorded_dpo_settings(SimpleNamespace(name="t", dpo_settings={"gamma": 1}))
 
@@ -193,12 +186,12 @@ def test_dpo_settings_come_from_the_command_line_then_the_task_then_the_paper():
 def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
     import json
 
-    from activedpo_client.bench import summary
+    from activedpo_client.bench.report import summary
     from activedpo_client.report import multiseed_line
 
     base = {s: run(0.0, 1.0 + s) for s in range(4)}
     ahead = {s: run(0.0, 1.5 + s + 0.01 * s) for s in range(4)}
-    args = __import__("argparse").Namespace(rounds=2, budget=50)
+    args = BenchSettings(rounds=2, budget=50)
     arms = [Arm.parse("activedpo"), Arm.parse("random")]
     data = summary(args, arms, {("toy", 1000): {"activedpo": ahead, "random": base}})
     (c,) = data["comparisons"]
@@ -217,7 +210,8 @@ def test_the_quickstart_quotes_the_committed_multi_seed_result(tmp_path):
 
 
 def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
-    from activedpo_client.bench import schedule_pairs, schedule_table, summary
+    from activedpo_client.bench.report import summary
+    from activedpo_client.bench.tables import schedule_pairs, schedule_table
 
     arm = Arm.parse("activedpo@rounds=10,budget=15")
     assert (arm.rounds, arm.budget, arm.scheduled, Arm.parse("activedpo").scheduled) == (10, 15, True, False)
@@ -225,7 +219,8 @@ def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
         Arm.parse("activedpo@rounds=0")
 
     def many(final):
-        return [{"labels": 15 * (i + 1), "reward": final if i == 9 else 0.0, "ref_reward": 0.0} for i in range(10)]
+        return [RoundMetrics(round=i + 1, labels=15 * (i + 1), reward=final if i == 9 else 0.0, ref_reward=0.0)
+                for i in range(10)]  # fmt: skip
 
     random = {s: run(0.0, 0.0, 1.0 + s) for s in range(3)}
     own = {s: many(1.5 + s) for s in range(3)}
@@ -243,6 +238,41 @@ def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
     assert schedule_pairs(arms, ran, 3) == [(arm.spec, 10, same.spec, 10), (same.spec, 10, "random", 3)]
     lines = schedule_table(schedule_pairs(arms, ran, 3), ran, ["reward"])
     assert lines[2].startswith(f"| {arm.spec} | {same.spec} | 150 / 150 | reward | 2.500 ± 2.484 | +0.400 ± 0.248 |")
-    data = summary(__import__("argparse").Namespace(rounds=3, budget=50), arms, {("toy", 1000): ran})
+    data = summary(BenchSettings(rounds=3, budget=50), arms, {("toy", 1000): ran})
     got = {(c["arm"], c["baseline"]): c["mean"] for c in data["comparisons"]}
     assert got == {(arm.spec, same.spec): 0.4, (same.spec, "random"): 0.1}  # never a round-3 vs round-3 mix-up
+
+
+def test_bench_lists_take_space_or_comma_separated_values_and_the_last_flag_counts():
+    import typer
+    from typer.testing import CliRunner
+
+    from activedpo_client.cli.bench import ListsCommand, _ints, _split
+
+    app = typer.Typer()
+    got = {}
+
+    @app.command(cls=ListsCommand)
+    def cmd(arms: list[str] | None = typer.Option(None), seeds: list[str] | None = typer.Option(None),
+            rounds: int = 1) -> None:  # fmt: skip
+        got.update(arms=_split(arms, commas=False), seeds=_ints(seeds, "--seeds"), rounds=rounds)
+
+    @app.command()
+    def other() -> None: ...
+
+    argv = ["cmd", "--arms", "activedpo", "random", "--seeds", "0,1", "2", "--rounds", "3",
+            "--arms", "activedpo@rounds=10,budget=15", "random"]  # fmt: skip
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    # an arm's own settings keep their commas; a list given twice keeps its last values
+    assert got == {"arms": ("activedpo@rounds=10,budget=15", "random"), "seeds": (0, 1, 2), "rounds": 3}
+    with pytest.raises(ValueError, match="--seeds takes whole numbers"):
+        _ints(["0,x"], "--seeds")
+
+
+def test_bench_settings_resolve_paper_ablations_and_a_report_outside_the_tree(tmp_path):
+    from activedpo_client.bench.arms import ABLATION_ARMS, DEFAULT_ARMS
+
+    plain = BenchSettings(work_dir=tmp_path).resolved()
+    assert plain.out == tmp_path / "report" and plain.arms == tuple(DEFAULT_ARMS) and plain.proj_dim == 2048
+    paper = BenchSettings(paper=True, tasks=("toy", "signoff"), ablations=True).resolved()
+    assert (paper.proj_dim, paper.rounds, paper.tasks, paper.arms) == (8192, 10, ("toy",), tuple(ABLATION_ARMS))

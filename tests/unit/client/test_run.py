@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from activedpo_client.remote import ClientError
-from activedpo_client.rounds import RoundConfig, Run
+from activedpo_client.rundir import Run
+from activedpo_client.settings import RoundConfig
 
 WORKLOAD = {"kind": "model", "model": "/models/qwen2", "prompt_file": "/data/prompts.jsonl"}
 

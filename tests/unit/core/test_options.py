@@ -25,6 +25,14 @@ DIFFERS = {
     ("quickstart", "--run-dir"): "the parent of one run per strategy",
     ("quickstart", "--proj-dim"): "the demo's d = 2048 keeps it to minutes on two CPU cores (QUICKSTART_PROJ_DIM)",
     ("activedpo-server health", "--server"): "the server's own address: health checks a running server",
+    # the benchmark is a study with settings of its own (BenchSettings), under which its committed results ran
+    ("bench", "--proj-dim"): "the study's d = 2048 (BENCH_PROJ_DIM; --paper runs the paper's 8192 over 10 rounds)",
+    ("bench", "--rounds"): "three rounds per run, as the quickstart",
+    ("bench", "--prompts"): "a list of pool sizes (a pool-size study), 1000 as a round's",
+    ("bench", "--eval-prompts"): "every one of a toy world's 200 held-out prompts: less noise between arms",
+    ("bench", "--eval-samples"): "four samples per held-out prompt: less noise between arms",
+    ("bench", "--eval-pair-samples"): "six π_ref samples per held-out prompt: up to 15 judged pairs each",
+    ("bench", "--annotator"): "the toy world's oracle (the benchmark has no people; `round` picks by workload)",
 }
 OLD_NAMES = {"--prompts": "generate", "--base": "train dpo", "--beta": "train dpo", "--lr": "train dpo",
              "--epochs": "train dpo", "--mode": "train dpo", "--sample-seed": "eval",

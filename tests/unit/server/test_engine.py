@@ -11,7 +11,7 @@ from activedpo_core.checkpoint import CheckpointError
 from activedpo_server.engine import Engine, EngineConfig, NotReady
 from activedpo_server.errors import FailedPrecondition, NotFound
 from activedpo_server.features import FeaturizerConfig, LoraSpec
-from activedpo_server.store import Candidates, LabelIn
+from activedpo_server.records import Candidates, LabelIn
 
 WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
 

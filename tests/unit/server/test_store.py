@@ -13,18 +13,8 @@ import pytest
 
 from activedpo_core.lora import LoraSpec
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.store import (
-    PREF_A,
-    PREF_B,
-    PREF_BOTH_BAD,
-    PREF_TIE,
-    Candidates,
-    LabelIn,
-    PairText,
-    Store,
-    StoreError,
-    _lock_state_dir,
-)
+from activedpo_server.records import PREF_A, PREF_B, PREF_BOTH_BAD, PREF_TIE, Candidates, LabelIn, PairText, StoreError
+from activedpo_server.store import Store, _lock_state_dir
 
 
 def group(prompt, *texts, pool="", prompt_id=None):
@@ -233,7 +223,8 @@ def test_a_database_from_before_fresh_adapter_specs_gains_the_column(tmp_path):
 
 CHILD = """
 import sys
-from activedpo_server.store import Candidates, LabelIn, Store
+from activedpo_server.records import Candidates, LabelIn
+from activedpo_server.store import Store
 s = Store(sys.argv[1])
 s.add_candidates([Candidates("p%d" % i, [(None, "a"), (None, "b")]) for i in range(400)])
 pairs = [d.pair_id for d in s.pair_details(s.pool_view().pair_rows)]
@@ -303,7 +294,7 @@ def test_float16_feature_store_halves_the_rows_and_keeps_its_own_file(tmp_path):
 def test_degenerate_and_oversized_groups_are_refused_whole(store):
     """Issue 15, defects 4 and 8: a group of identical responses used to land silently with 0 pairs, and K and
     the pool tag were unbounded (one 5 KB group with K = 400 made 79,800 pairs)."""
-    from activedpo_server.store import MAX_RESPONSES_PER_GROUP
+    from activedpo_server.records import MAX_RESPONSES_PER_GROUP
 
     cases = [
         ([group("p", "a", "a", "a")], "item 1: all 3 responses are identical; a pair needs two different ones"),

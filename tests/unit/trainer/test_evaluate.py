@@ -30,7 +30,7 @@ def test_report_matches_the_oracle_on_the_sampled_responses(tiny_world):
     report = evaluate_policy(sft.model, sft.tokenizer, tiny_world.task, prompts, seed=4, max_new_tokens=16)
     responses = generate(sft.model, sft.tokenizer, prompts, 1, GenerationSettings(max_new_tokens=16), seed=4)
     expected = mean_and_se([tiny_world.task.reward(p, g[0]) for p, g in zip(prompts, responses, strict=True)])
-    assert (report.mean, report.se, report.n) == (*expected, 12)
+    assert (report.reward, report.se, report.n) == (*expected, 12)
     assert report.win_rate is None
     with pytest.raises(ValueError, match="needs a model with a LoRA adapter"):
         evaluate_policy(sft.model, sft.tokenizer, tiny_world.task, prompts, with_reference=True)
@@ -49,7 +49,7 @@ def test_an_adapter_equal_to_the_base_ties_pi_ref_everywhere(tiny_world, tmp_pat
         policy.model, policy.tokenizer, tiny_world.task, prompts, max_new_tokens=16, with_reference=True
     )
     assert report.win_rate == 0.5
-    assert report.ref_mean == report.mean and report.ref_se == report.se
+    assert report.ref_reward == report.reward and report.ref_se == report.se
     assert "win-rate vs pi_ref 50.0%" in str(report)
 
 
@@ -59,7 +59,7 @@ def test_a_different_policy_wins_or_loses(tiny_world, random_adapter):
     report = evaluate_policy(
         policy.model, policy.tokenizer, tiny_world.task, prompts, max_new_tokens=16, with_reference=True
     )
-    assert report.mean != report.ref_mean  # a random adapter samples differently from pi_ref
+    assert report.reward != report.ref_reward  # a random adapter samples differently from pi_ref
     # the same draws by hand: one sample each from the policy and from the base, same seed
     settings = GenerationSettings(max_new_tokens=16)
     mine = [g[0] for g in generate(policy.model, policy.tokenizer, prompts, 1, settings, seed=0)]
@@ -69,7 +69,7 @@ def test_a_different_policy_wins_or_loses(tiny_world, random_adapter):
     r_ref = [tiny_world.task.reward(p, y) for p, y in zip(prompts, ref, strict=True)]
     wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(r_mine, r_ref, strict=True)]
     assert report.win_rate == pytest.approx(sum(wins) / len(wins))
-    assert report.mean == pytest.approx(sum(r_mine) / len(r_mine))
+    assert report.reward == pytest.approx(sum(r_mine) / len(r_mine))
 
 
 def test_a_reward_model_scores_the_policy_against_pi_ref(tiny_world, random_adapter, tmp_path):
@@ -84,7 +84,7 @@ def test_a_reward_model_scores_the_policy_against_pi_ref(tiny_world, random_adap
                              with_reference=True)  # fmt: skip
     settings = GenerationSettings(max_new_tokens=16)
     mine = [g[0] for g in generate(policy.model, policy.tokenizer, prompts, 1, settings, seed=0)]
-    assert report.mean == pytest.approx(-sum(len(y.split()) for y in mine) / len(mine))
+    assert report.reward == pytest.approx(-sum(len(y.split()) for y in mine) / len(mine))
 
 
 def test_several_samples_per_prompt_average_per_prompt_first(tiny_world):
@@ -95,7 +95,7 @@ def test_several_samples_per_prompt_average_per_prompt_first(tiny_world):
     per_prompt = [np.mean([tiny_world.task.reward(p, y) for y in g]) for p, g in zip(prompts, groups, strict=True)]
     mean, se = mean_and_se(per_prompt)
     assert (report.n, report.samples) == (6, 3)
-    assert report.mean == pytest.approx(mean) and report.se == pytest.approx(se)
+    assert report.reward == pytest.approx(mean) and report.se == pytest.approx(se)
     with pytest.raises(ValueError, match="samples must be at least 1"):
         evaluate_policy(sft.model, sft.tokenizer, tiny_world.task, prompts, samples=0)
 

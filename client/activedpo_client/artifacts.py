@@ -1,0 +1,172 @@
+"""What a run directory holds, as types: each step's result (``rounds/NNN/state.json``), the round's evaluation
+(``eval.json``) and its metrics (one line of ``metrics.jsonl``). One name per quantity in all of them, in the
+report and in the benchmarks: ``reward`` (the held-out mean reward), ``ref_reward`` (π_ref's), ``pref_acc``, ...
+
+Files written by earlier versions are read too: the names they used (``mean``, ``ref_mean``, ``from``) map to
+today's, and a key this version does not know is kept out of the typed value (never an error on resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+LEGACY = {"mean": "reward", "ref_mean": "ref_reward", "from": "candidates"}  # the old spelling → today's
+
+
+class Record:
+    """A dataclass written as one JSON object: ``to_dict`` leaves out what is None, ``from_dict`` takes
+    today's names and the legacy ones, and drops what it does not know."""
+
+    KEEP_NONE: ClassVar[bool] = False  # metrics.jsonl keeps every key (a missing value is null, not absent)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)  # type: ignore[call-overload]
+        return d if self.KEEP_NONE else {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        out = {}
+        for k, v in data.items():
+            k = LEGACY.get(k, k) if k not in known else k
+            if k in known:
+                out[k] = v
+        return cls(**out)
+
+    def summary(self) -> str:
+        """``key value, ...`` for the progress line of a step, its wall time last."""
+        d = self.to_dict()
+        return ", ".join(f"{k} {v}" for k, v in [*((k, v) for k, v in d.items() if k != "seconds"),
+                                                 *(("seconds", d["seconds"]),) * ("seconds" in d)])  # fmt: skip
+
+
+# ---- the steps of a round (rounds/NNN/state.json) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepResult(Record):
+    seconds: float = 0.0  # the step's wall time
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generated(StepResult):
+    prompts: int  # prompts sampled this round
+    with_pairs: int  # of which at least two distinct non-empty responses came back
+
+
+@dataclass(frozen=True, kw_only=True)
+class Added(StepResult):
+    pairs: int  # candidate pairs the server now holds for the round's pool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selected(StepResult):
+    pairs: int  # pairs picked for labeling
+    candidates: int  # pairs they were picked from
+    checkpoint: str  # the checkpoint whose features chose them
+
+
+@dataclass(frozen=True, kw_only=True)
+class Annotated(StepResult):
+    labels: int
+    A: int | None = None  # preferred A (the rest: B, ties, both bad)
+    tie: int | None = None  # Label Studio: answered "tie"
+    both_bad: int | None = None
+    skipped: int | None = None  # Label Studio tasks skipped or cancelled
+    tasks: int | None = None
+    unlabeled: int | None = None  # people: pairs of the batch without a label (--done)
+    released: int | None = None  # of which leases were released back to the pool
+    truncated: int | None = None  # a reward model: responses cut to fit its context
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submitted(StepResult):
+    accepted: int
+    replayed: int  # labels the server held already (a retry): not counted twice
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trained(StepResult):
+    labels: int  # labels DPO trained on (every round's so far)
+    checkpoint: str  # the new checkpoint's id
+    agreement: float | None = None  # share of this round's A/B labels the policy already ranked the same way
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loaded(StepResult):
+    server_checkpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluated(StepResult):
+    """The round's held-out evaluation: ``eval.json`` and the evaluate step's result."""
+
+    evaluate: str  # the evaluator: oracle | reward-model:PATH | none
+    reward: float | None = None  # mean held-out reward of the policy's samples
+    se: float | None = None  # its standard error over prompts
+    n: int | None = None  # held-out prompts
+    samples: int | None = None  # responses sampled per prompt
+    win_rate: float | None = None  # against π_ref on the same prompts; ties count ½
+    ref_reward: float | None = None  # π_ref's mean held-out reward
+    ref_se: float | None = None
+    pref_pairs: int | None = None  # judged held-out pairs sampled from π_ref
+    pref_acc: float | None = None  # implicit reward vs the judge on them (π_ref: 0.5)
+    pref_acc_se: float | None = None
+    pref_pairs_policy: int | None = None  # judged held-out pairs sampled from this round's policy
+    pref_acc_policy: float | None = None
+    pref_acc_policy_se: float | None = None
+    truncated: int | None = None  # responses cut to fit the reward model's context
+
+
+STEP_RESULTS: dict[str, type[StepResult]] = {
+    "generate": Generated, "add": Added, "select": Selected, "annotate": Annotated, "submit": Submitted,
+    "train": Trained, "load": Loaded, "evaluate": Evaluated,
+}  # fmt: skip
+STEPS = tuple(STEP_RESULTS)  # in the order a round runs them
+
+
+def read_step(step: str, data: dict) -> StepResult:
+    return STEP_RESULTS[step].from_dict(data)
+
+
+# ---- a finished round (metrics.jsonl) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundMetrics(Record):
+    """One line of ``metrics.jsonl``: what the status table, the plot, the report and the benchmarks read."""
+
+    KEEP_NONE: ClassVar[bool] = True
+
+    round: int
+    labels: int  # labels trained on so far
+    reward: float | None = None  # held-out mean reward (None without an evaluator)
+    se: float | None = None
+    win_rate: float | None = None
+    ref_reward: float | None = None
+    pref_acc: float | None = None  # on π_ref's judged held-out pairs
+    pref_acc_se: float | None = None
+    pref_pairs: int | None = None
+    pref_acc_policy: float | None = None  # on pairs sampled from this round's policy
+    agreement: float | None = None
+    evaluate: str = "none"
+    checkpoint: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
+
+    @classmethod
+    def of_round(cls, r: int, trained: Trained, evaluated: Evaluated, seconds: dict[str, float]) -> RoundMetrics:
+        return cls(round=r, labels=trained.labels, reward=evaluated.reward, se=evaluated.se,
+                   win_rate=evaluated.win_rate, ref_reward=evaluated.ref_reward, pref_acc=evaluated.pref_acc,
+                   pref_acc_se=evaluated.pref_acc_se, pref_pairs=evaluated.pref_pairs,
+                   pref_acc_policy=evaluated.pref_acc_policy, agreement=trained.agreement,
+                   evaluate=evaluated.evaluate, checkpoint=trained.checkpoint, seconds=seconds)  # fmt: skip
+
+    def value(self, metric: str) -> float | None:
+        """A metric by name (``reward``, ``pref_acc``, ...), as the benchmark's tables ask for it."""
+        if metric not in METRIC_NAMES:
+            raise KeyError(f"unknown metric {metric!r}; one of {', '.join(METRIC_NAMES)}")
+        return getattr(self, metric)
+
+
+METRIC_NAMES = ("reward", "se", "win_rate", "ref_reward", "pref_acc", "pref_acc_se", "pref_acc_policy", "agreement")
