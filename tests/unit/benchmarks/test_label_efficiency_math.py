@@ -244,6 +244,8 @@ def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
 
 
 def test_bench_lists_take_space_or_comma_separated_values_and_the_last_flag_counts():
+    from typing import Annotated
+
     import typer
     from typer.testing import CliRunner
 
@@ -253,8 +255,8 @@ def test_bench_lists_take_space_or_comma_separated_values_and_the_last_flag_coun
     got = {}
 
     @app.command(cls=ListsCommand)
-    def cmd(arms: list[str] | None = typer.Option(None), seeds: list[str] | None = typer.Option(None),
-            rounds: int = 1) -> None:  # fmt: skip
+    def cmd(arms: Annotated[list[str] | None, typer.Option()] = None,
+            seeds: Annotated[list[str] | None, typer.Option()] = None, rounds: int = 1) -> None:  # fmt: skip
         got.update(arms=_split(arms, commas=False), seeds=_ints(seeds, "--seeds"), rounds=rounds)
 
     @app.command()
