@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Annotated
 
 import pytest
+import typer
 
 from activedpo_client.artifacts import RoundMetrics
 from activedpo_client.bench.arms import Arm
@@ -244,9 +246,6 @@ def test_an_arm_with_its_own_schedule_is_compared_at_its_final_round():
 
 
 def test_bench_lists_take_space_or_comma_separated_values_and_the_last_flag_counts():
-    from typing import Annotated
-
-    import typer
     from typer.testing import CliRunner
 
     from activedpo_client.cli.bench import ListsCommand, _ints, _split
