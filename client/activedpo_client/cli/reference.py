@@ -119,6 +119,8 @@ def render() -> str:
     for command, names in renamed:
         for old, new in names.items():
             lines.append(f"| `{command}` | `{old}` | `{new}` |")
+    lines += ["", "One old spelling changed its meaning instead: `activedpo-client eval --seed` was the toy world's "
+              "seed and is now the sampling seed, as in every other command; the world's is `--world-seed`.", ""]
     lines += ["", *_program("activedpo-client", client_app), *_program("activedpo-server", server_app)]
     return "\n".join(lines).rstrip() + "\n"
 
