@@ -31,9 +31,11 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # the edit loop: the unit tests only (no servers started, no rounds run), about two minutes on two cores
+# the edit loop: the unit tests but the one marked slow (the default world's DPO check, about two minutes
+# alone); `make test` runs it
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -n 2 tests/unit
+	$(BIN)/pytest -q -n 2 -m "not slow" tests/unit
 
 # the demo needs the project alone: no test tools, no Ray, no Label Studio
 DEMO_STAMP := $(VENV)/.installed-demo
