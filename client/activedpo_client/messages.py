@@ -183,17 +183,6 @@ class Label:
 
 
 @dataclass(frozen=True)
-class LabelResult:
-    pair_id: str
-    accepted: bool
-    reason: str = ""
-    label_id: int = 0
-    late: bool = False
-    replayed: bool = False
-    revised: bool = False  # replaced (or withdrew) the answer recorded under its key
-
-
-@dataclass(frozen=True)
 class ExportedLabel:
     label_id: int
     pair_id: str

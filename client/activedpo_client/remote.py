@@ -30,10 +30,10 @@ from activedpo_client.messages import (
     CandidatePair,
     ExportedLabel,
     Label,
-    LabelResult,
     LoadResult,
     ServerStatus,
 )
+from activedpo_core.labels import LabelResult
 from activedpo_core.lora import LoraSpec
 
 MAX_MESSAGE_BYTES = 64 << 20  # the server's limit too

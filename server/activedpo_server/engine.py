@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from activedpo_core.checkpoint import CheckpointManifest, resolve_checkpoint, resolve_device
+from activedpo_core.labels import LabelResult
 from activedpo_core.lora import LoraSpec
 from activedpo_core.progress import StageProgress
 from activedpo_core.settings import SelectionSettings
@@ -30,7 +31,7 @@ from activedpo_server.distributed import RaySettings
 from activedpo_server.errors import FailedPrecondition
 from activedpo_server.features import EmbeddingFeaturizer, FeaturizerConfig, GradientFeaturizer
 from activedpo_server.featurestore import FeatureStore
-from activedpo_server.records import AddResult, Candidates, ExportRow, LabelIn, LabelOut, PairText, Request, check_id
+from activedpo_server.records import AddResult, Candidates, ExportRow, LabelIn, PairText, Request, check_id
 from activedpo_server.store import Store
 from activedpo_server.strategies import LAM_STRATEGIES, Pool, get_strategy, strategy_class
 
@@ -353,7 +354,7 @@ class Engine:
         return dict(responses=int(rows.size), computed=len(active.features) - before,
                     checkpoint_id=active.manifest.id, feature_key=active.gradient.feature_key)  # fmt: skip
 
-    def submit_labels(self, labels: list[LabelIn], project: str = "") -> list[LabelOut]:
+    def submit_labels(self, labels: list[LabelIn], project: str = "") -> list[LabelResult]:
         """Durably record labels (V grows with them at the next selection)."""
         return self.store.submit_labels(labels, self.checkpoint_id, project=project)
 

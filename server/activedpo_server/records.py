@@ -93,17 +93,6 @@ class LabelIn:
     withdrawn: bool = False  # with a key and a larger revision: the person took the answer back
 
 
-@dataclass
-class LabelOut:
-    pair_id: str
-    accepted: bool
-    reason: str = ""
-    label_id: int = 0
-    late: bool = False
-    replayed: bool = False
-    revised: bool = False  # replaced (or withdrew) the answer recorded under its key
-
-
 @dataclass(frozen=True)
 class PairText:
     """A pair's ids and texts."""

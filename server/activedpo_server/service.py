@@ -21,12 +21,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from activedpo.v1 import selector_pb2 as pb
+from activedpo_core.labels import LabelResult
 from activedpo_core.lora import LoraSpec
 from activedpo_core.settings import MAX_LEASE_SECONDS
 from activedpo_server.checkpoints import FileSpec
 from activedpo_server.engine import Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
-from activedpo_server.records import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn, LabelOut
+from activedpo_server.records import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def batch_to_pb(b: Batch) -> pb.SelectedBatch:
                             lease_expires=_timestamp(b.lease_expires), candidates=b.candidates)  # fmt: skip
 
 
-def label_result_to_pb(r: LabelOut) -> pb.LabelResult:
+def label_result_to_pb(r: LabelResult) -> pb.LabelResult:
     return pb.LabelResult(pair_id=r.pair_id, accepted=r.accepted, reason=r.reason, label_id=r.label_id, late=r.late,
                           replayed=r.replayed, revised=r.revised)  # fmt: skip
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activedpo_core.labels import LabelResult
 from activedpo_core.lora import LoraSpec
 from activedpo_server.errors import NotFound, ResourceExhausted, is_disk_full
 from activedpo_server.records import (
@@ -43,7 +44,6 @@ from activedpo_server.records import (
     Candidates,
     ExportRow,
     LabelIn,
-    LabelOut,
     PairText,
     PoolView,
     Request,
@@ -476,7 +476,7 @@ class Store:
 
     def submit_labels(
         self, labels: Sequence[LabelIn], checkpoint_id: str, now: float | None = None, project: str = ""
-    ) -> list[LabelOut]:
+    ) -> list[LabelResult]:
         """Record the valid labels of ``project`` in one transaction and say, per item, what happened.
 
         Unknown pairs and malformed items are rejected with a reason; the others still commit. A known
@@ -488,13 +488,13 @@ class Store:
         now = time.time() if now is None else now
         check_id("project", project)
 
-        def go(c: sqlite3.Cursor) -> list[LabelOut]:
+        def go(c: sqlite3.Cursor) -> list[LabelResult]:
             out = []
             for lab in labels:
                 key = lab.idempotency_key or None
                 reason = label_problem(lab)
                 if reason and key and len(key) > MAX_ID_CHARS:
-                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
+                    out.append(LabelResult(lab.pair_id[:MAX_ID_CHARS], False, reason))
                     continue
                 prev = (
                     key
@@ -507,21 +507,21 @@ class Store:
                 if prev:
                     label_id, pair_id, late, pref, annotator, revision, pair_row = prev
                     if pair_id != lab.pair_id:
-                        out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False,
+                        out.append(LabelResult(lab.pair_id[:MAX_ID_CHARS], False,
                                             f"idempotency key {short(key)} was used for pair {pair_id}"))  # fmt: skip
                         continue
                     if reason:
-                        out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
+                        out.append(LabelResult(lab.pair_id[:MAX_ID_CHARS], False, reason))
                         continue
                     same = (WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator) == (pref, annotator)
                     if lab.revision <= revision or same:
                         if not same and lab.revision <= revision and not lab.revision:
-                            out.append(LabelOut(lab.pair_id, False, f"idempotency key {short(key)} holds another "
+                            out.append(LabelResult(lab.pair_id, False, f"idempotency key {short(key)} holds another "
                                                 "answer; send a larger revision to revise it"))  # fmt: skip
                             continue
                         if same and lab.revision > revision:  # the same answer, saved again: remember its revision
                             c.execute("UPDATE labels SET revision = ? WHERE id = ?", (lab.revision, label_id))
-                        out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=bool(late), replayed=True))
+                        out.append(LabelResult(lab.pair_id, True, label_id=label_id, late=bool(late), replayed=True))
                         continue
                     c.execute("DELETE FROM labels WHERE id = ?", (label_id,))
                     new_id = c.execute(
@@ -530,14 +530,14 @@ class Store:
                         (project, pair_row, WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator, key,
                          now, checkpoint_id, late, lab.revision),
                     ).lastrowid  # fmt: skip
-                    out.append(LabelOut(lab.pair_id, True, label_id=new_id, late=bool(late), revised=True))
+                    out.append(LabelResult(lab.pair_id, True, label_id=new_id, late=bool(late), revised=True))
                     continue
                 find = "SELECT rowid FROM pairs WHERE project = ? AND id = ?"
                 pair = None if reason else c.execute(find, (project, lab.pair_id)).fetchone()
                 if not reason and not pair:
                     reason = f"unknown pair id {short(lab.pair_id)}"
                 if reason:  # the answer never echoes more than an id's worth of what was sent
-                    out.append(LabelOut(lab.pair_id[:MAX_ID_CHARS], False, reason))
+                    out.append(LabelResult(lab.pair_id[:MAX_ID_CHARS], False, reason))
                     continue
                 lease = c.execute("SELECT expires FROM leases WHERE pair = ?", (pair[0],)).fetchone()
                 late = bool(lease and lease[0] < now)
@@ -547,7 +547,7 @@ class Store:
                     (project, pair[0], WITHDRAWN if lab.withdrawn else int(lab.preference), lab.annotator, key, now,
                      checkpoint_id, int(late), lab.revision),
                 ).lastrowid  # fmt: skip
-                out.append(LabelOut(lab.pair_id, True, label_id=label_id, late=late))
+                out.append(LabelResult(lab.pair_id, True, label_id=label_id, late=late))
             return out
 
         return self._write(go)
