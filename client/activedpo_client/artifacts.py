@@ -37,8 +37,9 @@ class Record:
     def summary(self) -> str:
         """``key value, ...`` for the progress line of a step, its wall time last."""
         d = self.to_dict()
-        return ", ".join(f"{k} {v}" for k, v in [*((k, v) for k, v in d.items() if k != "seconds"),
-                                                 *(("seconds", d["seconds"]),) * ("seconds" in d)])  # fmt: skip
+        if "seconds" in d:
+            d["seconds"] = d.pop("seconds")  # moved to the end
+        return ", ".join(f"{k} {v}" for k, v in d.items())
 
 
 # ---- the steps of a round (rounds/NNN/state.json) ----------------------------------------------------------
