@@ -14,7 +14,6 @@ import json
 import sys
 import tempfile
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,13 +21,9 @@ import typer
 
 from activedpo_core.lora import LoraSpec
 from activedpo_core.settings import Dtype, ProjectionSpec, resolve_dtype
+from activedpo_trainer.toyworld import Preset
 
 CHECK_BUDGET = 50  # pairs the check selects: a round's worth, to time greedy V⁻¹ at a realistic size
-
-
-class Preset(str, Enum):
-    default = "default"
-    tiny = "tiny"
 
 
 def host_check(

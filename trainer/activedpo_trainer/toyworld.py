@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,13 @@ WORLD_FORMAT = 1  # bump when a change to this module changes what a given confi
 MAX_POSITIONS = 64  # tokens a toy-world model holds: prompt, response and end of sequence
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+class Preset(str, Enum):
+    """The toy world's sizes (:meth:`ToyWorldConfig.preset`): the demo's, and a tiny one for tests."""
+
+    default = "default"
+    tiny = "tiny"
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,12 @@ import typer
 from rich.console import Console
 
 from activedpo_core.settings import Dtype, Strategy, resolve_dtype
+from activedpo_trainer.toyworld import Preset
 
 __all__ = ["Dtype", "Strategy", "resolve_dtype"]  # shared with the server's command line; the commands import here
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # paths in errors stay on one line
-
-
-class Preset(str, Enum):
-    default = "default"
-    tiny = "tiny"
 
 
 class DPOMode(str, Enum):
