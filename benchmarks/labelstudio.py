@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "labelstudio.md")
     args = ap.parse_args()
 
-    from activedpo_client.labelstudio import LabelStudioProject, start_local
+    from activedpo_client.labelstudio import LabelStudioProject
+    from activedpo_client.lslocal import start_local
     from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
     from activedpo_core.progress import quiet_libraries
     from activedpo_trainer.toyworld import ToyWorldConfig, build_toyworld

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from activedpo_client.labelstudio import LabelStudioProject, start_local
+from activedpo_client.labelstudio import LabelStudioProject
+from activedpo_client.lslocal import start_local
 from activedpo_client.messages import Batch, SelectedPair
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -124,7 +124,8 @@ def label_studio(tmp_path_factory):
         if os.environ.get("ACTIVEDPO_REQUIRE_LABEL_STUDIO"):
             pytest.fail(why)
         pytest.skip(why)
-    from activedpo_client.labelstudio import LabelStudioError, start_local
+    from activedpo_client.labelstudio import LabelStudioError
+    from activedpo_client.lslocal import start_local
 
     data = tmp_path_factory.mktemp("label-studio")
     try:

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from activedpo_core.lora import LoraSpec
 from activedpo_core.options import ConfigOpt, renamed, write_config
+from activedpo_core.program import run
 from activedpo_core.settings import Dtype, Projection, ProjectionSpec, SelectionSettings
 from activedpo_server import __version__
 from activedpo_server.distributed import RaySettings
@@ -402,5 +403,10 @@ def featurize_command(
     )
 
 
+def program() -> None:
+    """The ``activedpo-server`` program: the app, then an exit without the interpreter's teardown."""
+    run(app)
+
+
 if __name__ == "__main__":
-    app()
+    program()

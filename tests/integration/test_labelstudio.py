@@ -7,6 +7,7 @@ import json
 import re
 import time
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pytest
 from labeling_page import CHOICES, Page, conversation
@@ -157,6 +158,18 @@ def test_label_studio_errors_are_one_line(label_studio, monkeypatch):
         LabelStudioProject("x-project", label_studio.url, "0" * 40)  # a wrong token
     with pytest.raises(LabelStudioError, match="at least 3 characters"):
         LabelStudioProject("ab", label_studio.url, label_studio.token)
+
+
+def test_a_local_label_studio_starts_from_the_migrated_database_and_stays_offline(label_studio):
+    from activedpo_client.lslocal import DATABASE, migrated_database
+
+    started = label_studio.restart_args
+    log = Path(started["log"]).read_text()
+    template = migrated_database(started["binary"])  # built once per install (by `make install`)
+    assert ("Initializing database" in log) == (template is None)  # a copy: no migration at start
+    assert template is None or (template / DATABASE).stat().st_size > 100_000  # Label Studio's tables
+    assert "pypi.org" not in log  # no version check at run time
+    assert LabelStudioProject("offline check", label_studio.url, label_studio.token).id > 0  # the preset token works
 
 
 def ls_round_args(world, run_dir, budget: int, project: str, label_studio) -> list[str]:

@@ -55,3 +55,11 @@ app.add_typer(toyworld.app, name="toyworld")
 app.add_typer(jobs.train_app, name="train")
 app.add_typer(rounds.labels_app, name="labels")
 app.add_typer(labelstudio.app, name="labelstudio")
+
+
+def program() -> None:
+    """The ``activedpo-client`` program: the app, then an exit without the interpreter's teardown (about a
+    second with torch and gRPC loaded; :mod:`activedpo_core.program`)."""
+    from activedpo_core.program import run
+
+    run(app)

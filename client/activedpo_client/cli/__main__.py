@@ -1,3 +1,3 @@
-from activedpo_client.cli import app
+from activedpo_client.cli import program
 
-app()
+program()
