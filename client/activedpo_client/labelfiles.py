@@ -114,21 +114,22 @@ def instructions_html(path: Path | None) -> str:
 def task_data(pair, tag: str = "") -> dict:
     """A Label Studio task's data for a selected pair: what people see (the conversation as messages, both
     responses as rendered Markdown), the texts the model sees (``prompt``, ``response_a``, ``response_b``)
-    and the ids that link answers back (``pair_id``, ``rank``, ``activedpo_batch``), hidden from labelers."""
+    and the ids that link answers back (``pair_id``, ``rank``, ``activedpo_batch``) and ``audit`` (drawn at
+    random to audit the policy), hidden from labelers."""
     data = {"pair_id": pair.pair_id, "messages": pair.conversation(),
             "response_a_html": render_markdown(pair.response_a), "response_b_html": render_markdown(pair.response_b),
             "prompt": pair.prompt, "response_a": pair.response_a, "response_b": pair.response_b,
-            "rank": pair.rank}  # fmt: skip
+            "rank": pair.rank, "audit": pair.audit}  # fmt: skip
     return data | ({"activedpo_batch": tag} if tag else {})
 
 
 TO_LABEL_FIELDS = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id",
-                   "response_b_id")  # fmt: skip
+                   "response_b_id", "audit")  # fmt: skip
 
 
 def write_label_files(batch: Batch, directory: Path, name: str = "to_label.jsonl", prefix: str = "") -> list[Path]:
     """The files people label from, written atomically into ``directory``: ``name`` (one pair per
-    line: pair id, prompt, both responses, score, rank and ids), ``label_studio.json`` and
+    line: pair id, prompt, both responses, score, rank, ids and the audit flag), ``label_studio.json`` and
     ``label_config.xml`` (a Label Studio import and its labeling page), each name after ``prefix``."""
     rows = [{k: getattr(p, k) for k in TO_LABEL_FIELDS} for p in batch.pairs]
     out = []

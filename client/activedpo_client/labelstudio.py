@@ -43,7 +43,7 @@ class LabelStudioError(ClientError):
 
 # Task data people need not see (ids and ranks that invite bias, the model's texts: the page shows the
 # conversation and the rendered responses instead): hidden from the Data Manager's table.
-HIDDEN_COLUMNS = ("pair_id", "rank", "activedpo_batch", "prompt", "response_a", "response_b")
+HIDDEN_COLUMNS = ("pair_id", "rank", "activedpo_batch", "audit", "prompt", "response_a", "response_b")
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,10 @@ class SelectedPair:
     response_a_id: str = ""
     response_b_id: str = ""
     prompt_messages: str = ""  # the prompt's conversation (JSON) when the server holds one
+    audit: bool = False  # drawn uniformly at random to audit the policy, not by the strategy
+    # the selecting policy's log π_θ/π_ref of response A minus that of B (> 0: prefers A); None in batch files
+    # written before servers sent it
+    margin: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,7 +199,20 @@ class ExportedLabel:
     preference: str = ""  # A, B, TIE or BOTH_BAD
     idempotency_key: str = ""
     revision: int = 0
+    audit: bool = False  # the pair was selected as an audit pair
+    margin: float | None = None  # the selecting policy's margin (A minus B); None: the pair was never selected
 
     def dpo_row(self) -> dict:
         """The ``{"prompt", "chosen", "rejected"}`` row TRL's DPOTrainer and ``datasets`` read."""
         return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+
+
+@dataclass(frozen=True)
+class PoolDescription:
+    """How the server's current policy sees a pool (DescribePool)."""
+
+    pairs: int  # unleased, unlabeled pairs in the pool
+    pair_ids: tuple[str, ...]  # the pairs described: all, or a uniform sample
+    margins: tuple[float, ...]  # log π_θ/π_ref of response A minus that of B, per pair
+    scores: tuple[float, ...]  # φᵀV⁻¹φ against the labeled pairs, per pair
+    checkpoint_id: str

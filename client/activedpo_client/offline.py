@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activedpo_client.audit import audit_count, score, summary_line
 from activedpo_client.messages import Batch
 from activedpo_client.remote import ClientError
 from activedpo_client.settings import LabelStudioSpec, ServerSpec
@@ -40,6 +41,7 @@ class SelectSettings:
     strategy: str = SelectionSettings.strategy
     seed: int = SelectionSettings.seed
     lease_seconds: int = SelectionSettings.lease_seconds
+    audit_fraction: float = SelectionSettings.audit_fraction  # of the budget: audit pairs, drawn at random
     pool: str | None = None  # the pool's tag on the server (default: the candidates file's name)
     chat_template: str = ModelSpec.chat_template
     lora: LoraSpec = field(default_factory=LoraSpec)  # the adapter round one's features are the gradient of
@@ -48,6 +50,7 @@ class SelectSettings:
     state_dir: Path | None = None  # the embedded server's state (default: OUT's name + .server)
     annotator: str = "file"  # file (write the batch out) or label-studio (push it, collect the answers)
     ls_project: str | None = None  # --annotator label-studio: the project (an id, or a title created on first use)
+    describe_pairs: int = SelectionSettings.describe_pairs  # the pool section covers a sample of this many pairs
 
     @property
     def tag(self) -> str:
@@ -70,6 +73,7 @@ class Selection:
     pool_seconds: float  # of which reading and sending the pool
     skipped: int = 0  # pool rows with fewer than two distinct responses
     skipped_at: tuple[str, ...] = ()  # the first few of them
+    pool_report: tuple[str, ...] = ()  # the pool section (activedpo_client.poolreport)
 
     def line(self) -> str:
         skipped = ""
@@ -92,11 +96,6 @@ def select_offline(s: SelectSettings, spec: ServerSpec, stack: ExitStack, ls: La
 
     from activedpo_client.labelfiles import write_label_files
     from activedpo_client.labelstudio import LabelStudioProject
-    from activedpo_client.pool import add_pool, import_labeled, read_labeled, read_pool
-    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
-    from activedpo_client.rounds import ensure_server_checkpoint
-    from activedpo_core.checkpoint import resolve_checkpoint
-    from activedpo_trainer.prompts import PromptRenderer
 
     t0 = time.perf_counter()
     project = None
@@ -105,6 +104,67 @@ def select_offline(s: SelectSettings, spec: ServerSpec, stack: ExitStack, ls: La
             raise ValueError("--annotator label-studio needs --ls-project (an id, or a title created on first use)")
         ls = ls or LabelStudioSpec()
         project = LabelStudioProject(s.ls_project, ls.url, ls.api_key, ls.project)  # checked before any work
+    opened = open_pool(s, spec, stack, bars, say)
+    client, stats = opened.client, opened.stats
+    report, _ = pool_section(s, client)  # the pool before this batch leaves it
+    with bars(transient=True) if bars else nullcontext(None) as bar:
+        # the same command again (same --out, same labels) is a retry and gets the batch leased for it; another
+        # --out or other labels (the next step of select → label → select) asks for a new batch
+        audit = audit_count(s.budget, s.audit_fraction)
+        key = f"{s.tag}|{s.budget}|{s.strategy}|{s.seed}|{opened.checkpoint}|{s.out.resolve()}|{_digest(s.labeled)}"
+        key += f"|audit {audit}" if audit else ""  # as before without audit pairs: a retry finds its batch
+        request = "select-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+        batch = client.select(s.budget, s.strategy, s.tag, s.lease_seconds, s.seed, "activedpo-client select", bar,
+                              request_id=request, audit=audit)  # fmt: skip
+    files = write_label_files(batch, s.out.parent, name=s.out.name, prefix=s.out.stem + ".")
+    selection = Selection(batch, request, opened.pairs, tuple(files), time.perf_counter() - t0,
+                          opened.seconds, stats.get("skipped", 0), tuple(stats.get("skipped_at", ())),
+                          tuple(report))  # fmt: skip
+    return selection, client, project
+
+
+def pool_section(s: SelectSettings, client, beta: float | None = None):
+    """What ``pool report`` says of ``s.candidates`` (the histograms aside): (its lines, the policy's view);
+    β is DPO's default unless given."""
+    from activedpo_client.pool import read_pool
+    from activedpo_client.poolreport import of_description, prediction, text_stats
+    from activedpo_core.checkpoint import resolve_checkpoint
+    from activedpo_trainer.dpo import DPOSettings
+    from activedpo_trainer.prompts import PromptRenderer
+
+    beta = DPOSettings.beta if beta is None else beta
+    view = of_description(client.describe_pool(s.tag, s.describe_pairs), beta)
+    ref = str(Path(s.model).resolve()) if Path(s.model).exists() else s.model
+    render = PromptRenderer(_tokenizer(resolve_checkpoint(ref).base), s.chat_template)  # as the server was sent it
+    text = text_stats(read_pool(s.candidates, render, {}))
+    return [*text.lines(), *view.lines(beta), f"what it predicts: {prediction(text, view)}"], view
+
+
+@dataclass(frozen=True)
+class OpenPool:
+    """A server serving the policy and holding the pool (and the labels so far): what select and the pool
+    report start from."""
+
+    client: object  # SelectorClient
+    pairs: int  # pairs of the pool on the server
+    stats: dict  # the pool file's counts (rows, skipped, …)
+    checkpoint: str  # the policy's checkpoint id
+    seconds: float  # to here
+
+
+def open_pool(s: SelectSettings, spec: ServerSpec, stack: ExitStack, bars: Callable | None = None,
+              say: Callable[[str], None] = print) -> OpenPool:  # fmt: skip
+    """Check every input before a server starts, start the embedded server or reach a remote one, make it serve
+    the policy (sending what a remote server lacks), import the labels so far and send the pool."""
+    from contextlib import nullcontext
+
+    from activedpo_client.pool import add_pool, import_labeled, read_labeled, read_pool
+    from activedpo_client.remote import Connection, EmbeddedServer, SelectorClient
+    from activedpo_client.rounds import ensure_server_checkpoint
+    from activedpo_core.checkpoint import resolve_checkpoint
+    from activedpo_trainer.prompts import PromptRenderer
+
+    t0 = time.perf_counter()
     if not s.candidates.exists():
         raise FileNotFoundError(f"--candidates not found: {s.candidates}")
     if s.labeled is not None and not s.labeled.exists():
@@ -139,23 +199,23 @@ def select_offline(s: SelectSettings, spec: ServerSpec, stack: ExitStack, ls: La
         unanswered = f"; {got.unanswered} rows without an answer yet" if got.unanswered else ""
         say(f"{got.labels} labels from {s.labeled} condition the selection: {got.matched} on pairs the server "
             f"holds, {got.added} added as labeled pairs, {got.replayed} already recorded{unanswered}")  # fmt: skip
+        say(_audit_line(client))
     stats: dict = {}
     with bars(transient=True) if bars else nullcontext(None) as bar:
         sent = (lambda n: bar(READING, n, 0)) if bar else None
         added = add_pool(client, read_pool(s.candidates, render, stats), s.tag, progress=sent)
-        if added.pairs == 0:
-            raise ValueError(f"{s.candidates} holds no usable pair (each row needs two distinct responses)")
-        t_add = time.perf_counter() - t0
-        # the same command again (same --out, same labels) is a retry and gets the batch leased for it; another
-        # --out or other labels (the next step of select → label → select) asks for a new batch
-        key = f"{s.tag}|{s.budget}|{s.strategy}|{s.seed}|{manifest.id}|{s.out.resolve()}|{_digest(s.labeled)}"
-        request = "select-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-        batch = client.select(s.budget, s.strategy, s.tag, s.lease_seconds, s.seed, "activedpo-client select", bar,
-                              request_id=request)  # fmt: skip
-    files = write_label_files(batch, s.out.parent, name=s.out.name, prefix=s.out.stem + ".")
-    selection = Selection(batch, request, added.pairs, tuple(files), time.perf_counter() - t0, t_add,
-                          stats.get("skipped", 0), tuple(stats.get("skipped_at", ())))  # fmt: skip
-    return selection, client, project
+    if added.pairs == 0:
+        raise ValueError(f"{s.candidates} holds no usable pair (each row needs two distinct responses)")
+    return OpenPool(client, added.pairs, stats, manifest.id, time.perf_counter() - t0)
+
+
+def _audit_line(client) -> str:
+    """The selecting policies' accuracy on the answers this server holds for pairs it selected (scored with the
+    margins recorded at selection, before any training on them); where none, what it takes."""
+    answers = ((x.preference, x.audit, x.margin) for x in client.export_labels(include_ties=True))
+    line = summary_line(*score(answers), "the policies that selected them, before training on them")
+    return line or ("no answer on a pair this server selected, so no audit accuracy: label batches selected "
+                    "with this --state-dir or --server to see it")  # fmt: skip
 
 
 def _tokenizer(base: str):
@@ -236,7 +296,7 @@ def collect_from_label_studio(project, client, selection: Selection, out: Path, 
     for lab in pulled.labels:
         p = pairs[lab.pair_id]
         row = {"pair_id": p.pair_id, "preference": lab.preference, "annotator": lab.annotator,
-               "idempotency_key": lab.idempotency_key, "revision": lab.revision}  # fmt: skip
+               "idempotency_key": lab.idempotency_key, "revision": lab.revision} | ({"audit": True} if p.audit else {})
         if lab.preference in ("A", "B"):  # a DPO row; ties and "both unacceptable" are recorded, never trained on
             a, b = (p.response_a, p.response_b) if lab.preference == "A" else (p.response_b, p.response_a)
             row = {"prompt": p.prompt, "chosen": a, "rejected": b} | row

@@ -31,6 +31,7 @@ from activedpo_client.messages import (
     ExportedLabel,
     Label,
     LoadResult,
+    PoolDescription,
     ServerStatus,
 )
 from activedpo_core.labels import LabelResult
@@ -353,11 +354,15 @@ class SelectorClient:
         client: str = "activedpo-client",
         progress: Callable[[str, int, int], None] | None = None,
         request_id: str = "",
+        audit: int = 0,
     ) -> Batch:
+        """``budget`` pairs leased for labeling; ``audit`` of them drawn uniformly at random from the pool
+        (:func:`activedpo_core.audit.audit_count`) to estimate the policy's accuracy without the strategy's bias."""
         import grpc
 
         pb = self._pb
         request = pb.SelectBatchRequest(
+            audit=audit,
             budget=budget,
             strategy=strategy,
             pool=pool,
@@ -412,9 +417,18 @@ class SelectorClient:
             for r in self.stub.ExportLabels(request, metadata=self.metadata, timeout=self.connection.timeout):
                 yield ExportedLabel(r.label_id, r.pair_id, r.prompt, r.chosen, r.rejected, r.annotator,
                                     r.checkpoint_id, r.late, names.get(r.preference, ""), r.idempotency_key,
-                                    r.revision)  # fmt: skip
+                                    r.revision, r.audit, r.margin if r.HasField("margin") else None)  # fmt: skip
         except grpc.RpcError as e:
             raise self._error(e) from None
+
+
+    def describe_pool(self, pool: str = "", max_pairs: int = 0, seed: int = 0) -> PoolDescription:
+        """How the current policy sees ``pool``'s unleased, unlabeled pairs (at most ``max_pairs``, a uniform
+        sample; 0: the server's default): margins and ActiveDPO scores. Leases nothing."""
+        pb = self._pb
+        r = self._call(self.stub.DescribePool, pb.DescribePoolRequest(pool=pool, project=self.project,
+                                                                      max_pairs=max_pairs, seed=seed))  # fmt: skip
+        return PoolDescription(r.pairs, tuple(r.pair_ids), tuple(r.margins), tuple(r.scores), r.checkpoint_id)
 
 
 class EmbeddedServer:

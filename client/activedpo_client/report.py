@@ -28,7 +28,9 @@ def plot_rewards(series: dict[str, list[RoundMetrics]], out: Path, title: str = 
     """Held-out reward ± SE against labels used, one line per run; written atomically as PNG.
 
     Runs without an evaluator (``--evaluate none``) have no reward: the plot then shows, against
-    labels used, the policy's agreement with each round's new labels (from round two on).
+    labels used, the policy's agreement with each round's new labels (from round two on). Runs with audit
+    pairs get a second panel: the audit accuracy ± SE against the labels the audited policy was trained on,
+    and the accuracy on the strategy's picks (dashed).
     """
     import matplotlib
 
@@ -36,7 +38,11 @@ def plot_rewards(series: dict[str, list[RoundMetrics]], out: Path, title: str = 
     import matplotlib.pyplot as plt
 
     evaluated = any(r.reward is not None for rows in series.values() for r in rows)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    audited = any(r.audit_n for rows in series.values() for r in rows)
+    fig, axes = plt.subplots(1, 2 if audited else 1, figsize=(11 if audited else 6, 4), dpi=100, squeeze=False)
+    ax = axes[0][0]
+    if audited:
+        _plot_audit(axes[0][1], series)
     for name, rows in series.items():
         if evaluated:
             rows = [r for r in rows if r.reward is not None]
@@ -68,6 +74,27 @@ def plot_rewards(series: dict[str, list[RoundMetrics]], out: Path, title: str = 
         return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
+
+
+def _plot_audit(ax, series: dict[str, list[RoundMetrics]]) -> None:
+    for name, rows in series.items():
+        rows = [r for r in rows if r.audit_n]
+        if not rows:
+            continue
+        x = [r.labels_before for r in rows]
+        line = ax.errorbar(x, [r.audit_acc for r in rows], yerr=[r.audit_se for r in rows], marker="o", capsize=3,
+                           label=f"{name}: audit")  # fmt: skip
+        picks = [(r.labels_before, r.picks_acc) for r in rows if r.picks_n]
+        if picks:
+            ax.plot(*zip(*picks, strict=True), ls="--", marker=".", color=line.lines[0].get_color(),
+                    label=f"{name}: its picks")  # fmt: skip
+    ax.set_xlabel("labels the audited policy was trained on")
+    ax.set_ylabel("preference accuracy (audit labels, ± SE)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    ax.set_title("unbiased accuracy on the pool")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 MULTISEED_REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "label_efficiency"

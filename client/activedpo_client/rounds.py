@@ -52,6 +52,7 @@ from activedpo_client.artifacts import (
     Trained,
     read_step,
 )
+from activedpo_client.audit import RoundAudit, audit_count, curve, score, stall_hint
 from activedpo_client.messages import Batch, CandidateGroup, Label
 from activedpo_client.remote import ClientError, SelectorClient
 from activedpo_client.rundir import AwaitingLabels, Run, read_jsonl
@@ -158,10 +159,42 @@ class RoundRunner:
     def _select(self) -> Selected:
         cfg = self.run.config
         self._server_has_current_checkpoint()
+        truth = self._pool_accuracy()
         batch = self.client.select(cfg.budget, cfg.strategy, self.pool, cfg.lease_seconds, cfg.seed, self.run.run_id,
-                                   progress=self.progress, request_id=f"{self.pool}-select")  # fmt: skip
+                                   progress=self.progress, request_id=f"{self.pool}-select",
+                                   audit=audit_count(cfg.budget, cfg.audit_fraction))  # fmt: skip
         write_json(self.dir / "batch.json", batch.to_dict())
-        return Selected(pairs=len(batch.pairs), candidates=batch.candidates, checkpoint=batch.checkpoint_id)
+        return Selected(pairs=len(batch.pairs), candidates=batch.candidates, checkpoint=batch.checkpoint_id,
+                        audit=sum(p.audit for p in batch.pairs), pool_acc_oracle=truth)  # fmt: skip
+
+    def _pool_accuracy(self) -> float | None:
+        """With the toy world's Bradley–Terry oracle as the annotator: the selecting policy's expected preference
+        accuracy on every pair of this round's pool under that label model (½ where it has no preference), what
+        the audit estimate estimates; None with any other annotator."""
+        from activedpo_core.sequences import sequence_logprobs
+        from activedpo_trainer.tasks import sigmoid
+
+        if self.run.config.annotator_spec.kind != "oracle":
+            return None
+        groups = read_jsonl(self.dir / "candidates.jsonl")
+        prompts = [g["prompt"] for g in groups for _ in g["responses"]]
+        responses = [r for g in groups for r in g["responses"]]
+        ratio = np.zeros(len(responses))  # π_ref itself before round one's training: no preference
+        if self.run.checkpoint and responses:
+            policy = self._load_policy()
+            ratio = sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
+            with policy.model.disable_adapter():
+                ratio = ratio - sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
+        reward = [self.workload.oracle.reward(p, r) for p, r in zip(prompts, responses, strict=True)]
+        credits, start = [], 0
+        for g in groups:
+            n = len(g["responses"])
+            for i in range(start, start + n):
+                for j in range(i + 1, start + n):
+                    p_a, d = sigmoid(reward[i] - reward[j]), ratio[i] - ratio[j]
+                    credits.append(0.5 if d == 0 else p_a if d > 0 else 1.0 - p_a)
+            start += n
+        return round(float(np.mean(credits)), 4) if credits else None
 
     def _batch(self) -> Batch:
         return Batch.from_dict(json.loads((self.dir / "batch.json").read_text()))
@@ -290,7 +323,8 @@ class RoundRunner:
 
     def _agreement(self) -> float | None:
         """Share of this round's A/B labels whose preferred response the current policy already ranked
-        higher by its implicit reward log π_θ/π_ref (before training on them); None while the policy is π_ref."""
+        higher by its implicit reward log π_θ/π_ref (before training on them); None while the policy is π_ref.
+        From the margins the server sent with the batch; a batch file without them is scored here."""
         from activedpo_core.sequences import sequence_logprobs
 
         if not self.run.checkpoint:
@@ -299,6 +333,9 @@ class RoundRunner:
         labels = [x for x in read_jsonl(self.dir / "labels.jsonl") if x["preference"] in ("A", "B")]
         if not labels:
             return None
+        if all(p.margin is not None for p in pairs.values()):
+            _, every = score((x["preference"], False, pairs[x["pair_id"]].margin) for x in labels)
+            return round(every.mean, 4)
         policy = self._load_policy()
         model, tok = policy.model, policy.tokenizer
         prompts = [pairs[x["pair_id"]].prompt for x in labels]
@@ -347,11 +384,11 @@ class RoundRunner:
 
         cfg = self.run.config
         judge = cfg.evaluate_spec
+        policy = self._load_policy(self.dir / "checkpoint")
         if judge.kind == "none":
-            result = Evaluated(evaluate="none")
+            result = Evaluated(evaluate="none", **self._drift(policy))
             write_json(self.dir / "eval.json", result.to_dict())
             return result
-        policy = self._load_policy(self.dir / "checkpoint")
         rm = None
         if judge.kind == "oracle":
             scorer = task_scorer(self.workload.oracle)
@@ -370,9 +407,26 @@ class RoundRunner:
         )  # fmt: skip
         accuracy = self._preference_accuracy(policy, scorer, held) if cfg.eval_pair_samples else {}
         truncated = rm.truncated if rm is not None else None  # responses cut to fit the RM's context
-        result = Evaluated(evaluate=str(judge), **report.to_dict(), **accuracy, truncated=truncated)
+        result = Evaluated(evaluate=str(judge), **report.to_dict(), **accuracy, truncated=truncated,
+                           **self._drift(policy))  # fmt: skip
         write_json(self.dir / "eval.json", result.to_dict())
         return result
+
+    def _drift(self, policy) -> dict:
+        """Drift from π_ref (:mod:`activedpo_trainer.drift`) on the held-out prompts, or on this round's own
+        prompts where none are held out (``--model`` without an evaluator)."""
+        from activedpo_trainer.drift import drift
+
+        cfg = self.run.config
+        prompts, on = self.workload.heldout_prompts()[: cfg.eval_prompts], "held-out"
+        if not prompts:
+            prompts, on = [g["prompt"] for g in read_jsonl(self.dir / "candidates.jsonl")][: cfg.eval_prompts], "round"
+        if not prompts:
+            return {}
+        d = drift(policy.model, policy.tokenizer, prompts, self.workload.generation.max_new_tokens,
+                  seed=cfg.seed + 104729, batch_size=self.workload.generation.batch_size)  # fmt: skip
+        return dict(kl_seq=d.kl_seq, kl_seq_se=d.kl_seq_se, kl_token=d.kl_token, ref_loglik=d.ref_loglik,
+                    ref_loglik_ref=d.ref_loglik_ref, drift_prompts=d.prompts, drift_on=on)  # fmt: skip
 
     def _preference_accuracy(self, policy, scorer, held: list[str]) -> dict:
         """Preference accuracy of the policy's implicit reward on judged held-out pairs: pairs sampled once
@@ -406,10 +460,33 @@ class RoundRunner:
             out.update(pref_acc_policy=round(acc, 4), pref_acc_policy_se=round(se, 4), pref_pairs_policy=len(own))
         return out
 
+    def _audited(self) -> list[RoundAudit]:
+        """Every round's audit scores so far (this one included), from its batch (the server's margins and audit
+        flags) and its labels: the curve of :mod:`activedpo_client.audit`."""
+        from activedpo_client.report import read_metrics
+
+        trained = {m.round: m.labels for m in read_metrics(self.run.dir)}
+        rows = []
+        for r in range(1, self.r + 1):
+            d = self.run.round_dir(r)
+            if not (d / "batch.json").exists() or not (d / "labels.jsonl").exists():
+                continue
+            batch = Batch.from_dict(json.loads((d / "batch.json").read_text()))
+            pairs = {p.pair_id: p for p in batch.pairs}
+            answers = ((x["preference"], pairs[x["pair_id"]].audit, pairs[x["pair_id"]].margin)
+                       for x in read_jsonl(d / "labels.jsonl") if x["pair_id"] in pairs)  # fmt: skip
+            picked = sum(not p.audit for p in batch.pairs)
+            rows.append((r, trained.get(r - 1, 0), *score(answers), batch.candidates, picked))
+        return curve(rows)
+
     def _metrics(self) -> RoundMetrics:
         steps = {s: read_step(s, d) for s, d in self.state["steps"].items()}
         evaluated = Evaluated.from_dict(json.loads((self.dir / "eval.json").read_text()))
-        return RoundMetrics.of_round(self.r, steps["train"], evaluated, {s: steps[s].seconds for s in STEPS})
+        history = self._audited()
+        now = next((h for h in history if h.round == self.r and h.estimate is not None), None)
+        return RoundMetrics.of_round(self.r, steps["train"], evaluated, {s: steps[s].seconds for s in STEPS},
+                                     audited=now, hint=stall_hint(history) if now is not None else "",
+                                     selected=steps["select"])  # fmt: skip
 
 
 def ensure_server_checkpoint(client: SelectorClient, ref: str, lora: LoraSpec, progress=None,

@@ -84,7 +84,9 @@ def renderer(run: Run):
 
 
 JUDGE_SETTINGS = {"annotator", "evaluate", "ls_project"}  # may change while a run holds no label yet
-ROUND_SIZE = {"budget", "prompts", "responses"}  # may change between rounds: the next round not yet done uses them
+# may change between rounds: the next round not yet done uses them
+ROUND_SIZE = {"budget", "prompts", "responses", "audit_fraction"}
+BEFORE_AUDIT = {"audit_fraction": 0.0}  # a run.json from before audit pairs keeps running without them
 
 
 @dataclass
@@ -130,7 +132,8 @@ class Run:
                 inside = Path(run_dir) / checkpoint
                 checkpoint = str((inside if inside.exists() or not Path(checkpoint).exists() else
                                   Path(checkpoint)).resolve())  # fmt: skip
-            run = cls(Path(run_dir), stored, RoundConfig(**data["config"]), data["run_id"], data["rounds_done"],
+            run = cls(Path(run_dir), stored, RoundConfig(**{**BEFORE_AUDIT, **data["config"]}), data["run_id"],
+                      data["rounds_done"],
                       checkpoint, data.get("project", ""), data.get("server", ""))  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ClientError(f"{path} is damaged ({e}); restore it or start a new --run-dir") from None

@@ -77,6 +77,7 @@ class RoundConfig:
     eval_samples: int = 1  # responses sampled per held-out prompt for the reward (the SE is over prompts)
     eval_pair_samples: int = 4  # π_ref samples per held-out prompt for the judged pairs of preference accuracy (0: off)
     lease_seconds: int = SelectionSettings.lease_seconds
+    audit_fraction: float = SelectionSettings.audit_fraction  # of the budget: audit pairs, drawn at random
     evaluate: str = "oracle"  # oracle (toy world) | reward-model:PATH | none
     lora_r: int = LoraSpec.r  # the paper's LoRA: DPO's adapter and the server's fresh round-one adapter
     lora_alpha: int = LoraSpec.alpha
@@ -91,6 +92,8 @@ class RoundConfig:
                                    ("responses", self.responses, 2)):  # fmt: skip
             if value < least:
                 raise ValueError(f"--{name} must be at least {least}, got {value}")
+        if not 0.0 <= self.audit_fraction < 1.0:
+            raise ValueError(f"--audit-fraction must be in [0, 1), got {self.audit_fraction}")
         if self.dpo_mode not in ("continue", "retrain"):
             raise ValueError(f"dpo mode must be continue or retrain, got {self.dpo_mode!r}")
         if self.annotator == "label-studio" and not self.ls_project:

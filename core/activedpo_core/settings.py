@@ -80,7 +80,15 @@ class SelectionSettings:
     # retry gets the same batch back under its request id, and the server caps leases at 30 days
     lease_seconds: int = 7 * 24 * 3600
     seed: int = 0  # the random strategy's seed
+    # pairs a pool description (DescribePool, `pool report`, select's pool section) covers: a uniform sample of a
+    # larger pool
+    describe_pairs: int = 2_000
+    # the share of each batch drawn uniformly at random from the pool (audit pairs: an unbiased estimate of
+    # the policy's accuracy without a reward model); 0 turns it off. See benchmarks/README.md for the choice.
+    audit_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.lam <= 0 or self.lease_seconds < 1:
             raise ValueError(f"λ and the lease must be positive, got {self.lam} and {self.lease_seconds}")
+        if not 0.0 <= self.audit_fraction < 1.0:
+            raise ValueError(f"the audit fraction must be in [0, 1), got {self.audit_fraction}")

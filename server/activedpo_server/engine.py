@@ -5,6 +5,10 @@ drive the engine directly too. Methods block (model and database work): the serv
 off the event loop. Selections are serialized, so two callers never lease the same pair; a
 checkpoint loads beside the serving one and replaces it in one assignment once the labeled
 set's features are ready under it.
+
+Why one module of this length: :class:`Engine` is one class over one state (the store, the active checkpoint
+and its feature stores, the selection lock); select, describe and the checkpoint swap all read that state, and
+the strategies, audit pairs and features it calls live in modules of their own.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from activedpo_core.lora import LoraSpec
 from activedpo_core.progress import StageProgress
 from activedpo_core.settings import SelectionSettings
 from activedpo_server import __version__
+from activedpo_server.audit import pair_margins, with_audit
 from activedpo_server.checkpoints import CheckpointRegistry
 from activedpo_server.distributed import RaySettings
 from activedpo_server.errors import FailedPrecondition
@@ -90,6 +95,23 @@ class ScoredPair:
     text: PairText
     score: float
     rank: int
+    audit: bool = False  # drawn uniformly at random from the pool to audit the policy, not by the strategy
+    margin: float = 0.0  # the selecting policy's log π_θ/π_ref of response A minus that of B
+
+
+@dataclass(frozen=True)
+class PoolDescription:
+    """What :meth:`Engine.describe` says of a pool."""
+
+    pairs: int  # unleased, unlabeled pairs in the pool
+    pair_ids: list[str]  # the pairs described: all, or a uniform sample
+    margins: list[float]  # log π_θ/π_ref of response A minus that of B, per pair
+    scores: list[float]  # φᵀV⁻¹φ against the labeled pairs, per pair
+    checkpoint_id: str
+
+
+DESCRIBE_PAIRS = SelectionSettings.describe_pairs  # pairs a pool description covers by default
+MAX_DESCRIBE_PAIRS = 20_000  # its answer stays well under gRPC's 4 MB message limit
 
 
 @dataclass
@@ -269,26 +291,31 @@ class Engine:
         request_id: str = "",
         project: str = "",
         now: float | None = None,
+        audit: int = 0,
     ) -> Batch:
         """Choose ``budget`` of ``project``'s candidates and lease them.
+
+        ``audit`` of them are audit pairs (:mod:`activedpo_server.audit`), beside the strategy's ``budget −
+        audit`` picks; every pair carries the selecting policy's implicit-reward margin over β.
 
         A ``request_id`` is scoped to (project, client): a retry while its lease lasts returns the same
         batch; the same id with other parameters is refused (FailedPrecondition).
         """
         if not isinstance(budget, int) or budget <= 0:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        if not isinstance(audit, int) or not 0 <= audit <= budget:
+            raise ValueError(f"audit must be an integer between 0 and the budget ({budget}), got {audit!r}")
         for what, value in (("project", project), ("pool", pool), ("client", client), ("request_id", request_id),
                             ("strategy", strategy)):  # fmt: skip
             check_id(what, value)
         name = strategy or self.config.strategy
-        chooser = get_strategy(
-            name, self.config.research_strategies, **({"lam": self.config.lam} if name in LAM_STRATEGIES else {})
-        )
+        lam = {"lam": self.config.lam} if name in LAM_STRATEGIES else {}
+        chooser = get_strategy(name, self.config.research_strategies, **lam)
         active = self._active
         if active is None:
             raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")
-        params = json.dumps(dict(budget=budget, strategy=name, pool=pool, seed=seed, lease_seconds=lease_seconds),
-                            sort_keys=True)  # fmt: skip
+        params = dict(budget=budget, strategy=name, pool=pool, seed=seed, lease_seconds=lease_seconds)
+        params = json.dumps(params | ({"audit": audit} if audit else {}), sort_keys=True)  # as before when none
         request = Request(project, client, request_id, params) if request_id else None
         with self._select_lock:  # one selection at a time: leases never overlap
             now = time.time() if now is None else now
@@ -301,23 +328,55 @@ class Engine:
             expires = now + (lease_seconds or self.config.lease_seconds)
             if len(view.pair_rows) == 0:
                 return Batch([], active.manifest.id, name, lease_id, expires, 0)
-            rows, local = np.unique(np.concatenate([view.pairs.ravel(), view.labeled.ravel()]), return_inverse=True)
-            n_cand = view.pairs.size
-            pairs_local = local[:n_cand].reshape(-1, 2)
-            labeled_local = local[n_cand:].reshape(-1, 2)
-            response_prompt = np.empty(len(rows), dtype=np.int64)  # from the pool itself: no text is read
-            response_prompt[pairs_local] = view.pair_prompt[:, None]
-            response_prompt[labeled_local] = view.labeled_prompt[:, None]
-            source = _StoreSource(self, active, rows, progress)
-            device = resolve_device(self.config.features.device) if self.config.selection == "torch" else None
-            pool_ = Pool(pairs_local, response_prompt, source, labeled_local, device=device)
-            picks = chooser.select(pool_, budget, np.random.default_rng(seed))
-            chosen = [int(view.pair_rows[p.index]) for p in picks]
-            self.store.lease(chosen, lease_id, client, expires, now=now, scores=[p.score for p in picks],
-                             request=request)  # fmt: skip
+            pool_ = self._pool(view, active, progress)
+            picks = chooser.select(pool_, budget - audit, np.random.default_rng(seed)) if budget > audit else []
+            index, scores, flags = with_audit(picks, len(pool_.pairs), audit, seed)
+            margins = pair_margins(pool_, index)
+            chosen = [int(view.pair_rows[i]) for i in index]
+            self.store.lease(chosen, lease_id, client, expires, now=now, scores=scores, request=request,
+                             audit=flags, margins=margins)  # fmt: skip
             details = self.store.pair_details(chosen)
-        pairs = [ScoredPair(d, p.score, p.rank) for d, p in zip(details, picks, strict=True)]
+        pairs = [ScoredPair(d, s, rank, a, m)
+                 for rank, (d, s, a, m) in enumerate(zip(details, scores, flags, margins, strict=True))]  # fmt: skip
         return Batch(pairs, active.manifest.id, name, lease_id, expires, len(view.pair_rows))
+
+    def _pool(self, view, active: _Active, progress: StageProgress | None) -> Pool:
+        """The strategies' view of a pool: its candidate and labeled pairs over local response indices."""
+        rows, local = np.unique(np.concatenate([view.pairs.ravel(), view.labeled.ravel()]), return_inverse=True)
+        pairs_local, labeled_local = local[: view.pairs.size].reshape(-1, 2), local[view.pairs.size :].reshape(-1, 2)
+        response_prompt = np.empty(len(rows), dtype=np.int64)  # from the pool itself: no text is read
+        response_prompt[pairs_local] = view.pair_prompt[:, None]
+        response_prompt[labeled_local] = view.labeled_prompt[:, None]
+        source = _StoreSource(self, active, rows, progress)
+        device = resolve_device(self.config.features.device) if self.config.selection == "torch" else None
+        return Pool(pairs_local, response_prompt, source, labeled_local, device=device)
+
+    def describe(self, pool: str = "", project: str = "", max_pairs: int = DESCRIBE_PAIRS, seed: int = 0,
+                 progress: StageProgress | None = None) -> PoolDescription:  # fmt: skip
+        """How the current policy sees ``pool``'s unleased, unlabeled pairs (at most ``max_pairs`` of them, drawn
+        uniformly at random): each one's implicit-reward margin and its ActiveDPO score ``φᵀV⁻¹φ`` against the
+        labeled pairs (before any pick). Leases nothing."""
+        for what, value in (("project", project), ("pool", pool)):
+            check_id(what, value)
+        if not isinstance(max_pairs, int) or not 0 < max_pairs <= MAX_DESCRIBE_PAIRS:
+            raise ValueError(f"max_pairs must be between 1 and {MAX_DESCRIBE_PAIRS:,}, got {max_pairs!r}")
+        active = self._active
+        if active is None:
+            raise NotReady("no checkpoint is loaded; call LoadCheckpoint first")
+        view = self.store.pool_view(pool, project=project)
+        total = len(view.pair_rows)
+        if total == 0:
+            return PoolDescription(0, [], [], [], active.manifest.id)
+        keep = np.sort(np.random.default_rng([seed, 0xD35C]).choice(total, size=min(max_pairs, total), replace=False))
+        view = replace(view, pairs=view.pairs[keep], pair_prompt=view.pair_prompt[keep], pair_rows=view.pair_rows[keep])
+        pool_ = self._pool(view, active, progress)
+        scorer = get_strategy("activedpo-topb", research=True, lam=self.config.lam)
+        scores = np.empty(len(keep))
+        for pick in scorer.select(pool_, len(keep), np.random.default_rng(seed)):
+            scores[pick.index] = pick.score
+        margins = pair_margins(pool_, list(range(len(keep))))
+        ids = [d.pair_id for d in self.store.pair_details([int(r) for r in view.pair_rows])]
+        return PoolDescription(total, ids, margins, [float(x) for x in scores], active.manifest.id)
 
     def _held(self, request: Request, now: float) -> tuple[list[ScoredPair], str, float] | None:
         """The batch still leased for ``request``, or None; refuses a reuse with other parameters."""
@@ -333,9 +392,10 @@ class Engine:
                 f"request_id {request.request_id[:60]!r} was already used by this client with other parameters "
                 f"({params}); retry with the same parameters or use a new request_id"
             )
-        rows, scores, expires = held
-        details = self.store.pair_details(rows)
-        return [ScoredPair(d, s, r) for r, (d, s) in enumerate(zip(details, scores, strict=True))], lease_id, expires
+        details = self.store.pair_details(held.rows)
+        pairs = [ScoredPair(d, s, r, a, m)
+                 for r, (d, s, a, m) in enumerate(zip(details, held.scores, held.audit, held.margins, strict=True))]
+        return pairs, lease_id, held.expires
 
     def release(self, lease_id: str, pair_ids: list[str] | tuple = (), project: str = "") -> int:
         """Give leased pairs back to the pool; returns how many were still held."""

@@ -133,6 +133,19 @@ class ExportRow:
     late: bool
     idempotency_key: str = ""
     revision: int = 0
+    audit: bool = False  # the pair was leased as an audit pair
+    margin: float | None = None  # the selecting policy's margin (A minus B); None: the pair was never selected
+
+
+@dataclass(frozen=True)
+class LeasedBatch:
+    """The pairs of a lease still held, in rank order, as they were chosen."""
+
+    rows: list[int]
+    scores: list[float]
+    expires: float
+    audit: list[bool]
+    margins: list[float]
 
 
 @dataclass

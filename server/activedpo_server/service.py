@@ -25,7 +25,7 @@ from activedpo_core.labels import LabelResult
 from activedpo_core.lora import LoraSpec
 from activedpo_core.settings import MAX_LEASE_SECONDS
 from activedpo_server.checkpoints import FileSpec
-from activedpo_server.engine import Batch, Engine, LoadReport, Status
+from activedpo_server.engine import DESCRIBE_PAIRS, MAX_DESCRIBE_PAIRS, Batch, Engine, LoadReport, Status
 from activedpo_server.errors import FailedPrecondition, InvalidArgument
 from activedpo_server.records import MAX_ID_CHARS, AddResult, Candidates, ExportRow, LabelIn
 
@@ -155,6 +155,8 @@ def batch_to_pb(b: Batch) -> pb.SelectedBatch:
             response_a_id=p.text.response_a_id,
             response_b_id=p.text.response_b_id,
             prompt_messages=p.text.prompt_messages,
+            audit=p.audit,
+            margin=p.margin,
         )
         for p in b.pairs
     ]
@@ -171,7 +173,8 @@ def export_row_to_pb(r: ExportRow) -> pb.LabeledPair:
     return pb.LabeledPair(label_id=r.label_id, pair_id=r.pair_id, prompt=r.prompt, chosen=r.chosen,
                           rejected=r.rejected, preference=r.preference, annotator=r.annotator,
                           labeled_at=_timestamp(r.created), checkpoint_id=r.checkpoint_id, late=r.late,
-                          idempotency_key=r.idempotency_key, revision=r.revision)  # fmt: skip
+                          idempotency_key=r.idempotency_key, revision=r.revision, audit=r.audit,
+                          margin=r.margin)  # fmt: skip
 
 
 class _CallerGone(FailedPrecondition):
@@ -251,6 +254,8 @@ class SelectorService:
         _check(request)
         if not 0 < request.budget <= MAX_BUDGET:
             raise InvalidArgument(f"budget must be between 1 and {MAX_BUDGET:,}, got {request.budget}")
+        if not 0 <= request.audit <= request.budget:
+            raise InvalidArgument(f"audit must be between 0 and the budget ({request.budget}), got {request.audit}")
         if not 0 <= request.lease_seconds <= MAX_LEASE_SECONDS:
             raise InvalidArgument(f"lease_seconds must be between 0 (the server's default) and {MAX_LEASE_SECONDS:,} "
                                   f"(30 days), got {request.lease_seconds:,}")  # fmt: skip
@@ -273,6 +278,8 @@ class SelectorService:
                 progress,
                 request.request_id,
                 request.project,
+                None,
+                request.audit,
             )
         )
         delivered = False
@@ -300,14 +307,27 @@ class SelectorService:
                 return
             batch = work.result()
             if batch.pairs:  # (a retry with the same request id then chooses afresh)
-                task = asyncio.ensure_future(
-                    asyncio.to_thread(self.engine.release, batch.lease_id, (), request.project)
-                )
+
+                def release_now() -> None:
+                    released = self.engine.release(batch.lease_id, (), request.project)
+                    log.info("SelectBatch caller went away: lease %s released (%d pairs)", batch.lease_id, released)
+
+                task = asyncio.ensure_future(asyncio.to_thread(release_now))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
-                log.info("SelectBatch caller went away: lease %s released", batch.lease_id)
 
         return release
+
+    async def DescribePool(self, request, context):
+        _check(request)
+        _check_ids(request, "pool", "project")
+        if not 0 <= request.max_pairs <= MAX_DESCRIBE_PAIRS:
+            raise InvalidArgument(f"max_pairs must be between 0 (the default, {DESCRIBE_PAIRS:,}) and "
+                                  f"{MAX_DESCRIBE_PAIRS:,}, got {request.max_pairs:,}")  # fmt: skip
+        d = await asyncio.to_thread(self.engine.describe, request.pool, request.project,
+                                    request.max_pairs or DESCRIBE_PAIRS, request.seed)  # fmt: skip
+        return pb.DescribePoolResponse(pairs=d.pairs, pair_ids=d.pair_ids, margins=d.margins, scores=d.scores,
+                                       checkpoint_id=d.checkpoint_id)  # fmt: skip
 
     async def SubmitLabels(self, request, context):
         _check(request)

@@ -44,6 +44,7 @@ from activedpo_server.records import (
     Candidates,
     ExportRow,
     LabelIn,
+    LeasedBatch,
     PairText,
     PoolView,
     Request,
@@ -104,6 +105,8 @@ _ADDED_COLUMNS = [
     ("checkpoints", "lora", "TEXT"),  # a fresh adapter's spec (JSON)
     ("prompts", "messages", "TEXT"),  # the conversation a prompt was rendered from (JSON), for people
     ("labels", "revision", "INTEGER NOT NULL DEFAULT 0"),  # an answer's revision under its key
+    ("leases", "audit", "INTEGER NOT NULL DEFAULT 0"),  # drawn at random to audit the policy, not by the strategy
+    ("leases", "margin", "REAL"),  # the selecting policy's log π_θ/π_ref margin (A minus B); NULL: not known
 ]
 
 
@@ -401,24 +404,29 @@ class Store:
         now: float | None = None,
         scores: Sequence[float] | None = None,
         request: Request | None = None,
+        audit: Sequence[bool] | None = None,
+        margins: Sequence[float | None] | None = None,
     ):
-        """Lease the pairs (in rank order), remembering ``request`` for retries; refuses (StoreError)
-        if any pair is leased and unexpired."""
+        """Lease the pairs (in rank order) with what chose them (score, audit flag, the policy's margin),
+        remembering ``request`` for retries; refuses (StoreError) if any pair is leased and unexpired."""
         now = time.time() if now is None else now
         scores = list(scores) if scores is not None else [0.0] * len(pair_rows)
+        audit = list(audit) if audit is not None else [False] * len(pair_rows)
+        margins = list(margins) if margins is not None else [None] * len(pair_rows)
 
         def go(c: sqlite3.Cursor):
-            for rank, (row, score) in enumerate(zip(pair_rows, scores, strict=True)):
+            for rank, (row, score, flag, margin) in enumerate(zip(pair_rows, scores, audit, margins, strict=True)):
                 held = c.execute(
                     "SELECT expires FROM leases WHERE pair = ? AND expires > ?", (int(row), now)
                 ).fetchone()
                 if held:
                     raise StoreError(f"pair row {row} is already leased")
                 c.execute(
-                    "INSERT OR REPLACE INTO leases(pair, lease_id, client, expires, rank, score) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (int(row), lease_id, client, expires, rank, float(score)),
-                )
+                    "INSERT OR REPLACE INTO leases(pair, lease_id, client, expires, rank, score, audit, margin) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (int(row), lease_id, client, expires, rank, float(score), int(bool(flag)),
+                     None if margin is None else float(margin)),
+                )  # fmt: skip
             if request is not None:
                 c.execute(
                     "INSERT OR REPLACE INTO requests(project, client, request_id, params, lease_id) "
@@ -436,15 +444,18 @@ class Store:
         )
         return rows[0] if rows else None
 
-    def leased_batch(self, lease_id: str, now: float | None = None) -> tuple[list[int], list[float], float] | None:
-        """The pairs still leased under ``lease_id`` (rank order), their scores and the expiry; None if none."""
+    def leased_batch(self, lease_id: str, now: float | None = None) -> LeasedBatch | None:
+        """The pairs still leased under ``lease_id`` (rank order) as they were chosen; None if none."""
         now = time.time() if now is None else now
         rows = self._read(
-            "SELECT pair, score, expires FROM leases WHERE lease_id = ? AND expires > ? ORDER BY rank", (lease_id, now)
+            "SELECT pair, score, expires, audit, COALESCE(margin, 0.0) FROM leases WHERE lease_id = ? AND expires > ? "
+            "ORDER BY rank",
+            (lease_id, now),
         )
         if not rows:
             return None
-        return [r[0] for r in rows], [r[1] for r in rows], rows[0][2]
+        return LeasedBatch([r[0] for r in rows], [r[1] for r in rows], rows[0][2], [bool(r[3]) for r in rows],
+                           [r[4] for r in rows])  # fmt: skip
 
     def release(self, lease_id: str, pair_ids: Sequence[str] = (), project: str = "", now: float | None = None) -> int:
         """Return the unexpired pairs of ``lease_id`` (all, or those named) to the pool; how many were."""
@@ -559,19 +570,20 @@ class Store:
         while True:
             rows = self._read(
                 f"""SELECT l.id, p.id, x.text, a.text, b.text, l.preference, l.annotator, l.created,
-                           l.checkpoint_id, l.late, COALESCE(l.idempotency_key, ''), l.revision
+                           l.checkpoint_id, l.late, COALESCE(l.idempotency_key, ''), l.revision,
+                           COALESCE(s.audit, 0), s.margin
                     FROM labels l JOIN pairs p ON p.rowid = l.pair
                     JOIN prompts x ON x.rowid = p.prompt JOIN responses a ON a.rowid = p.a
-                    JOIN responses b ON b.rowid = p.b
+                    JOIN responses b ON b.rowid = p.b LEFT JOIN leases s ON s.pair = l.pair
                     WHERE l.id > ? AND l.project = ? AND l.preference IN {prefs} ORDER BY l.id LIMIT 500""",
                 (last, project),
             )
             if not rows:
                 return
-            for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late, key, rev in rows:
+            for lid, pid, prompt, a, b, pref, annotator, created, ckpt, late, key, rev, audit, margin in rows:
                 chosen, rejected = (b, a) if pref == PREF_B else (a, b)
                 yield ExportRow(lid, pid, prompt, chosen, rejected, pref, annotator, created, ckpt, bool(late), key,
-                                rev)  # fmt: skip
+                                rev, bool(audit), margin)  # fmt: skip
             last = rows[-1][0]
 
     # ---- checkpoints and counts -----------------------------------------------------------

@@ -211,6 +211,10 @@ def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, 
     assert "activedpo round 1: 4 labels; evaluation: none" in out
     m = jsonl(run_dir / "metrics.jsonl")[0]
     assert m["reward"] is None and m["labels"] == 4 and m["evaluate"] == "none"
+    # no evaluator, no held-out prompts: the drift from π_ref is measured on the round's own prompts
+    drifted = json.loads((r / "eval.json").read_text())
+    assert (drifted["drift_on"], drifted["drift_prompts"]) == ("round", len(jsonl(r / "candidates.jsonl")))
+    assert m["kl_seq"] == drifted["kl_seq"] and "KL(π_θ‖π_ref)" in out
     args = json.loads((run_dir / "server" / "args.json").read_text())
     project = json.loads((run_dir / "run.json").read_text())["project"]
     exported, status = server_state(run_dir / "server", args, project)
@@ -243,7 +247,8 @@ def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
     rows = jsonl(out_file)
     assert [r["rank"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(set(r) >= {"pair_id", "prompt", "response_a", "response_b", "score", "rank"} for r in rows)
-    scores = [r["score"] for r in rows]
+    scores = [r["score"] for r in rows if not r["audit"]]  # one audit pair of five, drawn at random, at score 0
+    assert sum(r["audit"] for r in rows) == 1 and all(r["score"] == 0.0 for r in rows if r["audit"])
     assert scores == sorted(scores, reverse=True)  # greedy: each pick had the largest remaining uncertainty
     sea_pair = {"<|user|> tell me about the sea <|assistant|>", " good nice", " bad"}
     assert not any({r["prompt"], r["response_a"], r["response_b"]} == sea_pair for r in rows)  # labeled: not offered
@@ -254,6 +259,14 @@ def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
     assert "5 of 12 pairs selected" in again and jsonl(out_file) == rows
     _, status = server_state(tmp_path / "batch.server", [str(a) for a in SMALL])
     assert status.annotations == 2 and status.labeled == 2 and status.leased == 5
+
+    # the batch answered and sent back with the next selection: its audit answer is scored
+    answered = write_jsonl(tmp_path / "answered.jsonl", [{"pair_id": r["pair_id"], "preference": "A",
+                                                           "annotator": "ann"} for r in rows])  # fmt: skip
+    nxt = invoke("select", "--model", gpt2_dir, "--candidates", candidates, "--budget", 2, "--out",
+                 tmp_path / "next.jsonl", "--labeled", answered, "--state-dir", tmp_path / "batch.server", *SMALL)
+    assert ("audit accuracy 0.50 ± 0.00 on 1 audit answers, 0.50 on the strategy's 4 picks (the policies that "
+            "selected them, before training on them)") in " ".join(nxt.split())  # π_ref's: no preference
 
     random_out = tmp_path / "random.jsonl"
     invoke("select", "--model", gpt2_dir, "--candidates", candidates, "--budget", 3, "--out", random_out,
@@ -294,3 +307,28 @@ def test_select_against_a_running_server_that_holds_no_checkpoint(gpt2_dir, tmp_
     assert status.checkpoint_id == f"base:{gpt2_dir.resolve()}" and status.leased == 2 and status.pool_size == 6
     assert status.fresh_adapter and status.adapter_line() == "fresh LoRA r=4, α=8, targets all-linear"
     assert not (tmp_path / "b.server").exists()  # no embedded server was started
+
+
+def test_pool_report_against_a_remote_server_leases_nothing(gpt2_dir, tmp_path):
+    from activedpo_client.remote import ClientError
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", [
+        {"prompt": f"tell me about the {w}", "responses": [" good nice", " Good, nice!", " very big red"]}
+        for w in ("sea", "sky", "rain", "sun")
+    ])  # fmt: skip
+    own = ["--proj-dim", "64", "--lora-r", "8", "--lora-alpha", "16"]
+    with EmbeddedServer(tmp_path / "remote", args=own) as server:
+        out = invoke("pool", "report", "--model", gpt2_dir, "--candidates", pool, "--server", server.target,
+                     "--plot", tmp_path / "pool.png", "--lora-r", 4, "--lora-alpha", 8)  # fmt: skip
+        said = " ".join(out.split())
+        assert "12 pairs over 4 prompts, 12 distinct responses" in said
+        assert "0 responses repeated verbatim under their prompt, 8 near-duplicates" in said
+        assert "differ only trivially" in said and ": 4 (33.3%)" in said  # " good nice" vs " Good, nice!"
+        assert "implicit-reward margin |β·Δ log π/π_ref| (β = 0.1)" in said and "100.0% of pairs below 0.1" in said
+        assert "what it predicts: the policy is π_ref (no DPO round yet)" in said
+        assert (tmp_path / "pool.png").read_bytes()[:4] == b"\x89PNG"
+        with SelectorClient(Connection(server.target)) as client:
+            status = client.status()
+            with pytest.raises(ClientError, match=r"max_pairs must be between 0 .* and 20,000, got 20,001"):
+                client.describe_pool(max_pairs=20_001)
+    assert (status.pool_size, status.leased, status.labeled) == (12, 0, 0)  # described, not leased

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from activedpo_client.cli import app
@@ -30,6 +32,7 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     monkeypatch.chdir(tmp_path)
     out = invoke(*round_args(tiny_world, "run", 1))  # a run dir named relative to where round 1 ran
     assert "round 1: 8 labels" in out
+    assert "audit 0.50 ± 0.00 (n 1)" in out  # π_ref has no preference: a coin flip, exactly
     assert json.loads((run_dir / "run.json").read_text())["checkpoint"] == "rounds/001/checkpoint"  # the dir may move
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
@@ -38,6 +41,27 @@ def test_two_rounds_advance_labels_checkpoints_metrics_and_the_server(tiny_world
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["labels"] for m in metrics] == [8, 16] and metrics[0]["checkpoint"] != metrics[1]["checkpoint"]
     assert all(set(m["seconds"]) >= {"generate", "select", "train", "evaluate"} for m in metrics)
+    # audit pairs: one of each batch's 8 (--audit-fraction 0.1), scored with the selecting policy's margins
+    batches = [json.loads((run_dir / "rounds" / f"00{r}" / "batch.json").read_text()) for r in (1, 2)]
+    assert [sum(p["audit"] for p in b["pairs"]) for b in batches] == [1, 1]
+    assert {p["margin"] for p in batches[0]["pairs"]} == {0.0} and all(p["margin"] for p in batches[1]["pairs"])
+    assert (metrics[0]["audit_acc"], metrics[0]["audit_se"], metrics[1]["labels_before"]) == (0.5, 0.0, 8)
+    labels = {x["pair_id"]: x["preference"] for x in map(json.loads, (run_dir / "rounds" / "002" / "labels.jsonl")
+                                                         .read_text().splitlines())}  # fmt: skip
+    credits = {p["audit"]: [] for p in batches[1]["pairs"]}
+    for p in batches[1]["pairs"]:
+        credits[p["audit"]].append(float((p["margin"] > 0) == (labels[p["pair_id"]] == "A")))
+    w = 7 / batches[1]["candidates"]  # the picks are the census of their stratum, the audit pair samples the rest
+    expected = w * np.mean(credits[False]) + (1 - w) * credits[True][0]
+    assert metrics[1]["audit_acc"] == pytest.approx(expected, abs=1e-4)
+    assert metrics[1]["picks_acc"] == pytest.approx(np.mean(credits[False]), abs=1e-4)
+    assert metrics[1]["gain"] == pytest.approx((metrics[1]["audit_acc"] - 0.5) / 8 * 100, abs=1e-3)
+    # what the audit estimates, known in the toy world: the selecting policy's expected accuracy on the whole pool
+    assert metrics[0]["pool_acc_oracle"] == 0.5 and metrics[1]["pool_acc_oracle"] != 0.5
+    # drift from π_ref, on the held-out prompts from the policy's own samples, in eval.json and the metrics
+    evals = [json.loads((run_dir / "rounds" / f"00{r}" / "eval.json").read_text()) for r in (1, 2)]
+    assert [(e["drift_on"], e["drift_prompts"]) for e in evals] == [("held-out", 8)] * 2
+    assert [m["kl_seq"] for m in metrics] == [e["kl_seq"] for e in evals] and "KL(π_θ‖π_ref)" in out
     run = json.loads((run_dir / "run.json").read_text())
     assert run["rounds_done"] == 2 and run["checkpoint"].endswith("rounds/002/checkpoint")
     # the embedded server kept its state: the round-2 checkpoint, 16 labels, each pair labeled once
@@ -82,10 +106,13 @@ def test_a_round_against_a_remote_server_that_starts_without_a_checkpoint(tiny_w
         args = round_args(tiny_world, tmp_path / "run", 1)
         out = invoke(*args[: args.index("--proj-dim")], "--server", server.target)
         assert f"loading checkpoint {tiny_world.sft_checkpoint.id} with a fresh LoRA r=128, α=512, targets " in out
-        assert "round 1: 8 labels" in out
-        client = SelectorClient(Connection(server.target))
+        assert "round 1: 8 labels" in out and "audit 0.50 ± 0.00 (n 1)" in out
+        client = SelectorClient(Connection(server.target), project=json.loads((tmp_path / "run" / "run.json")
+                                                                           .read_text())["project"])  # fmt: skip
         run = json.loads((tmp_path / "run" / "run.json").read_text())
         assert client.status().checkpoint_id == f"{run['run_id']}-r001"  # the round's own checkpoint now
+        exported = list(client.export_labels())  # the remote server recorded which answer was the audit pair's
+        assert sum(x.audit for x in exported) == 1 and {x.margin for x in exported} == {0.0}
         client.close()
     uploaded = list((tmp_path / "remote" / "checkpoints").glob("*/adapter/adapter_config.json"))
     assert len(uploaded) == 1  # it came by upload, into the server's own state dir

@@ -43,7 +43,7 @@ def answer(preference: str) -> list[dict]:
 
 def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_studio):
     with serving(tmp_path, tiny_world, 6, project="ls-run") as (_, client):
-        batch = client.select(4)
+        batch = client.select(4, audit=1)
         project = LabelStudioProject("activedpo round trip", label_studio.url, label_studio.token)
         tasks = project.push(batch, tag="ls-run-r1")
         assert len(set(tasks)) == 4
@@ -53,6 +53,8 @@ def test_a_batch_round_trips_through_label_studio(tmp_path, tiny_world, label_st
         ls = project.client
         data = {int(t.id): t.data for t in ls.tasks.list(project=project.id, fields="all")}
         assert len(data) == 4 and [data[t]["pair_id"] for t in tasks] == [p.pair_id for p in batch.pairs]
+        assert [data[t]["audit"] for t in tasks] == [p.audit for p in batch.pairs]  # hidden from labelers
+        assert sum(p.audit for p in batch.pairs) == 1
         assert project.pull(tasks).done == 0
 
         # the labelers: task 0 by two people (A, and B by a second account), task 1 skipped,
@@ -477,10 +479,12 @@ def test_sync_rides_out_label_studio_and_server_restarts(tiny_world, tmp_path, l
             settled(2, "2 labels on the server")
 
             label(1)  # pulled before or after the restart, as it happens
-            label_studio.restart()  # the same port and data; the loop sees errors meanwhile
+            label_studio.stop()  # down until the loop has seen it fail (its client's own retries ride out a blip)
+            wait_until("the loop failing to reach Label Studio", lambda: "error (retrying" in log.read_text(),
+                       PATIENCE, log=log)  # fmt: skip
+            label_studio.restart()  # the same port and data
             label(1)
             settled(4, "4 labels after Label Studio's restart")
-            assert "error (retrying" in log.read_text()
 
             server.stop()
             label(2)  # labeled while the selection server is down: the loop sees them and cannot submit them
@@ -666,7 +670,8 @@ def test_a_person_labels_in_the_browser_and_the_server_holds_each_current_answer
 
         views = project.client.views.list(project=project.id)  # the ids that invite bias are hidden
         hidden = views[0].data["hiddenColumns"] if isinstance(views[0].data, dict) else views[0].data.hiddenColumns
-        assert {"tasks:data.pair_id", "tasks:data.rank", "tasks:data.activedpo_batch"} <= set(hidden["explore"])
+        assert {"tasks:data.pair_id", "tasks:data.rank", "tasks:data.activedpo_batch",
+                "tasks:data.audit"} <= set(hidden["explore"])  # fmt: skip
         page = Page(browser, label_studio.url, project.id)
         page.sign_in("admin@example.com", "activedpo-local")
         page.open(tasks[0])

@@ -22,15 +22,19 @@ WORDS = ["wave tide", "bright moss", "calm", "tree tree", "a"]
 
 
 class ServerProcess:
-    def __init__(self, state_dir: Path, checkpoint: Path | None, token: str | None = TOKEN, extra=()):
+    def __init__(self, state_dir: Path, checkpoint: Path | None, token: str | None = TOKEN, extra=(),
+                 verbose: bool = False):  # fmt: skip
         self.state_dir, self.checkpoint, self.token, self.extra = state_dir, checkpoint, token, list(extra)
+        self.verbose = verbose  # INFO lines in the log
+        self.log = state_dir.parent / f"{state_dir.name}.log"
         self.proc = None
         self.port = 0
 
     def start(self) -> ServerProcess:
         port_file = self.state_dir.parent / f"{self.state_dir.name}.port"
         port_file.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "activedpo_server.cli", "serve", "--state-dir", str(self.state_dir),
+        cmd = [sys.executable, "-m", "activedpo_server.cli", *(["-v"] if self.verbose else []), "serve",
+               "--state-dir", str(self.state_dir),
                "--port", "0", "--port-file", str(port_file), "--proj-dim", "128", "--lora-r", "8",
                "--lora-alpha", "16", "--lease-seconds", "60"]  # fmt: skip
         if self.checkpoint is not None:
@@ -39,7 +43,7 @@ class ServerProcess:
         env = dict(os.environ, ACTIVEDPO_TOKEN=self.token or "")
         if not self.token:
             env.pop("ACTIVEDPO_TOKEN")
-        log = self.state_dir.parent / f"{self.state_dir.name}.log"
+        log = self.log
         with open(log, "a") as stderr:  # a file, not a pipe: a full pipe would block the server
             self.proc = subprocess.Popen(cmd, env=env, stderr=stderr)
         deadline = time.time() + 60

@@ -88,7 +88,7 @@ def _slow_pool(stub, md, world, pool: str, n: int = 300) -> int:
 
 def test_a_selection_whose_caller_goes_away_leases_nothing(tmp_path, tiny_world):
     """Defect 2: a cancelled or expired SelectBatch kept its pairs leased under an id nobody received."""
-    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"]).start()
+    server = ServerProcess(tmp_path / "state", tiny_world.sft_dir, extra=["--proj-dim", "8192"], verbose=True).start()
     try:
         stub, md, _ = server.stub()
         total = _slow_pool(stub, md, tiny_world, "first")
@@ -102,10 +102,10 @@ def test_a_selection_whose_caller_goes_away_leases_nothing(tmp_path, tiny_world)
                                   timeout=0.3))  # fmt: skip
         assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         deadline = time.time() + 180  # both selections finish in the background, then give their leases back
-        while time.time() < deadline and status(stub, md).featurized < total:
+        while time.time() < deadline and server.log.read_text().count("SelectBatch caller went away") < 2:
             time.sleep(0.2)
+        assert server.log.read_text().count("SelectBatch caller went away: lease") == 2
         assert status(stub, md).featurized == total == 1800
-        time.sleep(1.0)
         assert status(stub, md).leased == 0
         batch, _ = select(stub, md, 20)  # and the pairs are there for the next caller
         assert len(batch.pairs) == 20 and status(stub, md).leased == 20

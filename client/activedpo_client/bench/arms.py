@@ -27,6 +27,7 @@ class Arm:
     rounds: int | None = None  # a schedule of its own (rounds=10,budget=15): compared at its final round
     budget: int | None = None
     seeds: int | None = None  # run on the first N of --seeds only (a costly arm beside a many-seed comparison)
+    audit: float = 0.0  # audit=F: that share of each batch drawn at random (audit pairs); the benchmark's arms: none
 
     @property
     def scheduled(self) -> bool:
@@ -53,6 +54,10 @@ class Arm:
                     kw[key] = int(value)
                     if kw[key] < 1:
                         raise ValueError
+                elif key == "audit" and value:
+                    kw["audit"] = float(value)
+                    if not 0.0 <= kw["audit"] < 1.0:
+                        raise ValueError
                 elif key == "proj" and value in ("sjlt", "kron", "dense"):
                     kw["projection"] = value
                 elif s == "raw":
@@ -62,7 +67,7 @@ class Arm:
                 else:
                     raise ValueError
             except ValueError:
-                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw, frozen, rounds=N, budget=N or seeds=N"
+                choices = "d=N, lam=X, proj=sjlt|kron|dense, raw, frozen, rounds=N, budget=N, audit=F or seeds=N"
                 raise ValueError(f"arm {spec!r}: unknown setting {s!r}; use {choices}") from None
         return cls(spec, strategy, **kw)
 

@@ -141,7 +141,7 @@ def run_grid(settings: BenchSettings, argv: list[str]) -> Results | None:
                              seed=seed, annotator=s.annotator, eval_prompts=s.eval_prompts,
                              eval_samples=s.eval_samples, eval_pair_samples=s.eval_pair_samples,
                              dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"], dpo_beta=dpo["beta"], dpo_mode=s.dpo_mode,
-                             lora_r=s.lora_r, lora_alpha=4 * s.lora_r)  # fmt: skip
+                             lora_r=s.lora_r, lora_alpha=4 * s.lora_r, audit_fraction=arm.audit)  # fmt: skip
         spec = ServerSpec(proj_dim=arm.proj_dim or s.proj_dim, extra=arm.serve_extra(world.sft_dir))
         t0 = time.perf_counter()
         rows = run_rounds(run_dir(task, n, arm, seed), world, config, rounds, spec, say=lambda _line: None)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from activedpo_client import __version__
-from activedpo_client.cli import jobs, labelstudio, rounds, select, toyworld
+from activedpo_client.cli import jobs, labelstudio, pool, rounds, select, toyworld
 from activedpo_client.cli.bench import ListsCommand, bench_cmd
 from activedpo_client.cli.common import console
 from activedpo_core.options import renamed
@@ -55,6 +55,7 @@ app.add_typer(toyworld.app, name="toyworld")
 app.add_typer(jobs.train_app, name="train")
 app.add_typer(rounds.labels_app, name="labels")
 app.add_typer(labelstudio.app, name="labelstudio")
+app.add_typer(pool.app, name="pool")
 
 
 def program() -> None:

@@ -130,6 +130,21 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cuda or cpu \\[default: cud
 
 # one option per setting, named and helped once; each command's default is the setting's field (RoundConfig.budget…)
 BudgetOpt = Annotated[int, typer.Option(help="Labels per round (pairs selected for people to label).", min=1)]
+DescribePairsOpt = Annotated[
+    int,
+    typer.Option(help="Pairs the pool report covers (the policy's margins and scores): a uniform sample of a larger "
+                 "pool.", min=1, max=20_000),
+]
+AuditFractionOpt = Annotated[
+    float,
+    typer.Option(
+        help="Share of each batch drawn uniformly at random from the pool (audit pairs, labeled with the rest): "
+        "scored before training on them, they estimate the policy's preference accuracy without a reward model "
+        "(0: off).",
+        min=0.0,
+        max=0.99,
+    ),
+]
 ResponsesOpt = Annotated[int, typer.Option(help="Responses generated per prompt.", min=2)]
 PromptFieldOpt = Annotated[str, typer.Option(help="The column holding the prompt.")]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0: greedy).", min=0.0)]

@@ -26,6 +26,8 @@ HOMES: dict[str, tuple[type, str]] = {
     "--strategy": (SelectionSettings, "strategy"),
     "--lam": (SelectionSettings, "lam"),
     "--lease-seconds": (SelectionSettings, "lease_seconds"),
+    "--audit-fraction": (SelectionSettings, "audit_fraction"),
+    "--describe-pairs": (SelectionSettings, "describe_pairs"),
     "--dpo-mode": (DPOSettings, "mode"),
     "--dpo-beta": (DPOSettings, "beta"),
     "--dpo-lr": (DPOSettings, "lr"),

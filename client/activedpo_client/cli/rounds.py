@@ -14,6 +14,7 @@ import typer
 
 from activedpo_client.artifacts import RoundMetrics
 from activedpo_client.cli.common import (
+    AuditFractionOpt,
     BudgetOpt,
     CacheDir,
     ChatTemplateOpt,
@@ -90,6 +91,7 @@ def round_cmd(
     prompt_field: PromptFieldOpt = ModelSpec.prompt_field,
     chat_template: ChatTemplateOpt = ModelSpec.chat_template,
     budget: BudgetOpt = RoundConfig.budget,
+    audit_fraction: AuditFractionOpt = RoundConfig.audit_fraction,
     prompts: Annotated[int, typer.Option(help="Prompts sampled per round.", min=1)] = RoundConfig.prompts,
     responses: ResponsesOpt = RoundConfig.responses,
     rounds: Annotated[int, typer.Option(help="Rounds to run (resumes an interrupted one first).")] = 1,
@@ -220,7 +222,8 @@ def round_cmd(
             recorded = recorded_dpo_settings(w.task)
         dpo_epochs, dpo_lr, dpo_beta = (v if v is not None else recorded[k] for k, v in
                                         (("epochs", dpo_epochs), ("lr", dpo_lr), ("beta", dpo_beta)))  # fmt: skip
-        settings = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy.value,
+        settings = RoundConfig(budget=budget, audit_fraction=audit_fraction, prompts=prompts, responses=responses,
+                               strategy=strategy.value,
                                annotator=annotator, dpo_mode=dpo_mode.value, dpo_epochs=dpo_epochs, dpo_lr=dpo_lr,
                                dpo_beta=dpo_beta, seed=seed, eval_prompts=eval_prompts, eval_samples=eval_samples,
                                eval_pair_samples=eval_pair_samples, evaluate=evaluate, lora_r=lora_r,
@@ -244,15 +247,19 @@ def round_cmd(
 
 
 def metrics_line(strategy: str, m: RoundMetrics) -> str:
-    """One round's outcome; without an evaluator, the labels and the policy's agreement with them."""
+    """One round's outcome; without an evaluator, the labels, the audit curve and the policy's agreement with
+    the new labels; the audit hint on a line of its own."""
     agree = f", agreement with the new labels {m.agreement:.1%}" if m.agreement is not None else ""
+    audit = f"\n  {m.audit_line()}" if m.audit_n else ""
+    audit += f"\n  {m.drift_line()}" if m.kl_seq is not None else ""
+    hint = f"\n  note: {m.hint}" if m.hint else ""
     if m.reward is None:
         return (f"{strategy} round {m.round}: {m.labels} labels{agree}; evaluation: none "
-                f"(pass --evaluate reward-model:PATH for held-out reward)")  # fmt: skip
+                f"(pass --evaluate reward-model:PATH for held-out reward){audit}{hint}")  # fmt: skip
     acc = (f", preference accuracy {m.pref_acc:.1%} ± {m.pref_acc_se:.1%} (π_ref 50%)"
            if m.pref_acc is not None else "")  # fmt: skip
     return (f"{strategy} round {m.round}: {m.labels} labels, reward {m.reward:.3f} ± {m.se:.3f} "
-            f"(π_ref {m.ref_reward:.3f}), win-rate {m.win_rate:.1%}{acc}{agree}")  # fmt: skip
+            f"(π_ref {m.ref_reward:.3f}), win-rate {m.win_rate:.1%}{acc}{agree}{audit}{hint}")  # fmt: skip
 
 
 def run_rounds_cli(run_dir, workload, config, rounds, spec: ServerSpec | None = None, label_studio=None,
@@ -281,7 +288,8 @@ def status_cmd(
         run = Run.open(run_dir)
         rows = read_metrics(run_dir)
         table = Table(title=f"{run_dir}: {run.rounds_done} rounds of {run.config.strategy}, budget {run.config.budget}")
-        for col in ("round", "labels", "reward ± SE", "π_ref", "win-rate", "agreement", "wall s"):
+        for col in ("round", "labels", "reward ± SE", "π_ref", "win-rate", "agreement", "audit acc ± SE",
+                    "picks acc", "gain / 100 labels [95%]", "wall s"):  # fmt: skip
             table.add_column(col, justify="right")
         for m in rows:
             cells = [str(m.round), str(m.labels)]
@@ -289,9 +297,16 @@ def status_cmd(
                 cells += ["not evaluated", "—", "—"]
             else:
                 cells += [f"{m.reward:.3f} ± {m.se:.3f}", f"{m.ref_reward:.3f}", f"{m.win_rate:.1%}"]
-            cells += ["—" if m.agreement is None else f"{m.agreement:.1%}", f"{sum(m.seconds.values()):.0f}"]
+            cells += ["—" if m.agreement is None else f"{m.agreement:.1%}",
+                      "—" if not m.audit_n else f"{m.audit_acc:.2f} ± {m.audit_se:.2f} (n {m.audit_n})",
+                      "—" if not m.picks_n else f"{m.picks_acc:.2f}",
+                      "—" if m.gain is None else
+                      f"{100 * m.gain:+.1f} [{100 * m.gain_lo:+.1f}, {100 * m.gain_hi:+.1f}]",
+                      f"{sum(m.seconds.values()):.0f}"]  # fmt: skip
             table.add_row(*cells)
         console.print(table)
+        if rows and rows[-1].hint:
+            console.print(f"note: {rows[-1].hint}")
         stack, client = server_for(run_dir, server, token, tls_ca)
         with stack:
             s = client.status()

@@ -10,7 +10,9 @@ from typing import Annotated
 import typer
 
 from activedpo_client.cli.common import (
+    AuditFractionOpt,
     ChatTemplateOpt,
+    DescribePairsOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
@@ -90,6 +92,8 @@ def select_cmd(
     lease_seconds: Annotated[
         int, typer.Option(help="How long the selected pairs are withheld from other selections.", min=1)
     ] = SelectionSettings.lease_seconds,
+    audit_fraction: AuditFractionOpt = SelectionSettings.audit_fraction,
+    describe_pairs: DescribePairsOpt = SelectionSettings.describe_pairs,
     server_base: ServerBaseOpt = None,
     token: TokenOpt = None,
     tls_ca: TlsCaOpt = None,
@@ -117,6 +121,7 @@ def select_cmd(
     rows for DPO). Running the same command again never imports the tasks twice. OUT.config.toml records the
     options resolved (`select --config OUT.config.toml` runs the same selection).
     """
+    from activedpo_client.audit import score, summary_line
     from activedpo_client.labelfiles import agreement_line
     from activedpo_client.offline import LabelsPending, SelectSettings, collect_from_label_studio, select_offline
     from activedpo_core.progress import progress_bars, quiet_libraries
@@ -124,15 +129,16 @@ def select_cmd(
     quiet_libraries()
     with user_errors(), ExitStack() as stack:
         settings = SelectSettings(
-            model, candidates, budget, out, labeled, strategy.value, seed, lease_seconds, pool, chat_template.value,
-            LoraSpec(lora_r, lora_alpha, target_modules), resolve_dtype(dtype), device, state_dir, annotator.value,
-            ls_project,
+            model, candidates, budget, out, labeled, strategy.value, seed, lease_seconds, audit_fraction, pool,
+            chat_template.value, LoraSpec(lora_r, lora_alpha, target_modules), resolve_dtype(dtype), device, state_dir,
+            annotator.value, ls_project, describe_pairs,
         )  # fmt: skip
         spec = ServerSpec(server, token, tls_ca, proj_dim, server_base=server_base)
         ls = LabelStudioSpec(ls_url, ls_api_key, ls_wait, webhook_port=ls_webhook_port, webhook_url=ls_webhook_url,
                              project=ProjectSettings(ls_instructions, ls_overlap))  # fmt: skip
         write_config(settings.beside_out(".config.toml"), ctx.params, "activedpo-client select")
         selection, client, project = select_offline(settings, spec, stack, ls, progress_bars, say=err.print)
+        console.print("the pool: " + "\n  ".join(selection.pool_report))
         if project is None:
             console.print(selection.line())
             files = selection.files
@@ -151,4 +157,8 @@ def select_cmd(
         + (f", {got.withdrawn} withdrawn (deleted or skipped since)" if got.withdrawn else "")
     )
     if line := agreement_line(got.labels):
+        console.print(line)
+    pairs = {p.pair_id: p for p in selection.batch.pairs}
+    answers = ((x.preference, pairs[x.pair_id].audit, pairs[x.pair_id].margin) for x in got.labels)
+    if line := summary_line(*score(answers), f"the policy that selected them, {selection.batch.checkpoint_id}"):
         console.print(line)

@@ -182,7 +182,7 @@ class AddCandidatesResponse(_message.Message):
     def __init__(self, prompts_added: _Optional[int] = ..., responses_added: _Optional[int] = ..., pairs_added: _Optional[int] = ..., pairs_deduplicated: _Optional[int] = ..., pairs: _Optional[_Iterable[_Union[AddedPair, _Mapping]]] = ...) -> None: ...
 
 class SelectBatchRequest(_message.Message):
-    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id", "project")
+    __slots__ = ("budget", "strategy", "pool", "lease_seconds", "seed", "client", "request_id", "project", "audit")
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,7 @@ class SelectBatchRequest(_message.Message):
     CLIENT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
     budget: int
     strategy: str
     pool: str
@@ -199,7 +200,8 @@ class SelectBatchRequest(_message.Message):
     client: str
     request_id: str
     project: str
-    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., project: _Optional[str] = ...) -> None: ...
+    audit: int
+    def __init__(self, budget: _Optional[int] = ..., strategy: _Optional[str] = ..., pool: _Optional[str] = ..., lease_seconds: _Optional[int] = ..., seed: _Optional[int] = ..., client: _Optional[str] = ..., request_id: _Optional[str] = ..., project: _Optional[str] = ..., audit: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("stage", "done", "total")
@@ -212,7 +214,7 @@ class Progress(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., done: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
 
 class SelectedPair(_message.Message):
-    __slots__ = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id", "response_b_id", "prompt_messages")
+    __slots__ = ("pair_id", "prompt", "response_a", "response_b", "score", "rank", "prompt_id", "response_a_id", "response_b_id", "prompt_messages", "audit", "margin")
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_A_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +225,8 @@ class SelectedPair(_message.Message):
     RESPONSE_A_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_B_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
     pair_id: str
     prompt: str
     response_a: str
@@ -233,7 +237,9 @@ class SelectedPair(_message.Message):
     response_a_id: str
     response_b_id: str
     prompt_messages: str
-    def __init__(self, pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., prompt_id: _Optional[str] = ..., response_a_id: _Optional[str] = ..., response_b_id: _Optional[str] = ..., prompt_messages: _Optional[str] = ...) -> None: ...
+    audit: bool
+    margin: float
+    def __init__(self, pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., score: _Optional[float] = ..., rank: _Optional[int] = ..., prompt_id: _Optional[str] = ..., response_a_id: _Optional[str] = ..., response_b_id: _Optional[str] = ..., prompt_messages: _Optional[str] = ..., audit: _Optional[bool] = ..., margin: _Optional[float] = ...) -> None: ...
 
 class SelectedBatch(_message.Message):
     __slots__ = ("pairs", "checkpoint_id", "strategy", "lease_id", "lease_expires", "candidates")
@@ -322,7 +328,7 @@ class ExportLabelsRequest(_message.Message):
     def __init__(self, include_ties: _Optional[bool] = ..., after_label_id: _Optional[int] = ..., project: _Optional[str] = ...) -> None: ...
 
 class LabeledPair(_message.Message):
-    __slots__ = ("label_id", "pair_id", "prompt", "chosen", "rejected", "preference", "annotator", "labeled_at", "checkpoint_id", "late", "idempotency_key", "revision")
+    __slots__ = ("label_id", "pair_id", "prompt", "chosen", "rejected", "preference", "annotator", "labeled_at", "checkpoint_id", "late", "idempotency_key", "revision", "audit", "margin")
     LABEL_ID_FIELD_NUMBER: _ClassVar[int]
     PAIR_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +341,8 @@ class LabeledPair(_message.Message):
     LATE_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
     label_id: int
     pair_id: str
     prompt: str
@@ -347,7 +355,9 @@ class LabeledPair(_message.Message):
     late: bool
     idempotency_key: str
     revision: int
-    def __init__(self, label_id: _Optional[int] = ..., pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., labeled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_id: _Optional[str] = ..., late: _Optional[bool] = ..., idempotency_key: _Optional[str] = ..., revision: _Optional[int] = ...) -> None: ...
+    audit: bool
+    margin: float
+    def __init__(self, label_id: _Optional[int] = ..., pair_id: _Optional[str] = ..., prompt: _Optional[str] = ..., chosen: _Optional[str] = ..., rejected: _Optional[str] = ..., preference: _Optional[_Union[Preference, str]] = ..., annotator: _Optional[str] = ..., labeled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checkpoint_id: _Optional[str] = ..., late: _Optional[bool] = ..., idempotency_key: _Optional[str] = ..., revision: _Optional[int] = ..., audit: _Optional[bool] = ..., margin: _Optional[float] = ...) -> None: ...
 
 class ReleaseLeaseRequest(_message.Message):
     __slots__ = ("lease_id", "pair_ids", "project")
@@ -428,3 +438,29 @@ class PartialFile(_message.Message):
     sha256: str
     offset: int
     def __init__(self, sha256: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DescribePoolRequest(_message.Message):
+    __slots__ = ("pool", "project", "max_pairs", "seed")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    project: str
+    max_pairs: int
+    seed: int
+    def __init__(self, pool: _Optional[str] = ..., project: _Optional[str] = ..., max_pairs: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DescribePoolResponse(_message.Message):
+    __slots__ = ("pairs", "pair_ids", "margins", "scores", "checkpoint_id")
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    PAIR_IDS_FIELD_NUMBER: _ClassVar[int]
+    MARGINS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    pairs: int
+    pair_ids: _containers.RepeatedScalarFieldContainer[str]
+    margins: _containers.RepeatedScalarFieldContainer[float]
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    checkpoint_id: str
+    def __init__(self, pairs: _Optional[int] = ..., pair_ids: _Optional[_Iterable[str]] = ..., margins: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., checkpoint_id: _Optional[str] = ...) -> None: ...

@@ -74,6 +74,11 @@ class SelectorStub:
                 request_serializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.SerializeToString,
                 response_deserializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.FromString,
                 _registered_method=True)
+        self.DescribePool = channel.unary_unary(
+                '/activedpo.v1.Selector/DescribePool',
+                request_serializer=activedpo_dot_v1_dot_selector__pb2.DescribePoolRequest.SerializeToString,
+                response_deserializer=activedpo_dot_v1_dot_selector__pb2.DescribePoolResponse.FromString,
+                _registered_method=True)
 
 
 class SelectorServicer:
@@ -142,6 +147,14 @@ class SelectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribePool(self, request, context):
+        """How the current policy sees a pool's unleased, unlabeled pairs (all, or a uniform sample): each one's
+        implicit-reward margin and its ActiveDPO score against the labeled pairs. Leases nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SelectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +197,11 @@ def add_SelectorServicer_to_server(servicer, server):
                     servicer.UploadCheckpoint,
                     request_deserializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.FromString,
                     response_serializer=activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.SerializeToString,
+            ),
+            'DescribePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribePool,
+                    request_deserializer=activedpo_dot_v1_dot_selector__pb2.DescribePoolRequest.FromString,
+                    response_serializer=activedpo_dot_v1_dot_selector__pb2.DescribePoolResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +420,33 @@ class Selector:
             '/activedpo.v1.Selector/UploadCheckpoint',
             activedpo_dot_v1_dot_selector__pb2.UploadCheckpointRequest.SerializeToString,
             activedpo_dot_v1_dot_selector__pb2.UploadCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/activedpo.v1.Selector/DescribePool',
+            activedpo_dot_v1_dot_selector__pb2.DescribePoolRequest.SerializeToString,
+            activedpo_dot_v1_dot_selector__pb2.DescribePoolResponse.FromString,
             options,
             channel_credentials,
             insecure,

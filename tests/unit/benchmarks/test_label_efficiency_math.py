@@ -101,6 +101,11 @@ def test_arms_parse_settings_and_reject_unknown_ones(tmp_path):
     assert Arm.parse("activedpo@lam=0.1,seeds=5").slug == Arm.parse("activedpo@lam=0.1").slug == "activedpo_lam=0.1"
     with pytest.raises(ValueError, match="unknown setting 'seeds=0'"):
         Arm.parse("apo@seeds=0")
+    # audit pairs: an arm's own (the benchmark's arms have none, as the committed studies ran)
+    audited = Arm.parse("activedpo@audit=0.2")
+    assert (audited.audit, Arm.parse("activedpo").audit, audited.slug) == (0.2, 0.0, "activedpo_audit=0.2")
+    with pytest.raises(ValueError, match="unknown setting 'audit=1'"):
+        Arm.parse("activedpo@audit=1")
     with pytest.raises(ValueError, match=r"unknown setting 'proj=gauss'; use d=N, lam=X, proj=sjlt\|kron\|dense"):
         Arm.parse("activedpo@proj=gauss")
 

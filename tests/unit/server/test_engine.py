@@ -209,3 +209,77 @@ def test_torch_and_numpy_selection_lease_the_same_batch(tiny_world, tmp_path):
     np.testing.assert_allclose([p.score for p in batches[0].pairs], [p.score for p in batches[1].pairs], rtol=1e-5)
     with pytest.raises(ValueError, match="selection must be torch or numpy"):
         config(tmp_path, selection="jax")
+
+
+def test_audit_pairs_are_drawn_at_random_among_the_picks_and_every_pair_carries_the_policys_margin(
+    tiny_world, random_adapter, tmp_path
+):
+    from activedpo_server.audit import audit_slots
+
+    e = Engine(config(tmp_path), checkpoint=random_adapter)
+    e.add_candidates(candidates(tiny_world))  # 30 pairs
+    batch = e.select(10, audit=3, seed=5, request_id="r")
+    flags = [p.audit for p in batch.pairs]
+    assert flags == audit_slots(7, 3, 5) and sum(flags) == 3 and flags != [False] * 7 + [True] * 3
+    assert len(ids(batch)) == 10 and [p.rank for p in batch.pairs] == list(range(10))
+    # the strategy's picks are the batch it would choose for the rest of the budget, in its order
+    alone = Engine(config(tmp_path / "alone"), checkpoint=random_adapter)
+    alone.add_candidates(candidates(tiny_world))
+    picks = [p for p in batch.pairs if not p.audit]
+    assert [p.text.pair_id for p in picks] == [p.text.pair_id for p in alone.select(7, seed=5).pairs]
+    assert all(p.score == 0.0 for p in batch.pairs if p.audit) and all(p.score > 0 for p in picks)
+    # each pair's margin is the selecting policy's log π_θ/π_ref of A minus that of B
+    texts = [p.text for p in batch.pairs]
+    prompts = [t.prompt for t in texts]
+    pol_a, ref_a = e._active.policy.logprobs(prompts, [t.response_a for t in texts])
+    pol_b, ref_b = e._active.policy.logprobs(prompts, [t.response_b for t in texts])
+    want = (pol_a - ref_a) - (pol_b - ref_b)
+    assert np.allclose([p.margin for p in batch.pairs], want, atol=1e-4) and np.abs(want).min() > 1e-6
+    # a retry returns the batch as chosen; the labels' export says which answers were audit pairs, with margins
+    again = e.select(10, audit=3, seed=5, request_id="r")
+    assert [(p.audit, p.margin) for p in again.pairs] == [(p.audit, p.margin) for p in batch.pairs]
+    with pytest.raises(FailedPrecondition, match="other parameters"):
+        e.select(10, audit=2, seed=5, request_id="r")
+    e.submit_labels([LabelIn(p.text.pair_id, 1 + n % 2, "ann") for n, p in enumerate(batch.pairs)])
+    exported = {x.pair_id: (x.audit, x.margin) for x in e.export_labels()}
+    assert exported == {p.text.pair_id: (p.audit, pytest.approx(p.margin)) for p in batch.pairs}
+    with pytest.raises(ValueError, match="audit must be an integer between 0 and the budget"):
+        e.select(3, audit=4)
+    everything = e.select(4, audit=4)
+    assert [p.audit for p in everything.pairs] == [True] * 4
+
+
+def test_the_sft_policy_has_no_preference_and_pairs_never_selected_export_no_margin(tiny_world, tmp_path):
+    e = Engine(config(tmp_path), checkpoint=tiny_world.sft_dir)  # round one: a fresh adapter, B = 0
+    e.add_candidates(candidates(tiny_world, 4))
+    batch = e.select(4, audit=1)
+    assert [p.margin for p in batch.pairs] == [0.0] * 4  # π_θ = π_ref exactly
+    unselected = next(p for p in e.store.pair_details(list(range(1, 13))) if p.pair_id not in ids(batch))
+    e.submit_labels([LabelIn(unselected.pair_id, 1, "ann"), LabelIn(batch.pairs[0].text.pair_id, 2, "ann")])
+    exported = {x.pair_id: (x.audit, x.margin) for x in e.export_labels()}
+    assert exported == {unselected.pair_id: (False, None), batch.pairs[0].text.pair_id: (batch.pairs[0].audit, 0.0)}
+
+
+def test_describe_gives_each_pairs_margin_and_score_and_leases_nothing(tiny_world, random_adapter, tmp_path):
+    from activedpo_server.audit import pair_margins
+    from activedpo_server.strategies import get_strategy
+
+    e = Engine(config(tmp_path), checkpoint=random_adapter)
+    e.add_candidates(candidates(tiny_world))  # 30 pairs
+    e.submit_labels([LabelIn(p.text.pair_id, 1, "ann") for p in e.select(3).pairs])
+    d = e.describe()
+    assert d.pairs == 27 and len(d.pair_ids) == 27  # the 3 labeled pairs are not in it
+    assert (e.status().leased, e.status().labeled) == (0, 3)  # and it leased nothing
+    view = e.store.pool_view()
+    pool = e._pool(view, e._active, None)
+    assert d.pair_ids == [x.pair_id for x in e.store.pair_details([int(r) for r in view.pair_rows])]
+    assert np.allclose(d.margins, pair_margins(pool, list(range(27))))
+    topb = {p.index: p.score for p in get_strategy("activedpo-topb", research=True).select(pool, 27, None)}
+    assert np.allclose(d.scores, [topb[i] for i in range(27)])  # φᵀV⁻¹φ against the labeled, before any pick
+    sample = e.describe(max_pairs=10, seed=4)
+    assert sample.pairs == 27 and len(sample.pair_ids) == 10 and set(sample.pair_ids) < set(d.pair_ids)
+    by_id = dict(zip(d.pair_ids, d.margins, strict=True))
+    assert np.allclose(sample.margins, [by_id[i] for i in sample.pair_ids])
+    assert e.describe(max_pairs=10, seed=4).pair_ids == sample.pair_ids != e.describe(max_pairs=10, seed=5).pair_ids
+    with pytest.raises(ValueError, match="max_pairs must be between 1 and 20,000"):
+        e.describe(max_pairs=0)

@@ -261,3 +261,26 @@ def test_all_strategies_on_real_models_reuse_each_response_gradient(tiny_world, 
     source.gradient = GradientFeaturizer(tiny_world.sft_dir, proj_dim=256, lora=LoraSpec(r=8, alpha=16))
     get_strategy("activedpo").select(pool, 4, None)
     assert source.computed["gradient"] == 30
+
+
+def test_audit_draws_are_uniform_over_the_unpicked_pairs_and_placed_uniformly_among_the_picks():
+    from activedpo_server.audit import audit_draw, audit_slots
+
+    picked, seeds = [0, 5, 7], 3000
+    counts = np.zeros(20)
+    for seed in range(seeds):
+        drawn = audit_draw(20, picked, 4, seed)
+        assert len(set(drawn)) == 4 and not set(drawn) & set(picked)
+        counts[drawn] += 1
+    assert counts[picked].sum() == 0
+    expected = seeds * 4 / 17  # each of the 17 others, equally often
+    assert np.abs(counts[np.setdiff1d(np.arange(20), picked)] - expected).max() < 4 * np.sqrt(expected)
+    assert sorted(audit_draw(5, [0, 1, 2], 4, 0)) == [3, 4]  # a small pool: what remains
+    assert audit_draw(20, picked, 4, 1) == audit_draw(20, picked, 4, 1) != audit_draw(20, picked, 4, 2)
+    place = np.zeros(10)
+    for seed in range(seeds):
+        slots = audit_slots(8, 2, seed)
+        assert len(slots) == 10 and sum(slots) == 2
+        place += slots
+    assert np.abs(place - seeds * 2 / 10).max() < 4 * np.sqrt(seeds * 2 / 10)  # every position equally often
+    assert audit_slots(3, 0, 0) == [False] * 3

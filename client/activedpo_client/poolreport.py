@@ -1,0 +1,194 @@
+"""What a pool of candidate pairs is made of, and how the policy sees it: ``activedpo-client pool report`` and a
+section of ``select``'s output.
+
+From the pool file alone (:func:`text_stats`): pairs, prompts, distinct responses, responses repeated
+verbatim under the same prompt (exact duplicates), distinct responses that are the same text once case,
+whitespace and punctuation are set aside (near duplicates), and the pairs whose two responses differ only
+trivially that way or in at most :data:`TRIVIAL_TOKENS` words. From the server (:meth:`SelectorClient.
+describe_pool`): each pair's implicit-reward margin ``|β·Δ log π/π_ref|`` under the policy and its ActiveDPO
+score ``φᵀV⁻¹φ``, summarized by quantiles and drawn as histograms (PNG).
+
+What such a pool predicts comes from the committed benchmark (benchmarks/README.md): ActiveDPO reached
+random's final reward with about half the labels on the pool of near-ties (``mixed``), and was
+indistinguishable from random on the diverse pools (``toy``, ``signoff``), matching published findings
+that random is hard to beat on diverse on-policy pools.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from activedpo_client.messages import CandidateGroup, CandidatePair
+
+TRIVIAL_TOKENS = 2  # two responses differing in at most this many words (after normalizing) differ trivially,
+TRIVIAL_SHARE = 0.2  # if those words are at most this share of the longer one
+NEAR_TIE = 0.1  # |β·Δ| below this: the policy's implicit reward barely tells the pair apart
+NEAR_TIE_POOL = 0.5  # a pool where more than this share of pairs are near-ties is the benchmark's "mixed" kind
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def normalize(text: str) -> str:
+    """Case, whitespace and punctuation set aside: what near-duplicate responses share."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text)
+    return " ".join(text.split())
+
+
+def trivially_different(a: str, b: str) -> bool:
+    """The same once normalized, or differing in at most TRIVIAL_TOKENS words (changed, added or dropped in one
+    stretch) that are at most TRIVIAL_SHARE of the longer response."""
+    x, y = normalize(a).split(), normalize(b).split()
+    if x == y:
+        return True
+    if abs(len(x) - len(y)) > TRIVIAL_TOKENS:
+        return False
+    start = 0
+    while start < min(len(x), len(y)) and x[start] == y[start]:
+        start += 1
+    end = 0
+    while end < min(len(x), len(y)) - start and x[-1 - end] == y[-1 - end]:
+        end += 1
+    changed = max(len(x), len(y)) - start - end
+    return changed <= TRIVIAL_TOKENS and changed <= TRIVIAL_SHARE * max(len(x), len(y))
+
+
+@dataclass(frozen=True)
+class TextStats:
+    pairs: int
+    prompts: int
+    responses: int  # distinct responses (per prompt)
+    exact_duplicates: int  # responses repeated verbatim under the same prompt (beyond their first)
+    near_duplicates: int  # distinct responses equal to another of their prompt once normalized
+    trivial_pairs: int  # pairs whose responses differ only trivially
+
+    def lines(self) -> list[str]:
+        share = self.trivial_pairs / self.pairs if self.pairs else 0.0
+        return [f"{self.pairs:,} pairs over {self.prompts:,} prompts, {self.responses:,} distinct responses",
+                f"duplicates: {self.exact_duplicates:,} responses repeated verbatim under their prompt, "
+                f"{self.near_duplicates:,} near-duplicates (the same but for case, spacing and punctuation)",
+                f"pairs whose responses differ only trivially (case and punctuation, or ≤ {TRIVIAL_TOKENS} words and "
+                f"≤ {TRIVIAL_SHARE:.0%} of them): "
+                f"{self.trivial_pairs:,} ({share:.1%})"]  # fmt: skip
+
+
+def text_stats(items: Iterable[CandidateGroup | CandidatePair]) -> TextStats:
+    """:class:`TextStats` of a pool as :func:`activedpo_client.pool.read_pool` reads it."""
+    by_prompt: dict[str, list[str]] = {}
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, CandidateGroup):
+            seen = by_prompt.setdefault(item.prompt, [])
+            seen.extend(item.responses)
+            rs = list(dict.fromkeys(item.responses))
+            pairs += [(rs[i], rs[j]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
+        else:
+            by_prompt.setdefault(item.prompt, []).extend([item.response_a, item.response_b])
+            pairs.append((item.response_a, item.response_b))
+    distinct = exact = near = 0
+    for responses in by_prompt.values():
+        unique = set(responses)
+        distinct += len(unique)
+        exact += len(responses) - len(unique)
+        counts: dict[str, int] = {}
+        for r in unique:
+            counts[normalize(r)] = counts.get(normalize(r), 0) + 1
+        near += sum(c for c in counts.values() if c > 1)
+    trivial = sum(trivially_different(a, b) for a, b in pairs)
+    return TextStats(len(pairs), len(by_prompt), distinct, exact, near, trivial)
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """How the policy sees the pool: from the server's DescribePool."""
+
+    pairs: int  # unleased, unlabeled pairs on the server
+    described: int  # of which described (all, or a uniform sample)
+    margin: np.ndarray  # |β·Δ| per described pair
+    score: np.ndarray  # φᵀV⁻¹φ per described pair
+    checkpoint_id: str
+
+    def near_ties(self) -> float:
+        return float(np.mean(self.margin < NEAR_TIE)) if self.margin.size else 0.0
+
+    def lines(self, beta: float) -> list[str]:
+        if not self.described:
+            return ["the server holds no unlabeled pair of this pool"]
+        q = _quantiles
+        sample = "" if self.described == self.pairs else f" (a uniform sample of {self.described:,})"
+        return [f"under {self.checkpoint_id}{sample}: implicit-reward margin |β·Δ log π/π_ref| (β = {beta:g}) "
+                f"quantiles {q(self.margin)}; {self.near_ties():.1%} of pairs below {NEAR_TIE:g} (near-ties)",
+                f"ActiveDPO score φᵀV⁻¹φ quantiles {q(self.score)}; the top 10% hold "
+                f"{_top_share(self.score):.1%} of the total"]  # fmt: skip
+
+
+def _quantiles(a: np.ndarray) -> str:
+    return ", ".join(f"{int(p * 100)}% {v:.3g}" for p, v in zip(QUANTILES, np.quantile(a, QUANTILES), strict=True))
+
+
+def _top_share(score: np.ndarray) -> float:
+    s = np.sort(score)[::-1]
+    return float(s[: max(1, len(s) // 10)].sum() / s.sum()) if s.size and s.sum() > 0 else 0.0
+
+
+def of_description(description, beta: float) -> PolicyView:
+    """A :class:`PolicyView` from the client's ``PoolDescription``; margins scaled by DPO's β."""
+    margin = np.abs(np.asarray(description.margins, dtype=np.float64)) * beta
+    return PolicyView(description.pairs, len(description.pair_ids), margin,
+                      np.asarray(description.scores, dtype=np.float64), description.checkpoint_id)  # fmt: skip
+
+
+def prediction(text: TextStats, view: PolicyView | None) -> str:
+    """What such a pool predicts, from the committed benchmark."""
+    if view is not None and view.described and not view.margin.any():
+        return ("the policy is π_ref (no DPO round yet): its implicit reward has no preference, so the margins say "
+                "nothing until it has trained; " + _by_text(text))  # fmt: skip
+    if view is not None and view.described:
+        if view.near_ties() > NEAR_TIE_POOL:
+            return ("most pairs are near-ties under the policy: the kind of pool (the benchmark's `mixed`) where "
+                    "ActiveDPO reached random's final reward with about half the labels")  # fmt: skip
+        return ("most pairs are told apart by the policy: on such diverse pools (the benchmark's `toy` and "
+                "`signoff`) ActiveDPO was indistinguishable from random; audit labels (--audit-fraction) show "
+                "which case your pool is")  # fmt: skip
+    return _by_text(text)
+
+
+def _by_text(text: TextStats) -> str:
+    if text.pairs and text.trivial_pairs / text.pairs > NEAR_TIE_POOL:
+        return ("most pairs differ only trivially: many labels would be coin flips (deduplicate before labeling), "
+                "the near-tie kind of pool (the benchmark's `mixed`) where ActiveDPO saved about half the labels")
+    return ("by the text, most pairs differ in substance: on such diverse pools (the benchmark's `toy` and "
+            "`signoff`) ActiveDPO was indistinguishable from random; audit labels (--audit-fraction) tell which "
+            "case your pool is as rounds go")  # fmt: skip
+
+
+def plot(view: PolicyView, out: Path, beta: float) -> Path:
+    """Histograms of the margin and the score, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from activedpo_core.atomic import atomic_write
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    left.hist(view.margin, bins=40, color="tab:blue")
+    left.axvline(NEAR_TIE, color="gray", ls=":", lw=1)
+    left.set_xlabel(f"|β·Δ log π/π_ref| (β = {beta:g})")
+    left.set_ylabel("pairs")
+    left.set_title(f"implicit-reward margin: {view.near_ties():.0%} near-ties")
+    right.hist(view.score, bins=40, color="tab:orange")
+    right.set_xlabel("φᵀV⁻¹φ")
+    right.set_title("ActiveDPO score before any pick")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{view.described:,} of {view.pairs:,} pairs under {view.checkpoint_id}", fontsize=9)
+    fig.tight_layout()
+    try:
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
