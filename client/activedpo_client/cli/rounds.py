@@ -398,8 +398,9 @@ def quickstart_cmd(
         for strategy in ["activedpo", *[c.value for c in compare if c.value != "activedpo"]]:
             config = RoundConfig(budget=budget, prompts=prompts, responses=responses, strategy=strategy, seed=seed,
                                  eval_prompts=eval_prompts, dpo_epochs=dpo["epochs"], dpo_lr=dpo["lr"],
-                                 dpo_beta=dpo["beta"], lora_r=lora_r,
-                                 lora_alpha=4 * lora_r)  # fmt: skip
+                                 dpo_beta=dpo["beta"], lora_r=lora_r, lora_alpha=4 * lora_r,
+                                 audit_fraction=0.0)  # fmt: skip
+            # audit_fraction 0: every pair chosen by the strategy, as the benchmark quoted below ran them
             t0 = time.perf_counter()
             spec = ServerSpec(proj_dim=proj_dim)
             results[strategy] = run_rounds_cli(run_dir / strategy, w, config, rounds, spec)
