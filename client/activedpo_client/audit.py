@@ -4,11 +4,13 @@ The strategy's picks are the pairs the policy is least sure of, so how often the
 with people on them says little about the policy. Each batch therefore also holds a few *audit* pairs,
 drawn uniformly at random from the same pool (the server draws them, :func:`audit_count` says how many),
 labeled like the rest. Every selected pair carries the selecting policy's implicit-reward margin over β,
-``Δ = log π_θ/π_ref(y_A) − log π_θ/π_ref(y_B)``, computed before any training on its label; the share
-of audit labels whose preferred response has the larger implicit reward is an unbiased estimate of the
-policy's preference accuracy on the pool's distribution (ties and "both unacceptable" dropped). A
-policy with no preference (Δ = 0: π_ref itself, in round one) gets half credit, its accuracy by a coin
-flip. After scoring, audit labels train the model like every other label: none is wasted.
+``Δ = log π_θ/π_ref(y_A) − log π_θ/π_ref(y_B)``, computed before any training on its label. The share
+of audit answers whose preferred response has the larger implicit reward is an unbiased estimate of the
+policy's preference accuracy on the pool's pairs the strategy did not pick (ties and "both unacceptable"
+dropped); the picks are the census of their own stratum, so :func:`pool_accuracy` weighs the two into an
+unbiased estimate for the whole pool. A policy with no preference (Δ = 0: π_ref itself, in round one)
+gets half credit, its accuracy by a coin flip. After scoring, audit labels train the model like every
+other label: none is wasted.
 
 :func:`curve` turns the rounds' scores into what the metrics line, ``status`` and the plot show: each
 round's audit accuracy ± SE, a running estimate pooled over recent rounds when a round's slice is small,

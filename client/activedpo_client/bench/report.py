@@ -21,6 +21,7 @@ from activedpo_client.bench.stats import has_metric, mde80, mean_ci, paired_fina
 from activedpo_client.bench.tables import (
     METRICS,
     against_activedpo,
+    audit_table,
     power_table,
     schedule_pairs,
     schedule_table,
@@ -85,6 +86,9 @@ def write_report(s: BenchSettings, arms: list[Arm], results: Results) -> None:
             lines += ["", "### Other schedules (their own rounds × budget), final round against random's", "",
                       "Paired with random on the same schedule where that ran, else with random's final round "
                       f"({s.rounds} × {s.budget}).", "", *schedule_table(pairs, all_arms, metrics)]  # fmt: skip
+        audited = audit_table(by_arm, s.rounds)
+        if audited:
+            lines += ["", "### Audit labels against the truth they estimate", "", *audited]
         lines += ["", "### Power, paired by seed", "", *power_table(by_arm, s.rounds, metrics), "",
                   *versus_activedpo, *([""] if versus_activedpo else []),
                   f"Plot: `reward-{slug}{suffix}.png`."]  # fmt: skip

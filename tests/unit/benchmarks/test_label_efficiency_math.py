@@ -282,3 +282,21 @@ def test_bench_settings_resolve_paper_ablations_and_a_report_outside_the_tree(tm
     assert plain.out == tmp_path / "report" and plain.arms == tuple(DEFAULT_ARMS) and plain.proj_dim == 2048
     paper = BenchSettings(paper=True, tasks=("toy", "signoff"), ablations=True).resolved()
     assert (paper.proj_dim, paper.rounds, paper.tasks, paper.arms) == (8192, 10, ("toy",), tuple(ABLATION_ARMS))
+
+
+def test_the_audit_table_sets_each_estimate_against_the_truth_it_estimates():
+    from activedpo_client.bench.tables import audit_table
+
+    def run(seed: int, noise: float) -> list[RoundMetrics]:
+        truth = 0.6 + 0.01 * seed
+        return [RoundMetrics(round=1, labels=50, audit_acc=0.5, audit_se=0.0, audit_n=5, pool_acc_oracle=0.5),
+                RoundMetrics(round=2, labels=100, audit_acc=truth + noise, audit_se=0.1, audit_n=5,
+                             audit_pooled_se=0.07, pool_acc_oracle=truth, pref_acc=0.58, hint="stalled" * (seed == 0))]
+    noise = [0.05, -0.05, 0.2, -0.04, 0.04]  # one estimate outside its 90% interval (0.2 > 1.645 × 0.1)
+    table = audit_table({"activedpo@audit=0.1": {s: run(s, n) for s, n in enumerate(noise)},
+                         "activedpo": {0: [RoundMetrics(round=1, labels=50), RoundMetrics(round=2, labels=100)]}}, 2)
+    assert len(table) == 3  # the header, its rule, one row: the arm without audit pairs has none
+    row = table[2]
+    assert row.startswith("| activedpo@audit=0.1 | 2 | +0.040 ± ")
+    assert "| 80% | 0.100 | 0.070 | 0.620 | 0.580 | 1/5 |" in row
+    assert audit_table({"random": {0: [RoundMetrics(round=1, labels=50)]}}, 1) == []
