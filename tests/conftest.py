@@ -117,7 +117,8 @@ LABEL_STUDIO_BIN = Path(__file__).resolve().parents[1] / ".venv-labelstudio" / "
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """Label Studio (its own venv, `make install` puts it there) on a free 127.0.0.1 port, SQLite in a temp
-    dir, a preset user and legacy API token; once per test run (it takes about 30 s to answer /health)."""
+    dir (a copy of the database migrated once per install: about 5 s to answer /health), a preset user and legacy
+    API token; once per test run."""
     binary = Path(os.environ.get("ACTIVEDPO_LABEL_STUDIO", LABEL_STUDIO_BIN))
     if not binary.exists():
         why = f"Label Studio is not installed at {binary} (make install puts it there)"
