@@ -174,11 +174,14 @@ class RoundMetrics(Record):
     pool_acc_oracle: float | None = None  # toy world, oracle annotator: the selecting policy's expected accuracy
     # on every pair of the round's pool under the oracle's label model (what audit_acc estimates)
     picks_n: int | None = None
-    gain: float | None = None  # audit accuracy gained per 100 labels since the previous audited round
+    # audit accuracy gained per 100 labels since the previous audited round, as a fraction (0.05: the lines say
+    # "+5.0 points"); a round of few labels extrapolates far
+    gain: float | None = None
     gain_lo: float | None = None  # its 95% interval
     gain_hi: float | None = None
     hint: str = ""  # said when the gain's interval has held zero two rounds in a row
-    kl_seq: float | None = None  # drift: KL(π_θ‖π_ref) per response, on the policy's samples
+    kl_seq: float | None = None  # drift: KL(π_θ‖π_ref) per response, on the policy's samples (an estimate: ± SE)
+    kl_seq_se: float | None = None
     kl_token: float | None = None
     ref_loglik: float | None = None  # per-token log π_θ of π_ref's samples (π_ref's own: ref_loglik_ref)
     ref_loglik_ref: float | None = None
@@ -202,7 +205,8 @@ class RoundMetrics(Record):
                    win_rate=evaluated.win_rate, ref_reward=evaluated.ref_reward, pref_acc=evaluated.pref_acc,
                    pref_acc_se=evaluated.pref_acc_se, pref_pairs=evaluated.pref_pairs,
                    pref_acc_policy=evaluated.pref_acc_policy, agreement=trained.agreement, **audit, hint=hint,
-                   kl_seq=evaluated.kl_seq, kl_token=evaluated.kl_token, ref_loglik=evaluated.ref_loglik,
+                   kl_seq=evaluated.kl_seq, kl_seq_se=evaluated.kl_seq_se, kl_token=evaluated.kl_token,
+                   ref_loglik=evaluated.ref_loglik,
                    ref_loglik_ref=evaluated.ref_loglik_ref,
                    pool_acc_oracle=selected.pool_acc_oracle if selected is not None else None,
                    evaluate=evaluated.evaluate, checkpoint=trained.checkpoint, seconds=seconds)  # fmt: skip
@@ -211,8 +215,10 @@ class RoundMetrics(Record):
         """``KL(π_θ‖π_ref) 0.420 nats per response (0.0210 per token); log-likelihood of π_ref's samples …``."""
         if self.kl_seq is None:
             return ""
-        return (f"KL(π_θ‖π_ref) {self.kl_seq:.3f} nats per response ({self.kl_token:.4f} per token); log-likelihood "
-                f"of π_ref's samples {self.ref_loglik:.3f} per token (π_ref {self.ref_loglik_ref:.3f})")  # fmt: skip
+        se = f" ± {self.kl_seq_se:.3f}" if self.kl_seq_se is not None else ""
+        return (f"KL(π_θ‖π_ref) {self.kl_seq:.3f}{se} nats per response ({self.kl_token:.4f} per token); "
+                f"log-likelihood of π_ref's samples {self.ref_loglik:.3f} per token (π_ref "
+                f"{self.ref_loglik_ref:.3f})")  # fmt: skip
 
     def audit_line(self) -> str:
         """``audit 0.62 ± 0.11 (n 5; pooled r2–3 0.60 ± 0.07, n 10), picks 0.48 (n 45), gain …``; empty without."""

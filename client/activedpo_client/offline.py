@@ -80,9 +80,11 @@ class Selection:
         if self.skipped:
             at = ", ".join(self.skipped_at) + (", …" if self.skipped > len(self.skipped_at) else "")
             skipped = f", {self.skipped} rows skipped (fewer than two distinct responses: {at})"
+        audit = sum(p.audit for p in self.batch.pairs)
+        audit = f"; {audit} of them audit pairs, drawn at random" if audit else ""
         return (f"{len(self.batch.pairs)} of {self.pairs:,} pairs selected by {self.batch.strategy} under "
                 f"{self.batch.checkpoint_id} in {self.seconds:.1f} s (pool sent in {self.pool_seconds:.1f} s, "
-                f"{self.pairs / max(self.seconds, 1e-9):,.0f} pairs/s overall){skipped}")  # fmt: skip
+                f"{self.pairs / max(self.seconds, 1e-9):,.0f} pairs/s overall){skipped}{audit}")  # fmt: skip
 
 
 def select_offline(s: SelectSettings, spec: ServerSpec, stack: ExitStack, ls: LabelStudioSpec | None = None,
@@ -136,7 +138,8 @@ def pool_section(s: SelectSettings, client, beta: float | None = None):
     view = of_description(client.describe_pool(s.tag, s.describe_pairs), beta)
     ref = str(Path(s.model).resolve()) if Path(s.model).exists() else s.model
     render = PromptRenderer(_tokenizer(resolve_checkpoint(ref).base), s.chat_template)  # as the server was sent it
-    text = text_stats(read_pool(s.candidates, render, {}))
+    read: dict = {}
+    text = text_stats(read_pool(s.candidates, render, read), read)
     return [*text.lines(), *view.lines(beta), f"what it predicts: {prediction(text, view)}"], view
 
 

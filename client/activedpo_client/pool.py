@@ -44,7 +44,8 @@ def display_messages(raw, rendered: str) -> str:
     return "" if isinstance(raw, str) and raw == rendered else json.dumps(as_messages(raw), ensure_ascii=False)
 
 
-def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup | CandidatePair | None:
+def _row_items(row: dict, where: str, render: PromptRenderer,
+               stats: dict | None = None) -> CandidateGroup | CandidatePair | None:  # fmt: skip
     if row.get("prompt") is None and row.get("chosen") is not None and row.get("rejected") is not None:
         raw, chosen, rejected = implicit_prompt(row["chosen"], row["rejected"], where)  # TRL's implicit prompt
         row = {"prompt": raw, "chosen": chosen, "rejected": rejected}
@@ -56,8 +57,10 @@ def _row_items(row: dict, where: str, render: PromptRenderer) -> CandidateGroup 
         rs = row["responses"]
         if not isinstance(rs, list):
             raise PromptFileError(f"{where}: 'responses' must be a list")
-        texts = [render.response(raw, r, f"{where} response {i}") for i, r in enumerate(rs)]
-        texts = list(dict.fromkeys(t for t in texts if t.strip()))
+        texts = [t for t in (render.response(raw, r, f"{where} response {i}") for i, r in enumerate(rs)) if t.strip()]
+        if stats is not None and len(set(texts)) < len(texts):  # the same response twice in one row
+            stats["repeated_in_row"] = stats.get("repeated_in_row", 0) + len(texts) - len(set(texts))
+        texts = list(dict.fromkeys(texts))
         if len(texts) > MAX_RESPONSES:
             raise PromptFileError(f"{where}: {len(texts)} distinct responses; the server takes at most "
                                   f"{MAX_RESPONSES} per prompt: split the row into several")  # fmt: skip
@@ -77,7 +80,7 @@ def read_pool(path: Path, render: PromptRenderer, stats: dict) -> Iterator[Candi
     skipped rows are (the first few) in ``stats["skipped_at"]``."""
     for where, row in iter_rows(path):
         stats["rows"] = stats.get("rows", 0) + 1
-        item = _row_items(row, f"{path} {where}", render)
+        item = _row_items(row, f"{path} {where}", render, stats)
         if item is None:
             stats["skipped"] = stats.get("skipped", 0) + 1
             if len(stats.setdefault("skipped_at", [])) < 5:

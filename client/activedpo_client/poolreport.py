@@ -63,21 +63,22 @@ class TextStats:
     prompts: int
     responses: int  # distinct responses (per prompt)
     exact_duplicates: int  # responses repeated verbatim under the same prompt (beyond their first)
-    near_duplicates: int  # distinct responses equal to another of their prompt once normalized
+    near_duplicates: int  # distinct responses the same as another of their prompt once normalized (beyond the first)
     trivial_pairs: int  # pairs whose responses differ only trivially
 
     def lines(self) -> list[str]:
         share = self.trivial_pairs / self.pairs if self.pairs else 0.0
         return [f"{self.pairs:,} pairs over {self.prompts:,} prompts, {self.responses:,} distinct responses",
                 f"duplicates: {self.exact_duplicates:,} responses repeated verbatim under their prompt, "
-                f"{self.near_duplicates:,} near-duplicates (the same but for case, spacing and punctuation)",
+                f"{self.near_duplicates:,} more that repeat another but for case, spacing and punctuation",
                 f"pairs whose responses differ only trivially (case and punctuation, or ≤ {TRIVIAL_TOKENS} words and "
                 f"≤ {TRIVIAL_SHARE:.0%} of them): "
                 f"{self.trivial_pairs:,} ({share:.1%})"]  # fmt: skip
 
 
-def text_stats(items: Iterable[CandidateGroup | CandidatePair]) -> TextStats:
-    """:class:`TextStats` of a pool as :func:`activedpo_client.pool.read_pool` reads it."""
+def text_stats(items: Iterable[CandidateGroup | CandidatePair], read: dict | None = None) -> TextStats:
+    """:class:`TextStats` of a pool as :func:`activedpo_client.pool.read_pool` reads it; ``read`` is the stats dict
+    it fills (the responses a row repeats, which it drops before they reach here)."""
     by_prompt: dict[str, list[str]] = {}
     pairs: list[tuple[str, str]] = []
     for item in items:
@@ -97,8 +98,9 @@ def text_stats(items: Iterable[CandidateGroup | CandidatePair]) -> TextStats:
         counts: dict[str, int] = {}
         for r in unique:
             counts[normalize(r)] = counts.get(normalize(r), 0) + 1
-        near += sum(c for c in counts.values() if c > 1)
+        near += sum(c - 1 for c in counts.values())
     trivial = sum(trivially_different(a, b) for a, b in pairs)
+    exact += (read or {}).get("repeated_in_row", 0)
     return TextStats(len(pairs), len(by_prompt), distinct, exact, near, trivial)
 
 
@@ -144,9 +146,10 @@ def of_description(description, beta: float) -> PolicyView:
 
 def prediction(text: TextStats, view: PolicyView | None) -> str:
     """What such a pool predicts, from the committed benchmark."""
-    if view is not None and view.described and not view.margin.any():
-        return ("the policy is π_ref (no DPO round yet): its implicit reward has no preference, so the margins say "
-                "nothing until it has trained; " + _by_text(text))  # fmt: skip
+    if view is not None and view.described and view.margin.max() < NEAR_TIE:  # every pair a near-tie: the policy's
+        why = ("the policy is π_ref (no DPO round yet): its implicit reward has no preference" if not view.margin.any()
+               else f"the policy barely tells any pair apart yet (every margin below {NEAR_TIE:g})")  # fmt: skip
+        return f"{why}, so the margins say nothing of the pool; {_by_text(text)}"
     if view is not None and view.described:
         if view.near_ties() > NEAR_TIE_POOL:
             return ("most pairs are near-ties under the policy: the kind of pool (the benchmark's `mixed`) where "

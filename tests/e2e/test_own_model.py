@@ -221,6 +221,10 @@ def test_file_annotator_hand_off_and_resume_on_gpt_neox(neox_dir, prompt_files, 
     assert sorted(x.pair_id for x in exported) == sorted(x["pair_id"] for x in rows)  # each label once
     assert status.checkpoint_id == m["checkpoint"]
     assert (run_dir / "reward.png").stat().st_size > 1000  # labels and agreement, no reward
+    # resuming needs no option again: the run's own model, prompts and generation length (8, not the default 256)
+    assert "has 1 of 1 rounds" in " ".join(invoke("round", "--run-dir", run_dir).split())
+    again = invoke("round", "--model", neox_dir, "--prompt-file", train, "--run-dir", run_dir)
+    assert "has 1 of 1 rounds" in " ".join(again.split()) and "another workload" not in again
 
 
 def test_select_from_a_pool_file_conditioned_on_past_labels(gpt2_dir, tmp_path):
@@ -314,15 +318,16 @@ def test_pool_report_against_a_remote_server_leases_nothing(gpt2_dir, tmp_path):
 
     pool = write_jsonl(tmp_path / "pool.jsonl", [
         {"prompt": f"tell me about the {w}", "responses": [" good nice", " Good, nice!", " very big red"]}
-        for w in ("sea", "sky", "rain", "sun")
-    ])  # fmt: skip
+        for w in ("sea", "sky", "rain")
+    ] + [{"prompt": "tell me about the sun",
+          "responses": [" good nice", " Good, nice!", " very big red", " good nice"]}])  # the first one twice
     own = ["--proj-dim", "64", "--lora-r", "8", "--lora-alpha", "16"]
     with EmbeddedServer(tmp_path / "remote", args=own) as server:
         out = invoke("pool", "report", "--model", gpt2_dir, "--candidates", pool, "--server", server.target,
                      "--plot", tmp_path / "pool.png", "--lora-r", 4, "--lora-alpha", 8)  # fmt: skip
         said = " ".join(out.split())
         assert "12 pairs over 4 prompts, 12 distinct responses" in said
-        assert "0 responses repeated verbatim under their prompt, 8 near-duplicates" in said
+        assert "1 responses repeated verbatim under their prompt, 4 more that repeat another but for case" in said
         assert "differ only trivially" in said and ": 4 (33.3%)" in said  # " good nice" vs " Good, nice!"
         assert "implicit-reward margin |β·Δ log π/π_ref| (β = 0.1)" in said and "100.0% of pairs below 0.1" in said
         assert "what it predicts: the policy is π_ref (no DPO round yet)" in said

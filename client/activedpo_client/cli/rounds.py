@@ -17,6 +17,7 @@ from activedpo_client.cli.common import (
     AuditFractionOpt,
     BudgetOpt,
     CacheDir,
+    ChatTemplate,
     ChatTemplateOpt,
     DPOModeOpt,
     Dtype,
@@ -188,6 +189,16 @@ def round_cmd(
 
     quiet_libraries()
     with user_errors():
+        resumed = _resumed(run_dir, explicit(ctx))  # a run that has done work: what was not given is its own
+        if resumed:
+            model, world = resumed.get("model", model), resumed.get("world", world)
+            prompt_file = resumed.get("prompt_file", prompt_file)
+            heldout_file = resumed.get("heldout_file", heldout_file)
+            prompt_field = resumed.get("prompt_field", prompt_field)
+            chat_template = ChatTemplate(resumed.get("chat_template", chat_template))
+            evaluate, eval_prompts = resumed.get("evaluate", evaluate), resumed.get("eval_prompts", eval_prompts)
+            max_new_tokens = resumed.get("max_new_tokens", max_new_tokens)
+            temperature, top_p = resumed.get("temperature", temperature), resumed.get("top_p", top_p)
         if temperature == 0 and responses > 1:
             raise ValueError(f"--temperature 0 is greedy decoding: the --responses {responses} responses to a prompt "
                              f"would be one and the same; sample with a temperature above 0")  # fmt: skip
@@ -244,6 +255,27 @@ def round_cmd(
         except AwaitingLabels as e:
             console.print(f"[yellow]waiting for labels:[/] {e}")
             raise typer.Exit(3) from None
+
+
+def _resumed(run_dir: Path, given: set[str]) -> dict:
+    """For a run that has done work, the workload options not given again, with the run's own values (so
+    ``round --run-dir DIR`` alone resumes a run on ``--model`` too); empty for a new or untouched run."""
+    from activedpo_client.rundir import Run
+
+    if not (Path(run_dir) / "run.json").exists():
+        return {}
+    run = Run.open(run_dir)
+    if not run.started():
+        return {}
+    w, gen = run.workload, run.workload.get("generation", {})
+    own: dict = {"evaluate": run.config.evaluate, "eval_prompts": run.config.eval_prompts, **gen}
+    if w.get("kind") == "model" and not given & {"world", "task"}:
+        own |= {"model": w["model"], "prompt_file": Path(w["prompt_file"]), "prompt_field": w["prompt_field"],
+                "chat_template": w["chat_template"],
+                "heldout_file": Path(w["heldout_file"]) if w.get("heldout_file") else None}  # fmt: skip
+    elif w.get("kind") == "toy" and not given & {"model", "preset", "world_seed", "task", "cache_dir"}:
+        own["world"] = Path(w["world"])
+    return {k: v for k, v in own.items() if k not in given}
 
 
 def metrics_line(strategy: str, m: RoundMetrics) -> str:

@@ -32,7 +32,8 @@ def test_every_row_shape_becomes_a_candidate_and_counts_add_up(tmp_path):
     said = json.dumps([{"role": "user", "content": "tell me"}])  # what people read: the prompt as written
     assert items == [CandidateGroup(HEAD, [" a", " b", " c"], messages=said), CandidatePair(HEAD, " good", " bad",
                      messages=said), CandidatePair(HEAD, " x", " y", messages=said)]  # fmt: skip
-    assert stats == {"rows": 4, "groups": 1, "pairs": 5, "skipped": 1, "skipped_at": ["line 4"]}
+    assert stats == {"rows": 4, "groups": 1, "pairs": 5, "skipped": 1, "skipped_at": ["line 4"],
+                     "repeated_in_row": 2}  # " a" and " same" twice in their rows: the pool report counts them
 
 
 def test_rows_the_server_would_refuse_are_named_before_anything_is_sent(tmp_path):

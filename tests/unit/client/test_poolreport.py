@@ -32,16 +32,18 @@ def test_text_stats_count_what_a_pool_is_made_of():
         CandidatePair("p2", " yes", " no"),
     ]
     s = text_stats(pool)
-    assert s == TextStats(pairs=8, prompts=2, responses=7, exact_duplicates=1, near_duplicates=2, trivial_pairs=1)
+    assert s == TextStats(pairs=8, prompts=2, responses=7, exact_duplicates=1, near_duplicates=1, trivial_pairs=1)
+    assert text_stats(pool, {"repeated_in_row": 2}).exact_duplicates == 3  # what the reader dropped within rows
     assert s.lines()[0] == "8 pairs over 2 prompts, 7 distinct responses"
 
 
 def test_the_policy_view_and_what_it_predicts(tmp_path):
     rng = np.random.default_rng(0)
-    ties = PoolDescription(500, tuple(f"p{i}" for i in range(200)), tuple(rng.normal(0, 0.2, 200)),
+    margins = np.concatenate([rng.normal(0, 0.2, 180), rng.normal(0, 30, 20)])  # most pairs near-ties, a few not
+    ties = PoolDescription(500, tuple(f"p{i}" for i in range(200)), tuple(margins),
                            tuple(rng.uniform(0.1, 2.0, 200)), "ckpt-3")  # fmt: skip
     view = of_description(ties, beta=0.1)  # |β·Δ| mostly below 0.1
-    assert view.described == 200 and view.near_ties() > 0.9
+    assert view.described == 200 and 0.8 < view.near_ties() < 0.95
     assert "(a uniform sample of 200)" in view.lines(0.1)[0]
     text = TextStats(200, 50, 150, 0, 0, 10)
     assert "the benchmark's `mixed`" in prediction(text, view)
@@ -49,6 +51,8 @@ def test_the_policy_view_and_what_it_predicts(tmp_path):
     assert apart.near_ties() < 0.1 and "indistinguishable from random" in prediction(text, apart)
     ref = of_description(PoolDescription(200, ties.pair_ids, (0.0,) * 200, ties.scores, "sft"), 0.1)
     assert prediction(text, ref).startswith("the policy is π_ref (no DPO round yet)")
+    barely = of_description(PoolDescription(200, ties.pair_ids, (3e-4,) * 200, ties.scores, "r1"), 0.1)  # one step
+    assert prediction(text, barely).startswith("the policy barely tells any pair apart yet")
     trivial = TextStats(200, 50, 150, 0, 0, 150)
     assert "deduplicate before labeling" in prediction(trivial, ref)
     png = plot(view, tmp_path / "pool.png", 0.1)
