@@ -351,6 +351,11 @@ def test_select_counts_each_persons_current_answer_once(gpt2_dir, tmp_path, labe
     assert ("7 labels from 5 tasks (A 4, B 1, about the same 1, both unacceptable 1; 1 skipped)" in done
             and "7 new on the server, 0 revised, 0 it already had" in done)  # fmt: skip
     assert "agreement: 50% of answers agree on the 2 pairs answered by several people" in done
+    # scored as they come back, with the margins of the policy that selected them (π_ref here: ½ each)
+    answered = {0: 1, 1: 0, 2: 1, 3: 1, 4: 2}  # A/B answers per task now (task 1: both unacceptable; 3: a tie beside)
+    n = answered[next(i for i, r in enumerate(selected) if r["audit"])]
+    audited = f"audit accuracy 0.50 ± 0.00 on {n} audit answers, " if n else ""
+    assert f"{audited}0.50 on the strategy's {5 - n} picks (the policy that selected them, " in done
 
     def labels_file() -> dict:
         rows = [json.loads(line) for line in (tmp_path / "batch.labels.jsonl").read_text().splitlines()]
