@@ -78,30 +78,28 @@ class TextStats:
 
 def text_stats(items: Iterable[CandidateGroup | CandidatePair], read: dict | None = None) -> TextStats:
     """:class:`TextStats` of a pool as :func:`activedpo_client.pool.read_pool` reads it; ``read`` is the stats dict
-    it fills (the responses a row repeats, which it drops before they reach here)."""
-    by_prompt: dict[str, list[str]] = {}
-    pairs: list[tuple[str, str]] = []
+    it fills (the responses a row repeats, which it drops before they reach here). Streams: each pair is judged as
+    it comes, and a prompt keeps only the hashes of its responses (raw and normalized), not their texts."""
+    by_prompt: dict[int, list[tuple[int, int]]] = {}
+    pairs = trivial = 0
     for item in items:
         if isinstance(item, CandidateGroup):
-            seen = by_prompt.setdefault(item.prompt, [])
-            seen.extend(item.responses)
             rs = list(dict.fromkeys(item.responses))
-            pairs += [(rs[i], rs[j]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
+            group = [(rs[i], rs[j]) for i in range(len(rs)) for j in range(i + 1, len(rs))]
+            responses = item.responses
         else:
-            by_prompt.setdefault(item.prompt, []).extend([item.response_a, item.response_b])
-            pairs.append((item.response_a, item.response_b))
+            group, responses = [(item.response_a, item.response_b)], (item.response_a, item.response_b)
+        pairs += len(group)
+        trivial += sum(trivially_different(a, b) for a, b in group)
+        by_prompt.setdefault(hash(item.prompt), []).extend((hash(r), hash(normalize(r))) for r in responses)
     distinct = exact = near = 0
     for responses in by_prompt.values():
         unique = set(responses)
         distinct += len(unique)
         exact += len(responses) - len(unique)
-        counts: dict[str, int] = {}
-        for r in unique:
-            counts[normalize(r)] = counts.get(normalize(r), 0) + 1
-        near += sum(c - 1 for c in counts.values())
-    trivial = sum(trivially_different(a, b) for a, b in pairs)
+        near += len(unique) - len({norm for _, norm in unique})  # beyond the first of each normalized text
     exact += (read or {}).get("repeated_in_row", 0)
-    return TextStats(len(pairs), len(by_prompt), distinct, exact, near, trivial)
+    return TextStats(pairs, len(by_prompt), distinct, exact, near, trivial)
 
 
 @dataclass(frozen=True)
