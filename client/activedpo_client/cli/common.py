@@ -78,6 +78,11 @@ TaskOpt = Annotated[
 ]
 RunDirOpt = Annotated[Path, typer.Option(help="The run directory (all of a run's state; resumable).")]
 ServerOpt = Annotated[str, typer.Option(envvar="ACTIVEDPO_SERVER", help="host:port, or 'embedded'.")]
+# select and pool report: a server for this call, or one running elsewhere; the pool's tag on it
+EmbeddedOrServerOpt = Annotated[
+    str, typer.Option(envvar="ACTIVEDPO_SERVER", help="'embedded' (a server for this call) or host:port.")
+]
+PoolTagOpt = Annotated[str | None, typer.Option(help="Pool tag on the server \\[default: the candidates file's name].")]
 ServerBaseOpt = Annotated[
     str | None,
     typer.Option(

@@ -14,8 +14,10 @@ from activedpo_client.cli.common import (
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    EmbeddedOrServerOpt,
     LoraAlphaOpt,
     LoraROpt,
+    PoolTagOpt,
     ProjDimOpt,
     ServerBaseOpt,
     TargetModulesOpt,
@@ -45,15 +47,11 @@ def report_cmd(
     labeled: Annotated[
         Path | None, typer.Option(help="Labels so far (any form `select` reads): the scores are against them.")
     ] = None,
-    server: Annotated[
-        str, typer.Option(envvar="ACTIVEDPO_SERVER", help="'embedded' (a server for this call) or host:port.")
-    ] = ServerSpec.server,
+    server: EmbeddedOrServerOpt = ServerSpec.server,
     state_dir: Annotated[
         Path | None, typer.Option(help="Embedded server's state \\[default: the plot's name + .server].")
     ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="Pool tag on the server \\[default: the candidates file's name].")
-    ] = None,
+    pool: PoolTagOpt = None,
     describe_pairs: DescribePairsOpt = SelectionSettings.describe_pairs,
     dpo_beta: Annotated[
         float, typer.Option(help="DPO's β: the margin shown is |β·Δ log π/π_ref|.", min=0)

@@ -16,6 +16,7 @@ from activedpo_client.cli.common import (
     DeviceOpt,
     Dtype,
     DtypeOpt,
+    EmbeddedOrServerOpt,
     LoraAlphaOpt,
     LoraROpt,
     LsInstructionsOpt,
@@ -26,6 +27,7 @@ from activedpo_client.cli.common import (
     LsWaitOpt,
     LsWebhookPortOpt,
     LsWebhookUrlOpt,
+    PoolTagOpt,
     ProjDimOpt,
     ServerBaseOpt,
     StrategyOpt,
@@ -71,16 +73,12 @@ def select_cmd(
         ),
     ] = None,
     strategy: StrategyOpt = SelectionSettings.strategy,
-    server: Annotated[
-        str, typer.Option(envvar="ACTIVEDPO_SERVER", help="'embedded' (a server for this call) or host:port.")
-    ] = ServerSpec.server,
+    server: EmbeddedOrServerOpt = ServerSpec.server,
     state_dir: Annotated[
         Path | None,
         typer.Option(help="Embedded server's state (a re-run reuses its features) \\[default: OUT's name + .server]."),
     ] = None,
-    pool: Annotated[
-        str | None, typer.Option(help="Pool tag on the server \\[default: the candidates file's name].")
-    ] = None,
+    pool: PoolTagOpt = None,
     chat_template: ChatTemplateOpt = ModelSpec.chat_template,
     proj_dim: ProjDimOpt = ProjectionSpec.dim,
     lora_r: LoraROpt = LoraSpec.r,
