@@ -93,6 +93,22 @@ def score(answers: Iterable[tuple[str, bool, float | None]]) -> tuple[Accuracy, 
     return audit, picks
 
 
+def expected_accuracy(groups: Iterable[Sequence[tuple[str, float, float]]]) -> float | None:
+    """The truth an audit estimate estimates, where the label model is known: a policy's expected preference
+    accuracy on every pair of a pool under Bradley–Terry labels. Each group is one prompt's responses as (text,
+    oracle reward, the policy's log π_θ/π_ref); its pairs are those of distinct texts (the server keeps no pair of
+    identical responses). A pair earns P(label = the policy's ranking), ½ where the policy has no preference."""
+    credits = []
+    for group in groups:
+        rows = list({text: (reward, ratio) for text, reward, ratio in group}.values())
+        for i, (r_a, x_a) in enumerate(rows):
+            for r_b, x_b in rows[i + 1:]:
+                d = r_a - r_b  # P(A preferred) = σ(d), computed without overflow
+                p_a = 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
+                credits.append(0.5 if x_a == x_b else p_a if x_a > x_b else 1.0 - p_a)
+    return float(sum(credits) / len(credits)) if credits else None
+
+
 @dataclass(frozen=True)
 class Estimate:
     """An accuracy estimate with its standard error and the audit answers behind it."""

@@ -171,8 +171,8 @@ class RoundRunner:
         """With the toy world's Bradley–Terry oracle as the annotator: the selecting policy's expected preference
         accuracy on every pair of this round's pool under that label model (½ where it has no preference), what
         the audit estimate estimates; None with any other annotator."""
+        from activedpo_client.audit import expected_accuracy
         from activedpo_core.sequences import sequence_logprobs
-        from activedpo_trainer.tasks import sigmoid
 
         if self.run.config.annotator_spec.kind != "oracle":
             return None
@@ -185,16 +185,11 @@ class RoundRunner:
             ratio = sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
             with policy.model.disable_adapter():
                 ratio = ratio - sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
-        reward = [self.workload.oracle.reward(p, r) for p, r in zip(prompts, responses, strict=True)]
-        credits, start = [], 0
-        for g in groups:
-            n = len(g["responses"])
-            for i in range(start, start + n):
-                for j in range(i + 1, start + n):
-                    p_a, d = sigmoid(reward[i] - reward[j]), ratio[i] - ratio[j]
-                    credits.append(0.5 if d == 0 else p_a if d > 0 else 1.0 - p_a)
-            start += n
-        return round(float(np.mean(credits)), 4) if credits else None
+        rows = [(r, self.workload.oracle.reward(p, r), x) for p, r, x in zip(prompts, responses, ratio.tolist(),
+                                                                                strict=True)]  # fmt: skip
+        ends = np.cumsum([len(g["responses"]) for g in groups]).tolist()
+        truth = expected_accuracy(rows[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True))
+        return None if truth is None else round(truth, 4)
 
     def _batch(self) -> Batch:
         return Batch.from_dict(json.loads((self.dir / "batch.json").read_text()))

@@ -15,6 +15,7 @@ from activedpo_client.audit import (
     audit_count,
     credit,
     curve,
+    expected_accuracy,
     pool_accuracy,
     score,
     stall_hint,
@@ -35,6 +36,17 @@ def test_audit_count_and_credit():
     assert audit.se == pytest.approx(math.sqrt(0.5 * 0.5 / 2))  # p̃ = (1 + 1) / (2 + 2)
     no_preference = score([("A", True, 0.0), ("B", True, 0.0), ("A", True, 0.0)])[0]
     assert (no_preference.mean, no_preference.se) == (0.5, 0.0)  # π_ref: a coin flip by definition, exactly
+
+
+def test_the_truth_counts_each_pair_of_distinct_responses_once_and_a_policy_without_preference_at_half():
+    sig = 1.0 / (1.0 + math.exp(-1.0))  # σ(1): the oracle prefers the reward-1 response with this probability
+    group = [("good", 1.0, 0.3), ("good", 1.0, 0.3), ("bad", 0.0, -0.2)]  # a duplicate: one pair, not three
+    assert expected_accuracy([group]) == pytest.approx(sig)
+    wrong = [("good", 1.0, -0.3), ("bad", 0.0, 0.2)]
+    assert expected_accuracy([group, wrong]) == pytest.approx((sig + 1.0 - sig) / 2)
+    assert expected_accuracy([[("a", 5.0, 0.0), ("b", -5.0, 0.0)]]) == 0.5  # π_ref: ½ whatever the labels
+    assert expected_accuracy([[("a", 900.0, 1.0), ("b", -900.0, 0.0)]]) == 1.0  # no overflow far from a tie
+    assert expected_accuracy([[("same", 1.0, 0.0), ("same", 1.0, 0.0)]]) is None  # no pair of distinct responses
 
 
 def synthetic_pool(rng, n=3000):
