@@ -191,13 +191,19 @@ def curve(rounds: Sequence[tuple[int, int, Accuracy, Accuracy, int, int]]) -> li
 
 def stall_hint(history: Sequence[RoundAudit]) -> str:
     """The hint, when the gain's 95% interval has held zero for the last STALL_ROUNDS rounds in a row: the
-    labels those rounds added did not measurably improve the policy. It stops nothing."""
+    labels those rounds added did not measurably raise the policy's accuracy on its pools. It says how wide the
+    last interval is (a few audit answers a round resolve only large changes) and that on pools of the policy's
+    own samples this accuracy can stay near ½ while the reward rises (the benchmark's finding,
+    benchmarks/README.md). It stops nothing."""
     recent = [h for h in history if h.gain_ci is not None][-STALL_ROUNDS:]
     if len(recent) < STALL_ROUNDS or not all(lo <= 0.0 <= hi for lo, hi in (h.gain_ci for h in recent)):
         return ""
     labels = recent[-1].labels_before - recent[0].since
-    return (f"the last {labels} labels did not measurably improve the policy: the audit gain's 95% interval has "
-            f"held zero for {STALL_ROUNDS} rounds (labels still train it; more audit labels narrow the interval)")
+    lo, hi = recent[-1].gain_ci
+    return (f"the last {labels} labels did not measurably raise the policy's accuracy on its pools: the audit gain's "
+            f"95% interval (±{(hi - lo) / 2 * 100:.1f} points per 100 labels) has held zero for {STALL_ROUNDS} rounds; "
+            "on pools of its own samples that accuracy can stay near ½ while the reward rises, so read it beside the "
+            "drift and any held-out evaluation")
 
 
 def summary_line(audit: Accuracy, picks: Accuracy, what: str) -> str:

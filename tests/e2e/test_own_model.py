@@ -330,7 +330,8 @@ def test_pool_report_against_a_remote_server_leases_nothing(gpt2_dir, tmp_path):
         assert "1 responses repeated verbatim under their prompt, 4 more that repeat another but for case" in said
         assert "differ only trivially" in said and ": 4 (33.3%)" in said  # " good nice" vs " Good, nice!"
         assert "implicit-reward margin |β·Δ log π/π_ref| (β = 0.1)" in said and "100.0% of pairs below 0.1" in said
-        assert "what it predicts: the policy is π_ref (no DPO round yet)" in said
+        assert "(90%/10% ratio " in said and "what it predicts: the ActiveDPO scores are " in said
+        assert "the policy is π_ref (no DPO round yet), so the margins say nothing yet" in said
         assert (tmp_path / "pool.png").read_bytes()[:4] == b"\x89PNG"
         with SelectorClient(Connection(server.target)) as client:
             status = client.status()

@@ -94,7 +94,9 @@ def test_the_curve_pools_small_slices_and_the_gain_and_its_interval_drive_the_hi
     assert history[2].gain == pytest.approx(0.0) and history[2].gain_ci[0] < 0 < history[2].gain_ci[1]
     assert stall_hint(history[:3]) == ""  # one flat round is not a stall
     hint = stall_hint(history)
-    assert hint.startswith("the last 100 labels did not measurably improve the policy")
+    # 10 answers at 0.9 twice: p̃ = 10/12, SE 0.118 each; the gain's SE √2 × 0.118 × 2 per 100 labels = 0.333
+    assert hint.startswith("the last 100 labels did not measurably raise the policy's accuracy on its pools: the "
+                           "audit gain's 95% interval (±65.3 points per 100 labels) has held zero")  # fmt: skip
     rising = curve(rounds_of([0.5, 0.6, 0.7, 0.8, 0.9], n=400))
     assert stall_hint(rising) == "" and all(h.gain_ci[0] > 0 for h in rising[1:])
 

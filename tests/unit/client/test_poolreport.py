@@ -40,20 +40,27 @@ def test_text_stats_count_what_a_pool_is_made_of():
 def test_the_policy_view_and_what_it_predicts(tmp_path):
     rng = np.random.default_rng(0)
     margins = np.concatenate([rng.normal(0, 0.2, 180), rng.normal(0, 30, 20)])  # most pairs near-ties, a few not
-    ties = PoolDescription(500, tuple(f"p{i}" for i in range(200)), tuple(margins),
-                           tuple(rng.uniform(0.1, 2.0, 200)), "ckpt-3")  # fmt: skip
+    uneven = np.concatenate([np.full(100, 0.5), np.full(100, 2.0)])  # half the pairs would teach four times more
+    ties = PoolDescription(500, tuple(f"p{i}" for i in range(200)), tuple(margins), tuple(uneven), "ckpt-3")
     view = of_description(ties, beta=0.1)  # |β·Δ| mostly below 0.1
-    assert view.described == 200 and 0.8 < view.near_ties() < 0.95
-    assert "(a uniform sample of 200)" in view.lines(0.1)[0]
+    assert view.described == 200 and 0.8 < view.near_ties() < 0.95 and view.spread() == 4.0
+    assert "(a uniform sample of 200)" in view.lines(0.1)[0] and "(90%/10% ratio 4.00)" in view.lines(0.1)[1]
     text = TextStats(200, 50, 150, 0, 0, 10)
-    assert "the benchmark's `mixed`" in prediction(text, view)
-    apart = of_description(PoolDescription(200, ties.pair_ids, tuple(rng.normal(0, 30, 200)), ties.scores, "c"), 0.1)
-    assert apart.near_ties() < 0.1 and "indistinguishable from random" in prediction(text, apart)
+    assert prediction(text, view).startswith("the ActiveDPO scores are uneven (90%/10% ratio 4.00)")
+    assert "the benchmark's `mixed` pool" in prediction(text, view)
+    even = of_description(PoolDescription(200, ties.pair_ids, ties.margins, tuple(rng.uniform(1.0, 2.0, 200)), "c"),
+                          0.1)  # fmt: skip
+    assert even.spread() < 2.0 and "indistinguishable from random" in prediction(text, even)
+    assert prediction(text, even) == prediction(text, of_description(  # the margins do not decide it
+        PoolDescription(200, ties.pair_ids, tuple(rng.normal(0, 30, 200)), even.score, "c"), 0.1))
     ref = of_description(PoolDescription(200, ties.pair_ids, (0.0,) * 200, ties.scores, "sft"), 0.1)
-    assert prediction(text, ref).startswith("the policy is π_ref (no DPO round yet)")
-    barely = of_description(PoolDescription(200, ties.pair_ids, (3e-4,) * 200, ties.scores, "r1"), 0.1)  # one step
-    assert prediction(text, barely).startswith("the policy barely tells any pair apart yet")
+    assert prediction(text, ref).endswith("the policy is π_ref (no DPO round yet), so the margins say nothing yet")
+    assert "`mixed` pool" in prediction(text, ref)  # the scores speak before any DPO round
+    none = of_description(PoolDescription(200, ties.pair_ids, ties.margins, (0.0,) * 30 + (1.0,) * 170, "c"), 0.1)
+    assert none.spread() == float("inf") and "uneven (90%/10% ratio inf)" in prediction(text, none)
     trivial = TextStats(200, 50, 150, 0, 0, 150)
-    assert "deduplicate before labeling" in prediction(trivial, ref)
+    assert prediction(trivial, ref).startswith("most pairs differ only trivially: many labels would be coin flips "
+                                               "(deduplicate before labeling); the ActiveDPO scores")  # fmt: skip
+    assert "does not tell" in prediction(text, None)
     png = plot(view, tmp_path / "pool.png", 0.1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
