@@ -185,10 +185,8 @@ class RoundRunner:
             ratio = sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
             with policy.model.disable_adapter():
                 ratio = ratio - sequence_logprobs(policy.model, policy.tokenizer, prompts, responses)
-        rows = [(r, self.workload.oracle.reward(p, r), x) for p, r, x in zip(prompts, responses, ratio.tolist(),
-                                                                                strict=True)]  # fmt: skip
-        ends = np.cumsum([len(g["responses"]) for g in groups]).tolist()
-        truth = expected_accuracy(rows[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True))
+        rows = iter(zip(responses, map(self.workload.oracle.reward, prompts, responses), ratio.tolist(), strict=True))
+        truth = expected_accuracy([[next(rows) for _ in g["responses"]] for g in groups])
         return None if truth is None else round(truth, 4)
 
     def _batch(self) -> Batch:
